@@ -1,0 +1,55 @@
+# llenergymeasure: what LLM inference really costs, per implementation choice.
+#
+#   snakemake --cores all                       the default study (config/config.yaml)
+#   snakemake --cores all --configfile STUDY    another study (replaces the default entirely)
+#   snakemake --cores 1 paper_figures           every paper figure from paper/data/, no GPU
+#
+# DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figures
+
+
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
+
+from llenergymeasure.config import ConfigError, load_config
+
+
+# A --configfile on the command line replaces the embedded default rather than
+# being merged into it, so a study never inherits the default's models.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+try:
+    config.update(load_config(dict(config)))
+except ConfigError as error:
+    raise SystemExit(f"config error: {error}")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/model.smk"
+include: "workflow/rules/quantise.smk"
+include: "workflow/rules/gguf.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/flops.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/analyse.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        "results/aggregate/measurements.parquet",
+        "results/aggregate/summary.parquet",
+        all_analysis_outputs(),
+        all_figure_outputs(),
+    default_target: True

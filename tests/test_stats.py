@@ -1,0 +1,145 @@
+"""Summary statistics: known answers on hand-made trial tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llenergymeasure import stats
+
+
+def _trials(energy: list[float | None], status: list[str] | None = None, **keys) -> pd.DataFrame:
+    """Trials of one configuration; latency and tokens/s derived from energy for variety."""
+    n = len(energy)
+    status = status or ["ok"] * n
+    base = {
+        "platform_id": "cpu-test",
+        "model": "tiny-llama",
+        "quant": "none-float32",
+        "backend": "pytorch",
+        "batch_size": 1,
+        "prompt_tokens": 64,
+        "output_tokens": 32,
+    } | keys
+    table = pd.DataFrame(
+        {
+            **{key: [value] * n for key, value in base.items()},
+            "trial": range(n),
+            "status": status,
+            "error": [None if s == "ok" else "CUDA out of memory" for s in status],
+            "energy_j_per_output_token": energy,
+            "latency_s": [None if e is None else 2.0 * e for e in energy],
+            "tokens_per_s": [None if e is None else 10.0 / e for e in energy],
+            "ttft_s": [None if e is None else 0.1 for e in energy],
+            "energy_prefill_j": [None if e is None else 1.0 + i for i, e in enumerate(energy)],
+            "energy_decode_j": [None if e is None else 5.0 for e in energy],
+            "dtype": "float32",
+            "energy_source": "estimate-cpu-tdp",
+            "energy_is_estimate": True,
+            "weights": "random",
+            "flops_total": 1.5e9,
+            "flops_2n_reference": 1.4e9,
+        }
+    )
+    return table
+
+
+def test_known_statistics_of_one_configuration():
+    summary = stats.summarise(_trials([1.0, 2.0, 3.0, 4.0, 10.0]))
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert row["energy_j_per_output_token_median"] == 3.0
+    assert row["energy_j_per_output_token_mean"] == 4.0
+    assert row["energy_j_per_output_token_std"] == pytest.approx(np.std(values, ddof=1))
+    assert row["energy_j_per_output_token_cv"] == pytest.approx(np.std(values, ddof=1) / 4.0)
+    assert row["latency_s_median"] == 6.0
+    assert row["energy_prefill_j_median"] == 3.0  # 1, 2, 3, 4, 5
+    assert row["ttft_s_median"] == 0.1
+    low, high = row["energy_j_per_output_token_ci_low"], row["energy_j_per_output_token_ci_high"]
+    assert 1.0 <= low <= 3.0 <= high <= 10.0 and low < high
+    assert (row["n_trials"], row["n_ok"], row["n_failed"]) == (5, 5, 0)
+    assert row["cv_flag"] and "energy_j_per_output_token" in row["cv_flagged_metrics"]
+    # carried descriptive columns
+    assert row["energy_source"] == "estimate-cpu-tdp" and row["weights"] == "random"
+    assert row["flops_total"] == 1.5e9
+
+
+def test_steady_configuration_is_not_flagged_and_interval_is_reproducible():
+    table = _trials([2.0, 2.01, 1.99, 2.0, 2.005])
+    first, second = stats.summarise(table), stats.summarise(table)
+    assert not first.loc[0, "cv_flag"]
+    assert first.loc[0, "cv_flagged_metrics"] == ""
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_threshold_decides_the_flag():
+    table = _trials([1.0, 1.1, 0.9])  # CV = 0.1
+    assert stats.summarise(table, cv_threshold=0.05).loc[0, "cv_flag"]
+    assert not stats.summarise(table, cv_threshold=0.2).loc[0, "cv_flag"]
+
+
+def test_failed_trials_are_counted_not_summarised():
+    table = _trials([1.0, None, 3.0], status=["ok", "failed", "ok"])
+    row = stats.summarise(table).iloc[0]
+    assert (row["n_trials"], row["n_ok"], row["n_failed"]) == (3, 2, 1)
+    assert row["energy_j_per_output_token_median"] == 2.0
+
+
+def test_configuration_with_every_trial_failed_keeps_its_row():
+    good = _trials([1.0, 1.0])
+    failed = _trials([None, None], status=["failed", "failed"], batch_size=64)
+    summary = stats.summarise(pd.concat([good, failed], ignore_index=True))
+    assert len(summary) == 2
+    row = summary[summary["batch_size"] == 64].iloc[0]
+    assert row["n_ok"] == 0 and row["n_failed"] == 2
+    assert np.isnan(row["energy_j_per_output_token_median"])
+    assert not row["cv_flag"]
+
+
+def test_configurations_are_kept_apart():
+    table = pd.concat(
+        [_trials([1.0, 1.0]), _trials([5.0, 5.0], platform_id="gpu-test")], ignore_index=True
+    )
+    summary = stats.summarise(table).set_index("platform_id")
+    assert summary.loc["cpu-test", "energy_j_per_output_token_median"] == 1.0
+    assert summary.loc["gpu-test", "energy_j_per_output_token_median"] == 5.0
+
+
+def test_missing_column_is_named():
+    with pytest.raises(stats.StatsInputError, match="'platform_id'"):
+        stats.summarise(_trials([1.0]).drop(columns="platform_id"))
+
+
+def test_unknown_status_is_named():
+    with pytest.raises(stats.StatsInputError, match="status.*'crashed'"):
+        stats.summarise(_trials([1.0], status=["crashed"]))
+
+
+def test_bootstrap_interval_covers_the_median_of_a_known_sample():
+    rng = np.random.default_rng(1)
+    sample = rng.normal(10.0, 1.0, size=200)
+    low, high = stats.bootstrap_interval(sample)
+    # the median's standard error for a normal sample is about 1.2533 * sigma / sqrt(n)
+    half_width = 1.96 * 1.2533 / np.sqrt(200)
+    assert low < np.median(sample) < high
+    assert (high - low) / 2 == pytest.approx(half_width, rel=0.35)
+
+
+def test_bootstrap_of_nothing_is_empty_and_of_one_value_is_that_value():
+    assert all(np.isnan(stats.bootstrap_interval(np.array([np.nan]))))
+    assert stats.bootstrap_interval(np.array([3.0])) == (3.0, 3.0)
+
+
+def test_ratio_of_medians():
+    ratio, low, high = stats.bootstrap_ratio_of_medians(
+        np.array([2.0, 2.0, 2.0]), np.array([1.0, 1.0, 1.0])
+    )
+    assert (ratio, low, high) == (2.0, 2.0, 2.0)
+    ratio, low, high = stats.bootstrap_ratio_of_medians(
+        np.array([1.8, 2.0, 2.2, 2.1]), np.array([0.9, 1.0, 1.1])
+    )
+    assert ratio == pytest.approx(2.05 / 1.0)
+    assert low < ratio < high
+    assert all(np.isnan(stats.bootstrap_ratio_of_medians(np.array([1.0]), np.array([]))))

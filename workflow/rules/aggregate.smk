@@ -1,0 +1,17 @@
+rule aggregate:
+    """One tidy per-trial Parquet and a per-configuration summary, checked against the schema."""
+    input:
+        measured_rows(),
+    output:
+        measurements="results/aggregate/measurements.parquet",
+        summary="results/aggregate/summary.parquet",
+    params:
+        extra_results=config["analysis"]["extra_results"],
+        cv_threshold=config["measurement"]["cv_flag_threshold"],
+    log:
+        "logs/aggregate.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    script:
+        "../scripts/aggregate.py"

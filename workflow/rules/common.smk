@@ -1,0 +1,50 @@
+# Sweep expansion and helpers shared by every rule.
+
+import json
+
+from llenergymeasure.config import expand_jobs, model_variants, resolve_device
+from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
+
+DEVICE = resolve_device(config)
+JOBS = list(expand_jobs(config))
+
+
+def _alternation(names):
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+
+
+wildcard_constraints:
+    model=_alternation(config["models"]),
+    quant=_alternation(VARIANTS),
+    backend=_alternation(BACKEND_NAMES),
+
+
+def model_dir(wildcards):
+    """The materialised model directory of a model."""
+    return f"results/models/{wildcards.model}"
+
+
+def variant_manifest(wildcards):
+    """The variant.json of a (model, quant) pair, made by the quantise or gguf rule."""
+    return f"results/variants/{wildcards.model}/{wildcards.quant}/variant.json"
+
+
+def measured_rows():
+    """Every job's FLOPs-annotated rows, the input of aggregate."""
+    return [f"results/flops/{j.model}/{j.quant}/{j.backend}.parquet" for j in JOBS]
+
+
+def backend_env(wildcards):
+    """The pinned conda env of a measure job's backend."""
+    envs = {"pytorch": "pytorch", "pytorch-compiled": "pytorch", "llamacpp": "llamacpp", "vllm": "vllm"}
+    return f"../../envs/{envs[wildcards.backend]}.yaml"
+
+
+def variant_env(wildcards):
+    """The pinned conda env of the rule that builds a variant."""
+    return f"../../envs/{VARIANTS[wildcards.quant].env}.yaml"
+
+
+def uses_gpu(wildcards=None):
+    """1 when jobs run on a GPU, so profiles/default runs one GPU job at a time."""
+    return 1 if DEVICE == "cuda" else 0

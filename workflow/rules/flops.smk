@@ -1,0 +1,14 @@
+rule flops:
+    """Annotate measured rows with exact analytical FLOPs, MFU and MBU."""
+    input:
+        rows="results/measure/{model}/{quant}/{backend}.parquet",
+        model=model_dir,
+    output:
+        "results/flops/{model}/{quant}/{backend}.parquet",
+    log:
+        "logs/flops/{model}/{quant}/{backend}.log",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    script:
+        "../scripts/flops.py"

@@ -1,0 +1,104 @@
+"""Aggregate per-job rows into the study's tidy tables, checked against a versioned schema.
+
+`measurements.parquet`: one row per trial (every configuration, every platform merged in).
+`summary.parquet`: one row per configuration with medians and bootstrap intervals (stats.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .config import REPO_ROOT
+
+log = logging.getLogger(__name__)
+
+MEASUREMENTS_SCHEMA_PATH = REPO_ROOT / "config" / "schema" / "measurements.schema.yaml"
+
+_PANDAS_TYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+
+
+class SchemaError(ValueError):
+    """Rows that do not match the measurements schema."""
+
+
+def load_measurements_schema(path: Path = MEASUREMENTS_SCHEMA_PATH) -> dict[str, Any]:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def conform(frame: Any, schema: dict[str, Any]) -> Any:
+    """Check required columns, add missing optional ones as empty, cast to the schema's types,
+    and order columns as the schema lists them (columns the schema does not know are refused)."""
+    import pandas as pd
+
+    columns: dict[str, dict[str, Any]] = schema["columns"]
+    unknown = [c for c in frame.columns if c not in columns]
+    if unknown:
+        raise SchemaError(
+            f"columns not in {MEASUREMENTS_SCHEMA_PATH.name} (version {schema['version']}): {', '.join(unknown)}; "
+            "document them in the schema"
+        )
+    missing = [c for c, spec in columns.items() if spec.get("required") and c not in frame.columns]
+    if missing:
+        raise SchemaError(f"required columns missing: {', '.join(missing)}")
+    out = pd.DataFrame(index=frame.index)
+    for name, spec in columns.items():
+        dtype = _PANDAS_TYPES[spec["type"]]
+        if name in frame.columns:
+            series = frame[name]
+            if dtype == "string":
+                series = series.astype("object").where(series.notna(), None).astype("string")
+            else:
+                series = series.astype(dtype)
+        else:
+            series = pd.Series(pd.NA, index=frame.index, dtype=dtype)
+        out[name] = series
+    out["schema_version"] = schema["version"]
+    return out.reset_index(drop=True)
+
+
+def read_row_files(paths: Iterable[str | Path]) -> Any:
+    import pandas as pd
+
+    frames = [pd.read_parquet(p) for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        raise SchemaError("no rows to aggregate: every input file is empty")
+    return pd.concat(frames, ignore_index=True)
+
+
+def merge_platforms(frame: Any, extra_folders: Iterable[str | Path]) -> Any:
+    """Append other platforms' or clusters' measurements (their results/aggregate folders)."""
+    import pandas as pd
+
+    frames = [frame]
+    for folder in extra_folders:
+        other = pd.read_parquet(Path(folder) / "measurements.parquet")
+        frames.append(other.drop(columns=["schema_version"], errors="ignore"))
+    merged = pd.concat(frames, ignore_index=True)
+    keys = ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "trial"]
+    duplicated = merged.duplicated(subset=keys, keep="first")
+    if duplicated.any():
+        log.warning("dropping %d duplicated trial rows found in merged results", int(duplicated.sum()))
+        merged = merged[~duplicated]
+    return merged
+
+
+def aggregate(row_files: Iterable[str | Path], measurements_out: str | Path, summary_out: str | Path,
+              extra_results: Iterable[str | Path] = (), cv_threshold: float = 0.05) -> tuple[Any, Any]:
+    """Concatenate, conform, summarise; write both tables atomically."""
+    from . import stats
+    from .io import write_parquet_atomic
+
+    schema = load_measurements_schema()
+    rows = merge_platforms(read_row_files(row_files), extra_results)
+    measurements = conform(rows, schema)
+    summary = stats.summarise(measurements, cv_threshold=cv_threshold)
+    write_parquet_atomic(measurements_out, measurements)
+    write_parquet_atomic(summary_out, summary)
+    log.info("aggregated %d rows into %d configurations", len(measurements), len(summary))
+    return measurements, summary

@@ -1,0 +1,63 @@
+"""The backend interface: load a variant, run prefill-only and full generation, report memory."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class LoadInfo:
+    """What a backend actually runs after loading a variant (recorded on every row)."""
+
+    kernel_path: str  # what runs the matmuls, detected from the loaded modules
+    compute_dtype: str
+    weight_bytes_memory: int | None  # bytes of weights resident after load
+    decompressed_at_load: bool = False  # a quantised checkpoint expanded to full precision
+    load_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(abc.ABC):
+    """One inference engine. Prefill-only is `generate(inputs, 1)`."""
+
+    name: str = ""
+    supported_quants: tuple[str, ...] = ()
+
+    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
+        self.settings = dict(settings or {})
+        self.device = device
+
+    @abc.abstractmethod
+    def load(self, variant: dict[str, Any]) -> LoadInfo:
+        """Load the variant described by a `variant.json` manifest."""
+
+    @abc.abstractmethod
+    def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> Any:
+        """Deterministic prompt token ids of the given shape, ready for `generate`."""
+
+    @abc.abstractmethod
+    def generate(
+        self, inputs: Any, new_tokens: int, on_token: Callable[[], None] | None = None
+    ) -> int:
+        """Generate exactly `new_tokens` tokens per sequence (EOS ignored); return that count.
+
+        `on_token` is called after each new token is available on the host."""
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (no-op on CPU)."""
+
+    def peak_memory_reset(self) -> None:
+        """Start a new peak-memory interval."""
+
+    def peak_memory_bytes(self) -> int | None:
+        """Peak memory since the last reset, or None where it cannot be read."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Name, version and settings, recorded on every row."""
+        return {"name": self.name, "version": None, "settings": self.settings}
+
+    def close(self) -> None:
+        """Release the model and device memory."""

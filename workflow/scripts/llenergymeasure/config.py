@@ -1,0 +1,323 @@
+"""Study configuration: schema validation, semantic checks, defaults and sweep expansion.
+
+Every check runs before any job is planned, and every failure is one line that names the
+field and says what is allowed, so a bad config never costs a model build or a measurement.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, quants_for_backend
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+# Defaults for optional sections, filled in after validation so that a study config
+# only needs to say what differs.
+DEFAULTS: dict[str, Any] = {
+    "study": "default",
+    "seed": 0,
+    "device": "auto",
+    "measurement": {
+        "trials": 5,
+        "warmup_runs": 2,
+        "warmup_min_s": {"cuda": 30.0, "cpu": 0.0},
+        "warmup_cv_threshold": None,
+        "warmup_max_s": 120.0,
+        "min_window_s": {"cuda": 5.0, "cpu": 0.25},
+        "idle_baseline_s": {"cuda": 5.0, "cpu": 1.0},
+        "cv_flag_threshold": 0.05,
+        "energy_source": "auto",
+    },
+    "quantisation": {
+        "bnb_compute_dtype": "float32",
+        "calibration": {"text": "data/text/calibration.txt", "samples": 16, "sequence_length": 64},
+    },
+    "evaluation": {"text": "data/text/evaluation.txt", "sequence_length": 128, "max_sequences": 4},
+    "backend_settings": {},
+    "analysis": {
+        "reference": None,
+        "compound_metrics": [
+            "flops_per_output_token",
+            "latency_s",
+            "peak_memory_bytes",
+            "energy_j_per_output_token",
+        ],
+        "extra_results": [],
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, described in one line naming the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One measure job: a model variant on one backend, measuring every configured shape."""
+
+    model: str
+    quant: str
+    backend: str
+
+
+def _field_path(parts: Any) -> str:
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "<top level>"
+
+
+def _schema_error_message(error: Any) -> str:
+    """Turn a jsonschema error into one line: field, problem, what is allowed."""
+    field = _field_path(error.absolute_path)
+    validator = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
+        allowed = ", ".join(sorted(schema.get("properties", {}))) or "none"
+        return f"{field}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
+    if validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        return f"{field}: {error.instance!r} is not allowed; allowed values: {allowed}"
+    if validator == "type":
+        return f"{field}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if validator in ("minimum", "exclusiveMinimum"):
+        bound = "at least" if validator == "minimum" else "greater than"
+        return f"{field}: {error.instance!r} is too small; must be {bound} {error.validator_value}"
+    if validator == "required":
+        return f"{field}: {error.message}"
+    if validator == "pattern":
+        return f"{field}: {error.instance!r} does not match the allowed pattern {error.validator_value}"
+    if validator == "propertyNames":
+        return (
+            f"{field}: name {error.instance!r} is not allowed; names use lowercase letters, digits, "
+            "'.', '_' and '-' and start with a letter or digit (no paths)"
+        )
+    if validator in ("minItems", "minProperties"):
+        return f"{field}: must not be empty"
+    if validator == "uniqueItems":
+        return f"{field}: contains duplicates {error.instance!r}"
+    return f"{field}: {error.message}"
+
+
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as handle:
+        return yaml.safe_load(handle)
+
+
+def validate_schema(config: dict[str, Any]) -> None:
+    """Raise ConfigError on the first (most relevant) schema violation."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = list(validator.iter_errors(config))
+    if errors:
+        # propertyNames errors are reported on the parent; prefer the most specific error
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(_schema_error_message(best))
+
+
+def _merge_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(defaults)
+    for key, value in config.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_defaults(value, merged[key])
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def cuda_visible() -> bool:
+    """Whether an NVIDIA GPU is usable, checked through NVML without importing torch."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
+
+
+def resolve_device(config: dict[str, Any]) -> str:
+    device = config.get("device", "auto")
+    if device == "auto":
+        return "cuda" if cuda_visible() else "cpu"
+    return device
+
+
+def repo_path(path: str, field: str, root: Path = REPO_ROOT) -> Path:
+    """Resolve a config path inside the repository; refuse paths that escape it."""
+    candidate = Path(path)
+    resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
+    try:
+        resolved.relative_to(root.resolve())
+    except ValueError:
+        raise ConfigError(
+            f"{field}: {path!r} points outside the repository; use a path inside it such as config/models/<name>.json"
+        ) from None
+    return resolved
+
+
+def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> None:
+    field = f"models.{name}.architecture"
+    if "architecture" not in entry:
+        raise ConfigError(f"{field}: required for source 'config'; give a path such as config/models/{name}.json")
+    path = repo_path(entry["architecture"], field, root)
+    if not path.is_file():
+        raise ConfigError(f"{field}: file {entry['architecture']!r} does not exist; add it or fix the path")
+    try:
+        arch = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{field}: {entry['architecture']!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(arch, dict) or "model_type" not in arch:
+        raise ConfigError(f"{field}: {entry['architecture']!r} has no 'model_type'; it must be a Hugging Face config.json")
+
+
+def max_positions(arch: dict[str, Any]) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if isinstance(arch.get(key), int):
+            return arch[key]
+    return None
+
+
+def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> None:
+    """Checks beyond the schema: files exist, combinations are runnable on this machine."""
+    device = config.get("device", "auto")
+    if has_cuda is None:
+        has_cuda = device == "cuda" or (device == "auto" and cuda_visible())
+    if device == "cpu":
+        has_cuda = False
+    workload = config["workload"]
+    longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
+
+    for name, entry in config["models"].items():
+        if not MODEL_NAME_RE.match(name):
+            raise ConfigError(f"models.{name}: model names use lowercase letters, digits, '.', '_', '-' (no paths)")
+        source = entry.get("source", "config")
+        if source == "config":
+            _check_architecture(name, entry, root)
+            arch = json.loads(repo_path(entry["architecture"], f"models.{name}.architecture", root).read_text())
+            limit = max_positions(arch)
+            if limit is not None and longest > limit:
+                raise ConfigError(
+                    f"workload: prompt_tokens + new_tokens = {longest} exceeds models.{name}'s "
+                    f"{limit} positions; shorten the workload or use a longer-context architecture"
+                )
+        else:
+            for key in ("repo_id", "revision"):
+                if key not in entry:
+                    raise ConfigError(f"models.{name}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)")
+        for backend, quants in entry["backends"].items():
+            field = f"models.{name}.backends.{backend}"
+            if backend not in BACKEND_NAMES:
+                raise ConfigError(f"{field}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_NAMES)}")
+            if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
+                raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
+            allowed = quants_for_backend(backend)
+            for index, quant in enumerate(quants):
+                if quant not in VARIANTS:
+                    raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                if quant not in allowed:
+                    raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                spec = VARIANTS[quant]
+                if spec.needs_cuda and not has_cuda:
+                    legacy = " (a legacy library)" if spec.legacy else ""
+                    raise ConfigError(
+                        f"{field}[{index}]: {quant!r}{legacy} needs CUDA and no GPU is visible; "
+                        "on CPU use gptq-w4a16 or awq-w4a16 (llm-compressor) instead"
+                    )
+
+    for section, key in (("quantisation", "calibration"), ("evaluation", None)):
+        block = config[section][key] if key else config[section]
+        field = f"{section}.{key}.text" if key else f"{section}.text"
+        path = repo_path(block["text"], field, root)
+        if not path.is_file():
+            raise ConfigError(f"{field}: file {block['text']!r} does not exist; ship the text or fix the path")
+
+    for backend in config.get("backend_settings", {}):
+        if backend not in BACKEND_NAMES:
+            raise ConfigError(f"backend_settings.{backend}: unknown backend; allowed: {', '.join(BACKEND_NAMES)}")
+
+    reference = config["analysis"].get("reference")
+    if reference:
+        jobs = {(j.model, j.quant, j.backend) for j in expand_jobs(config)}
+        key = (reference.get("model"), reference.get("quant"), reference.get("backend"))
+        if key not in jobs:
+            raise ConfigError(
+                f"analysis.reference: {dict(zip(('model', 'quant', 'backend'), key))} is not a measured configuration; "
+                "pick one of the models' backends/variants"
+            )
+    for index, folder in enumerate(config["analysis"].get("extra_results", [])):
+        field = f"analysis.extra_results[{index}]"
+        if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
+            raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
+
+
+def load_config(source: str | Path | dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> dict[str, Any]:
+    """Validate a config (a path or an already-loaded dict) and return it with defaults filled."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"configfile: {str(source)!r} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configfile: {str(source)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    else:
+        raw = source
+    if not isinstance(raw, dict):
+        raise ConfigError("configfile: the top level must be a mapping with models, workload and measurement")
+    raw = json.loads(json.dumps(raw))  # plain types only (snakemake passes its own mapping types)
+    validate_schema(raw)
+    config = _merge_defaults(raw, DEFAULTS)
+    check_semantics(config, root=root, has_cuda=has_cuda)
+    return config
+
+
+def expand_jobs(config: dict[str, Any]) -> Iterator[Job]:
+    """Every (model, quant, backend) measure job of the sweep, in config order."""
+    for model, entry in config["models"].items():
+        for backend, quants in entry["backends"].items():
+            for quant in quants:
+                yield Job(model, quant, backend)
+
+
+def model_variants(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every (model, quant) variant to build, each once."""
+    seen: set[tuple[str, str]] = set()
+    for job in expand_jobs(config):
+        if (job.model, job.quant) not in seen:
+            seen.add((job.model, job.quant))
+            yield job.model, job.quant
+
+
+def register_cli(subparsers: Any) -> None:
+    parser = subparsers.add_parser("validate", help="validate a study config without running anything")
+    parser.add_argument("configfile", nargs="?", default=str(DEFAULT_CONFIG_PATH))
+    parser.set_defaults(func=_cli_validate)
+
+
+def _cli_validate(args: Any) -> int:
+    try:
+        config = load_config(args.configfile)
+    except ConfigError as exc:
+        print(f"config error: {exc}")
+        return 2
+    jobs = list(expand_jobs(config))
+    print(f"ok: {len(config['models'])} model(s), {len(jobs)} measure job(s)")
+    return 0

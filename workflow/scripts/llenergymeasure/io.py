@@ -1,0 +1,44 @@
+"""Atomic writes: an output either exists complete or not at all, so a killed job loses nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_target(path: str | Path) -> tuple[Path, str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return path, tmp
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path, tmp = _atomic_target(path)
+    try:
+        with open(tmp, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet_atomic(path: str | Path, frame: Any) -> None:
+    """Write a pandas DataFrame as Parquet via a temporary file in the same directory."""
+    path, tmp = _atomic_target(path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

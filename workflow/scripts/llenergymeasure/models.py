@@ -1,0 +1,138 @@
+"""Materialise a model directory: random weights from an architecture config, or a pinned hub snapshot.
+
+A materialised directory is a Hugging Face model directory (config.json, model.safetensors,
+generation_config.json, a tokenizer) plus `model_manifest.json` saying where it came from.
+Random weights are deterministic: the same architecture and seed give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .config import REPO_ROOT
+from .io import write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+class ModelSourceError(RuntimeError):
+    """A model cannot be obtained (no network, missing revision, unsafe checkpoint)."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_parameters(model: Any) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def materialise_random(architecture: Path, out_dir: Path, seed: int, tokenizer_text: Path) -> dict[str, Any]:
+    """Build a float32 random-weight model from a config.json and save it with a tokenizer."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from .tokenizer import train_tokenizer
+
+    arch = json.loads(Path(architecture).read_text())
+    model_type = arch["model_type"]
+    config = AutoConfig.for_model(model_type, **{k: v for k, v in arch.items() if k != "model_type"})
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    # generate() must produce exactly the requested tokens: EOS never stops it early.
+    generation = GenerationConfig(
+        bos_token_id=arch.get("bos_token_id"),
+        eos_token_id=arch.get("eos_token_id"),
+        pad_token_id=arch.get("pad_token_id", arch.get("eos_token_id")),
+        do_sample=False,
+    )
+    generation.save_pretrained(out_dir)
+    tokenizer = train_tokenizer(tokenizer_text, out_dir, vocab_size=int(arch["vocab_size"]))
+    weights = out_dir / "model.safetensors"
+    return {
+        "source": "config",
+        "architecture": str(architecture),
+        "model_type": model_type,
+        "seed": seed,
+        "weights": "random",
+        "params_total": count_parameters(model),
+        "weights_file": weights.name,
+        "weights_sha256": sha256_file(weights),
+        "weights_bytes": weights.stat().st_size,
+        "tokenizer": tokenizer,
+    }
+
+
+def materialise_hub(repo_id: str, revision: str, out_dir: Path, allow_pickle: bool = False) -> dict[str, Any]:
+    """Download a pinned snapshot (config, safetensors weights, tokenizer) from the model hub."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError as exc:  # pragma: no cover - huggingface_hub ships with transformers
+        raise ModelSourceError(f"huggingface_hub is not installed: {exc}") from None
+    patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:
+        path = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns, local_dir=out_dir)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise ModelSourceError(
+            f"cannot download {repo_id}@{revision} from the model hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check the network, HF_TOKEN for gated "
+            "models, or use source: config with an architecture file for random weights"
+        ) from None
+    snapshot = Path(path)
+    safetensors = sorted(snapshot.glob("*.safetensors"))
+    if not safetensors and not allow_pickle:
+        raise ModelSourceError(
+            f"{repo_id}@{revision} has no safetensors weights; pickle checkpoints are refused unless the "
+            "model entry sets allow_pickle: true (they are then loaded with weights_only)"
+        )
+    return {
+        "source": "hub",
+        "repo_id": repo_id,
+        "revision": revision,
+        "weights": "pretrained",
+        "weights_files": [p.name for p in safetensors],
+        "weights_bytes": sum(p.stat().st_size for p in safetensors),
+    }
+
+
+def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: int, tokenizer_text: str | Path) -> dict[str, Any]:
+    """Materialise one configured model into `out_dir` atomically and write its manifest."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if entry.get("source", "config") == "hub":
+            manifest = materialise_hub(entry["repo_id"], entry["revision"], staging, bool(entry.get("allow_pickle")))
+        else:
+            architecture = Path(entry["architecture"])
+            if not architecture.is_absolute() and not architecture.exists():
+                architecture = REPO_ROOT / architecture
+            manifest = materialise_random(architecture, staging, int(entry.get("seed", seed)), Path(tokenizer_text))
+        manifest = {"model": model, "trust_remote_code": bool(entry.get("trust_remote_code", False)),
+                    "allow_pickle": bool(entry.get("allow_pickle", False)), **manifest}
+        write_json_atomic(staging / "model_manifest.json", manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log.info("materialised %s into %s", model, out_dir)
+    return manifest

@@ -1,0 +1,19 @@
+"""Adapter of rule `measure`: every configured shape of one variant on one backend."""
+
+from llenergymeasure.adapter import run_rule
+from llenergymeasure.measure import run_job
+
+snakemake = globals()["snakemake"]
+
+run_rule(
+    snakemake,
+    lambda: run_job(
+        config=snakemake.params.config,
+        model=snakemake.wildcards.model,
+        quant=snakemake.wildcards.quant,
+        backend=snakemake.wildcards.backend,
+        variant_path=snakemake.input.variant,
+        output=snakemake.output.rows,
+        env_output=snakemake.output.environment,
+    ),
+)

@@ -126,7 +126,7 @@ class EnergyMeter(abc.ABC):
         time.sleep(max(seconds, 0.0))
         reading = self.end()
         if reading.joules is None or reading.elapsed_s <= 0:
-            return IdleReading(None, reading.elapsed_s, reading.source, reading.is_estimate)
+            return IdleReading(None, reading.elapsed_s, reading.source, False)
         uncertainty = None if reading.uncertainty_j is None else reading.uncertainty_j / reading.elapsed_s
         return IdleReading(
             reading.joules / reading.elapsed_s, reading.elapsed_s, reading.source, reading.is_estimate, uncertainty
@@ -137,7 +137,7 @@ class EnergyMeter(abc.ABC):
         return {"source": self.source, "is_estimate": self.is_estimate}
 
     def _unread(self, elapsed: float) -> EnergyReading:
-        return EnergyReading(None, {}, elapsed, None, SOURCE_UNAVAILABLE, self.is_estimate)
+        return EnergyReading(None, {}, elapsed, None, SOURCE_UNAVAILABLE, False)
 
     @abc.abstractmethod
     def _start_counters(self) -> None: ...
@@ -240,10 +240,12 @@ class CpuTdpEstimateMeter(EnergyMeter):
         return self.tdp_w / self.tdp_threads
 
     def _start_counters(self) -> None:
-        self._cpu_start = process_cpu_seconds()
+        children = children_cpu_seconds()  # read first: its own cost stays outside the window
+        self._cpu_start = time.process_time() + children
 
     def _read(self, elapsed: float) -> EnergyReading:
-        cpu_seconds = process_cpu_seconds() - self._cpu_start
+        own = time.process_time()  # read first: the children scan stays outside the window
+        cpu_seconds = own + children_cpu_seconds() - self._cpu_start
         if cpu_seconds <= 0.0:
             return self._unread(elapsed)
         joules = self.watts_per_cpu_second * cpu_seconds
@@ -263,11 +265,10 @@ class CpuTdpEstimateMeter(EnergyMeter):
         }
 
 
-def process_cpu_seconds() -> float:
-    """CPU seconds (user + system, all threads) of this process and its live and reaped children."""
-    total = time.process_time()  # CLOCK_PROCESS_CPUTIME_ID: all threads, nanosecond resolution
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's reaped and live child processes."""
     reaped = os.times()
-    total += reaped.children_user + reaped.children_system
+    total = reaped.children_user + reaped.children_system
     try:
         import psutil
 
@@ -280,6 +281,11 @@ def process_cpu_seconds() -> float:
     except ImportError:
         pass
     return total
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds of this process (all threads, nanosecond clock) and its children."""
+    return time.process_time() + children_cpu_seconds()
 
 
 def cpu_model_name() -> str | None:
@@ -440,6 +446,7 @@ __all__ = [
     "cpu_model_name",
     "cpu_tdp_meter",
     "lookup_cpu_tdp",
+    "children_cpu_seconds",
     "process_cpu_seconds",
     "select_meter",
     "zeus_gpu_meter",

@@ -81,7 +81,6 @@ def materialise_hub(repo_id: str, revision: str, out_dir: Path, allow_pickle: bo
     """Download a pinned snapshot (config, safetensors weights, tokenizer) from the model hub."""
     try:
         from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError as exc:  # pragma: no cover - huggingface_hub ships with transformers
         raise ModelSourceError(f"huggingface_hub is not installed: {exc}") from None
     patterns = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt"]
@@ -89,7 +88,7 @@ def materialise_hub(repo_id: str, revision: str, out_dir: Path, allow_pickle: bo
         patterns.append("*.bin")
     try:
         path = snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns, local_dir=out_dir)
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+    except Exception as exc:  # network, auth, missing revision: all end the same way for the user
         raise ModelSourceError(
             f"cannot download {repo_id}@{revision} from the model hub ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); check the network, HF_TOKEN for gated "

@@ -1,0 +1,67 @@
+"""Config loading: the default validates, defaults fill in, bad fields get one-line messages."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from llenergymeasure.config import ConfigError, expand_jobs, load_config, model_variants
+
+DEFAULT = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+
+
+def _load(mutate) -> dict:
+    config = copy.deepcopy(DEFAULT)
+    mutate(config)
+    return load_config(config, has_cuda=False)
+
+
+def test_default_config_is_valid_and_expands_the_documented_sweep():
+    config = load_config(REPO_ROOT / "config" / "config.yaml", has_cuda=False)
+    jobs = list(expand_jobs(config))
+    assert {j.model for j in jobs} == {"tiny-llama", "tiny-gpt2"}
+    assert {j.backend for j in jobs} == {"pytorch", "llamacpp"}
+    assert {"none-float32", "none-bfloat16", "bnb-int8", "bnb-nf4"} <= {j.quant for j in jobs}
+    assert config["workload"] == {"batch_sizes": [1, 4], "prompt_tokens": [64], "new_tokens": 32}
+    assert config["measurement"]["trials"] == 3
+    # every variant is built once even when several backends measure it
+    variants = list(model_variants(config))
+    assert len(variants) == len(set(variants))
+
+
+def test_missing_optional_sections_get_defaults():
+    minimal = {
+        "models": {"m": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}}},
+        "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
+        "measurement": {"trials": 2},
+    }
+    config = load_config(minimal, has_cuda=False)
+    assert config["measurement"]["warmup_runs"] == 2
+    assert config["measurement"]["min_window_s"]["cuda"] == 5.0
+    assert config["evaluation"]["text"] == "data/text/evaluation.txt"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["workload"].update(batch_sizes=[0]), "workload.batch_sizes[0]"),
+        (lambda c: c["workload"].update(new_tokens="many"), "workload.new_tokens: expected integer"),
+        (lambda c: c.update(colour="blue"), "unknown key(s) 'colour'"),
+        (lambda c: c["models"]["tiny-llama"]["backends"].update(tensorrt=["none-float32"]), "unknown backend 'tensorrt'"),
+        (lambda c: c["models"]["tiny-llama"]["backends"].update(llamacpp=["bnb-int8"]), "llamacpp cannot run 'bnb-int8'; allowed for llamacpp: gguf-f16"),
+        (lambda c: c["models"]["tiny-llama"]["backends"]["pytorch"].append("gptq-autogptq"), "needs CUDA"),
+        (lambda c: c["models"]["tiny-llama"].update(architecture="../../etc/passwd"), "points outside the repository"),
+        (lambda c: c["models"]["tiny-llama"].update(architecture="config/models/missing.json"), "does not exist"),
+        (lambda c: c["workload"].update(prompt_tokens=[600]), "exceeds models.tiny-llama's 512 positions"),
+    ],
+)
+def test_bad_fields_are_named_in_one_line(mutate, expected):
+    with pytest.raises(ConfigError) as error:
+        _load(mutate)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+

@@ -1,0 +1,99 @@
+"""Every rule declares a conda env that exists, parses, pins every dependency, and agrees with the venv."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+ENVS = sorted((REPO_ROOT / "envs").glob("*.yaml"))
+RULE_FILES = sorted((REPO_ROOT / "workflow" / "rules").glob("*.smk"))
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([A-Za-z0-9_.+\-]+)$")
+CONDA_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)=([0-9][A-Za-z0-9_.*\-]*)$")
+# Legacy and GPU-only stacks that cannot share the venv (transformers < 5, vLLM's own torch).
+OWN_STACK_ENVS = {"autogptq", "autoawq", "vllm"}
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
+
+
+def _dependencies(env: Path) -> tuple[list[str], list[str]]:
+    data = yaml.safe_load(env.read_text())
+    conda, pip = [], []
+    for dep in data["dependencies"]:
+        if isinstance(dep, dict):
+            pip.extend(dep["pip"])
+        else:
+            conda.append(dep)
+    return conda, pip
+
+
+def test_there_are_envs():
+    assert len(ENVS) >= 4
+
+
+@pytest.mark.parametrize("env", ENVS, ids=lambda p: p.stem)
+def test_env_parses_and_pins_everything(env):
+    data = yaml.safe_load(env.read_text())
+    assert data["name"].startswith("llem-")
+    assert "defaults" not in data["channels"]
+    conda, pip = _dependencies(env)
+    assert pip, f"{env.name} has no pip dependencies"
+    for dep in conda:
+        assert CONDA_PIN.match(dep), f"{env.name}: conda dependency {dep!r} is not pinned (name=version)"
+    for dep in pip:
+        assert PIN.match(dep), f"{env.name}: pip dependency {dep!r} is not pinned (name==version)"
+
+
+@pytest.mark.parametrize("env", [e for e in ENVS if e.stem not in OWN_STACK_ENVS], ids=lambda p: p.stem)
+def test_env_pins_agree_with_the_venv(env):
+    _, pip = _dependencies(env)
+    for dep in pip:
+        name, version = PIN.match(dep).groups()
+        try:
+            installed = metadata.version(_canonical(name))
+        except metadata.PackageNotFoundError:
+            pytest.fail(f"{env.name} pins {name}=={version} but the venv does not have {name}")
+        assert installed.split("+")[0] == version, f"{env.name} pins {name}=={version}, the venv has {installed}"
+
+
+def test_requirements_agree_with_the_venv():
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if not line:
+            continue
+        name, version = PIN.match(line).groups()
+        assert metadata.version(_canonical(name)).split("+")[0] == version, line
+
+
+def _declared_envs(text: str) -> list[str]:
+    return re.findall(r'^\s+conda:\s*\n\s+"([^"]+)"', text, flags=re.M)
+
+
+def test_every_rule_declares_an_existing_env():
+    for rule_file in RULE_FILES:
+        text = rule_file.read_text()
+        rules = re.findall(r"^rule (\w+):", text, flags=re.M)
+        for rule in rules:
+            body = text.split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+            assert "conda:" in body, f"rule {rule} in {rule_file.name} declares no conda env"
+            assert "log:" in body, f"rule {rule} in {rule_file.name} declares no log"
+        for path in _declared_envs(text):
+            assert (rule_file.parent / path).resolve().is_file(), f"{rule_file.name}: env {path} does not exist"
+
+
+def test_env_functions_point_at_existing_envs():
+    from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
+
+    for spec in VARIANTS.values():
+        assert (REPO_ROOT / "envs" / f"{spec.env}.yaml").is_file(), f"variant {spec.name}: envs/{spec.env}.yaml missing"
+    common = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
+    backend_envs = dict(re.findall(r'"([a-z-]+)": "([a-z]+)"', common.split("def backend_env", 1)[1].split("def ", 1)[0]))
+    assert set(backend_envs) == set(BACKEND_NAMES)
+    for env in backend_envs.values():
+        assert (REPO_ROOT / "envs" / f"{env}.yaml").is_file(), f"backend env envs/{env}.yaml missing"

@@ -1,0 +1,764 @@
+"""The study's analyses, each a function from the aggregate tables to one tidy DataFrame.
+
+Inputs are the per-trial table (`measurements`, docs/ARCHITECTURE.md "Rows") and the
+per-configuration summary made by `stats.summarise`. Conventions shared by all analyses:
+
+* A *configuration* is an implementation choice (`CHOICE_KEYS`: model, quant, backend) run
+  at a *workload* (`WORKLOAD_KEYS`: batch size, prompt and output tokens) on a platform.
+* Within one platform, choices are compared at the same workload (the FLOPs ranks, the
+  compound measure, Pareto frontiers). Across platforms, every configuration common to
+  both platforms is ranked jointly, so the transfer analyses also see batch-size effects.
+* Rank 1 is the cheapest: costs (energy, latency, memory, FLOPs) rank ascending,
+  throughput (`tokens_per_s`) descending. Ties get their average rank.
+* A metric named ``m`` is read from the summary's ``m_median`` when it has one (measured
+  metrics), else from ``m`` itself (FLOPs columns, constant per configuration).
+* Analyses needing two platforms return an empty table with their usual columns when the
+  study holds one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+from . import stats
+from .stats import CHOICE_KEYS, CONFIG_KEYS, WORKLOAD_KEYS, StatsInputError
+
+log = logging.getLogger(__name__)
+
+HIGHER_IS_BETTER: frozenset[str] = frozenset({"tokens_per_s"})
+RANKED_METRICS: list[str] = ["energy_j_per_output_token", "latency_s", "tokens_per_s"]
+GROUP_KEYS: list[str] = ["platform_id", *WORKLOAD_KEYS]  # one within-platform comparison
+FAMILY_COLUMN = "model_family"
+DISAGREEMENT_POSITIONS = 2
+TWO_N_PROMPT_LENGTHS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+# Output name -> columns; run_all returns exactly these tables, in this order.
+COLUMNS: dict[str, list[str]] = {
+    "flops_ranks": [
+        *GROUP_KEYS, *CHOICE_KEYS, "metric", "flops_per_output_token", "value",
+        "flops_rank", "measured_rank", "rank_difference", "disagrees",
+    ],
+    "flops_rank_agreement": [
+        *GROUP_KEYS, "metric", "n_configs", "n_disagreements", "spearman_rho", "disagreements",
+    ],
+    "compound": [
+        *GROUP_KEYS, *CHOICE_KEYS, "compound", "compound_rank", "reference", "metrics",
+    ],
+    "compound_stability": [
+        *GROUP_KEYS, *CHOICE_KEYS, "n_trials_ranked", "rank_median", "rank_min", "rank_max",
+        "rank_std", "group_trial_rho_mean",
+    ],
+    "ranking_transfer": [
+        "platform_a", "platform_b", "metric", "n_configs", "spearman_rho", "spearman_ci_low",
+        "spearman_ci_high", "kendall_tau", "kendall_ci_low", "kendall_ci_high",
+    ],
+    "pareto": [
+        *GROUP_KEYS, *CHOICE_KEYS, "quality", "efficiency", "quality_metric",
+        "efficiency_metric", "on_frontier", "weights", "energy_is_estimate",
+    ],
+    "pareto_transfer": [
+        "source_platform", "target_platform", *WORKLOAD_KEYS, "n_common", "n_frontier_source",
+        "n_frontier_target", "n_shared", "precision", "recall", "f1",
+    ],
+    "rank_difference_tests": [
+        "platform_id", "metric", "n_configs", "mean_log_ratio_flops", "mean_log_ratio_measured",
+        "mannwhitney_u", "mannwhitney_p", "cohens_d",
+    ],
+    "family_transfer_error": [
+        "platform_a", "platform_b", "metric", "family", "n_configs", "mean_abs_rank_shift",
+        "normalised_rank_shift", "median_abs_log_error",
+    ],
+    "two_n_error": [
+        "model", "family", "batch_size", "prompt_tokens", "output_tokens", "flops_total",
+        "flops_2n_reference", "relative_error",
+    ],
+    "quantisation_energy": [
+        "platform_id", "model", "backend", "quant", *WORKLOAD_KEYS, "baseline_quant",
+        "baseline_backend", "energy_ratio", "ci_low", "ci_high", "energy_is_estimate",
+    ],
+    "energy_phase_shares": [
+        *CONFIG_KEYS, "n_trials", "energy_prefill_j_median", "energy_decode_j_median",
+        "prefill_share_median", "prefill_share_ci_low", "prefill_share_ci_high",
+        "decode_share_median", "energy_is_estimate",
+    ],
+}
+ANALYSES: tuple[str, ...] = tuple(COLUMNS)
+
+
+def _empty(name: str) -> pd.DataFrame:
+    return pd.DataFrame({column: pd.Series(dtype=object) for column in COLUMNS[name]})
+
+
+def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS[name]) if rows else _empty(name)
+
+
+def metric_column(table: pd.DataFrame, metric: str) -> str:
+    """The column holding `metric` in a summary table (``<metric>_median`` or ``<metric>``)."""
+    for column in (f"{metric}_median", metric):
+        if column in table.columns:
+            return column
+    raise StatsInputError(
+        f"summary: no column for metric {metric!r} (looked for '{metric}_median' and "
+        f"'{metric}'); choose a metric the summary holds"
+    )
+
+
+def metric_values(table: pd.DataFrame, metric: str) -> np.ndarray:
+    """`metric` as a float array (nan where empty)."""
+    return pd.to_numeric(table[metric_column(table, metric)], errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+
+
+def cost_rank(values: np.ndarray, metric: str) -> np.ndarray:
+    """Average ranks, 1 = cheapest (highest for throughput metrics)."""
+    values = np.asarray(values, dtype=float)
+    return scipy_stats.rankdata(-values if metric in HIGHER_IS_BETTER else values)
+
+
+def _cost(values: np.ndarray, metric: str) -> np.ndarray:
+    """Values oriented as costs (lower is better): throughput is inverted."""
+    values = np.asarray(values, dtype=float)
+    if metric in HIGHER_IS_BETTER:
+        with np.errstate(divide="ignore"):
+            return 1.0 / values
+    return values
+
+
+def _usable(summary: pd.DataFrame) -> pd.DataFrame:
+    """Configurations with at least one successful trial."""
+    if "n_ok" in summary.columns:
+        return summary[pd.to_numeric(summary["n_ok"]).to_numpy() > 0]
+    return summary
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    return f"{row['model']}/{row['quant']}/{row['backend']}"
+
+
+def _platforms(summary: pd.DataFrame) -> list[str]:
+    return sorted(str(p) for p in summary["platform_id"].dropna().unique())
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return np.nan
+    return float(scipy_stats.spearmanr(x, y).statistic)
+
+
+# 1. FLOPs against measurement -----------------------------------------------------------
+
+
+def flops_rank_comparison(
+    summary: pd.DataFrame,
+    metrics: Sequence[str] = RANKED_METRICS,
+    min_disagreement: int = DISAGREEMENT_POSITIONS,
+) -> pd.DataFrame:
+    """Rank each platform's choices at each workload by FLOPs per output token and by each
+    measured metric; one row per (configuration, metric) with both ranks and whether they
+    differ by `min_disagreement` positions or more."""
+    stats.require_columns(summary, [*CONFIG_KEYS, "flops_per_output_token"], "summary")
+    rows: list[dict] = []
+    for key, group in _usable(summary).groupby(GROUP_KEYS, sort=True):
+        for metric in metrics:
+            flops = metric_values(group, "flops_per_output_token")
+            measured = metric_values(group, metric)
+            keep = np.isfinite(flops) & np.isfinite(measured)
+            if keep.sum() == 0:
+                continue
+            flops_rank = cost_rank(flops[keep], "flops_per_output_token")
+            measured_rank = cost_rank(measured[keep], metric)
+            kept = group[keep]
+            for i, (_, config) in enumerate(kept.iterrows()):
+                difference = float(measured_rank[i] - flops_rank[i])
+                rows.append({
+                    **dict(zip(GROUP_KEYS, key, strict=True)),
+                    **{k: config[k] for k in CHOICE_KEYS},
+                    "metric": metric,
+                    "flops_per_output_token": float(flops[keep][i]),
+                    "value": float(measured[keep][i]),
+                    "flops_rank": float(flops_rank[i]),
+                    "measured_rank": float(measured_rank[i]),
+                    "rank_difference": difference,
+                    "disagrees": abs(difference) >= min_disagreement,
+                })
+    return _frame("flops_ranks", rows)
+
+
+def rank_agreement(flops_ranks: pd.DataFrame) -> pd.DataFrame:
+    """Per platform, workload and metric: how many configurations' FLOPs and measured ranks
+    disagree, which ones (``model/quant/backend (+d)``), and Spearman's rho between the ranks."""
+    rows: list[dict] = []
+    for key, group in flops_ranks.groupby([*GROUP_KEYS, "metric"], sort=True):
+        disagreeing = group[group["disagrees"].astype(bool)]
+        rows.append({
+            **dict(zip([*GROUP_KEYS, "metric"], key, strict=True)),
+            "n_configs": len(group),
+            "n_disagreements": len(disagreeing),
+            "spearman_rho": _spearman(
+                group["flops_rank"].to_numpy(float), group["measured_rank"].to_numpy(float)
+            ),
+            "disagreements": "; ".join(
+                f"{_label(r)} ({r['rank_difference']:+g})" for _, r in disagreeing.iterrows()
+            ),
+        })
+    return _frame("flops_rank_agreement", rows)
+
+
+# 2. Compound efficiency ----------------------------------------------------------------
+
+
+def _check_reference(summary: pd.DataFrame, reference: Mapping[str, str]) -> None:
+    missing = [k for k in CHOICE_KEYS if k not in reference]
+    if missing:
+        raise StatsInputError(
+            f"analysis.reference: missing {missing[0]!r}; give model, quant and backend"
+        )
+    matches = np.ones(len(summary), dtype=bool)
+    for k in CHOICE_KEYS:
+        matches &= (summary[k].astype(object) == reference[k]).to_numpy(dtype=bool)
+    if len(summary) and not matches.any():
+        known = sorted({_label(r) for _, r in summary.iterrows()})
+        raise StatsInputError(
+            f"analysis.reference: {_label(reference)} matches no configuration in the "
+            f"summary; choose one of {', '.join(known)}"
+        )
+
+
+def _reference_row(group: pd.DataFrame, reference: Mapping[str, str]) -> pd.Series | None:
+    mask = np.ones(len(group), dtype=bool)
+    for k in CHOICE_KEYS:
+        mask &= (group[k].astype(object) == reference[k]).to_numpy(dtype=bool)
+    return group[mask].iloc[0] if mask.any() else None
+
+
+def _geometric_mean_ratio(
+    table: pd.DataFrame, reference: pd.Series, metrics: Sequence[str]
+) -> np.ndarray:
+    """Geometric mean over `metrics` of each row's cost ratio to `reference` (nan if any is)."""
+    logs = []
+    for metric in metrics:
+        column = metric_column(table, metric)
+        ref_value = pd.to_numeric(pd.Series([reference[column]]), errors="coerce").iloc[0]
+        values = _cost(metric_values(table, metric), metric)
+        ref_cost = _cost(np.array([ref_value], dtype=float), metric)[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            logs.append(np.log(values / ref_cost))
+    stacked = np.vstack(logs)
+    stacked[~np.isfinite(stacked)] = np.nan
+    return np.exp(np.mean(stacked, axis=0))  # nan propagates: all metrics or none
+
+
+def compound_efficiency(
+    summary: pd.DataFrame, reference: Mapping[str, str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    """Geometric mean of each configuration's cost ratios to the reference choice at the same
+    platform and workload, over `metrics` (throughput inverted so that every ratio is a cost;
+    below 1 is cheaper than the reference). Ranked within platform and workload; a workload
+    where the reference has no successful trial gets nan."""
+    if not metrics:
+        raise StatsInputError("analysis.compound_metrics: empty; list at least one metric")
+    usable = _usable(summary)
+    _check_reference(usable, reference)
+    for metric in metrics:
+        metric_column(usable, metric)
+    rows: list[dict] = []
+    for key, group in usable.groupby(GROUP_KEYS, sort=True):
+        ref = _reference_row(group, reference)
+        compound = (
+            _geometric_mean_ratio(group, ref, metrics) if ref is not None
+            else np.full(len(group), np.nan)
+        )
+        ranks = np.full(len(group), np.nan)
+        finite = np.isfinite(compound)
+        ranks[finite] = scipy_stats.rankdata(compound[finite])
+        for i, (_, config) in enumerate(group.iterrows()):
+            rows.append({
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                **{k: config[k] for k in CHOICE_KEYS},
+                "compound": float(compound[i]),
+                "compound_rank": float(ranks[i]),
+                "reference": _label(reference),
+                "metrics": ",".join(metrics),
+            })
+    return _frame("compound", rows)
+
+
+def compound_rank_stability(
+    measurements: pd.DataFrame,
+    summary: pd.DataFrame,
+    reference: Mapping[str, str],
+    metrics: Sequence[str],
+) -> pd.DataFrame:
+    """How stable the compound ranking is across repeated trials.
+
+    Each trial's compound is the geometric mean of that trial's values over the reference
+    choice's medians; configurations are ranked per trial index within platform and workload.
+    Per configuration: the median, range and spread of its rank over trials; per group, the
+    mean Spearman rho between every two trials' rankings (1 = the same order every trial).
+    """
+    stats.require_columns(measurements, [*CONFIG_KEYS, "trial", "status", *metrics], "measurements")
+    usable = _usable(summary)
+    _check_reference(usable, reference)
+    ok = measurements[(measurements["status"].astype(object) == "ok").to_numpy(dtype=bool)]
+    rows: list[dict] = []
+    for key, group in ok.groupby(GROUP_KEYS, sort=True):
+        summary_group = usable
+        for column, value in zip(GROUP_KEYS, key, strict=True):
+            summary_group = summary_group[summary_group[column] == value]
+        ref = _reference_row(summary_group, reference)
+        if ref is None:
+            continue
+        # measurements carry raw metric columns; align the reference's medians to their names
+        ref_values = pd.Series({m: ref[metric_column(summary_group, m)] for m in metrics})
+        trial_compound = group.assign(
+            compound=_geometric_mean_ratio(group, ref_values, metrics)
+        )
+        trial_compound = trial_compound[np.isfinite(trial_compound["compound"])]
+        trial_compound = trial_compound.assign(
+            rank=trial_compound.groupby("trial")["compound"].rank(method="average")
+        )
+        ranks = trial_compound.pivot_table(
+            index=CHOICE_KEYS, columns="trial", values="rank", aggfunc="first"
+        )
+        rhos = []
+        for a, b in itertools.combinations(ranks.columns, 2):
+            both = ranks[[a, b]].dropna()
+            rho = _spearman(both[a].to_numpy(float), both[b].to_numpy(float))
+            if np.isfinite(rho):
+                rhos.append(rho)
+        group_rho = float(np.mean(rhos)) if rhos else np.nan
+        for choice, config_ranks in ranks.iterrows():
+            present = config_ranks.dropna().to_numpy(float)
+            rows.append({
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                **dict(zip(CHOICE_KEYS, choice, strict=True)),
+                "n_trials_ranked": int(present.size),
+                "rank_median": float(np.median(present)),
+                "rank_min": float(present.min()),
+                "rank_max": float(present.max()),
+                "rank_std": float(np.std(present, ddof=1)) if present.size > 1 else np.nan,
+                "group_trial_rho_mean": group_rho,
+            })
+    return _frame("compound_stability", rows)
+
+
+# 3. Ranking transfer between platforms ---------------------------------------------------
+
+
+def _platform_values(
+    table: pd.DataFrame, platform: str, value_column: str
+) -> pd.Series:
+    """One platform's values indexed by the platform-free configuration key."""
+    keys = [*CHOICE_KEYS, *WORKLOAD_KEYS]
+    part = table[table["platform_id"].astype(object) == platform]
+    values = pd.to_numeric(part[value_column], errors="coerce").astype(float)
+    return pd.Series(values.to_numpy(), index=pd.MultiIndex.from_frame(part[keys])).dropna()
+
+
+def _transfer_inputs(
+    summary: pd.DataFrame, compound: pd.DataFrame | None, metrics: Sequence[str]
+) -> list[tuple[str, pd.DataFrame, str]]:
+    """(metric name, table, column) for each raw metric, plus the compound one if given."""
+    usable = _usable(summary)
+    inputs = [(m, usable, metric_column(usable, m)) for m in metrics]
+    if compound is not None and len(compound):
+        inputs.append(("compound", compound, "compound"))
+    return inputs
+
+
+def ranking_transfer(
+    summary: pd.DataFrame,
+    compound: pd.DataFrame | None = None,
+    metrics: Sequence[str] = RANKED_METRICS,
+) -> pd.DataFrame:
+    """Spearman's rho and Kendall's tau-b, with bootstrap 95% intervals, between every two
+    platforms' rankings of the configurations both measured, per metric (and compound)."""
+    platforms = _platforms(summary)
+    rows: list[dict] = []
+    for metric, table, column in _transfer_inputs(summary, compound, metrics):
+        for a, b in itertools.combinations(platforms, 2):
+            joined = pd.concat(
+                [_platform_values(table, a, column), _platform_values(table, b, column)],
+                axis=1, join="inner",
+            ).dropna()
+            x, y = joined.iloc[:, 0].to_numpy(float), joined.iloc[:, 1].to_numpy(float)
+            rows.append({
+                "platform_a": a, "platform_b": b, "metric": metric, "n_configs": len(joined),
+                **stats.rank_correlations(x, y),
+            })
+    return _frame("ranking_transfer", rows)
+
+
+# 4. Pareto frontiers ------------------------------------------------------------------------
+
+
+def pareto_mask(quality: np.ndarray, efficiency: np.ndarray) -> np.ndarray:
+    """True for points no other point dominates, both coordinates minimised."""
+    q = np.asarray(quality, dtype=float)
+    e = np.asarray(efficiency, dtype=float)
+    no_worse = (q[None, :] <= q[:, None]) & (e[None, :] <= e[:, None])  # [i, j]: j vs i
+    better = (q[None, :] < q[:, None]) | (e[None, :] < e[:, None])
+    return ~(no_worse & better).any(axis=1)
+
+
+def _pareto_inputs(
+    summary: pd.DataFrame, quality: str, efficiency: str
+) -> pd.DataFrame:
+    usable = _usable(summary)
+    table = usable.assign(
+        _quality=metric_values(usable, quality),
+        _efficiency=_cost(metric_values(usable, efficiency), efficiency),
+    )
+    return table[np.isfinite(table["_quality"]) & np.isfinite(table["_efficiency"])]
+
+
+def pareto_frontiers(
+    summary: pd.DataFrame,
+    quality: str = "perplexity",
+    efficiency: str = "energy_j_per_output_token",
+) -> pd.DataFrame:
+    """Each platform's and workload's configurations with whether they lie on the frontier of
+    `quality` (lower is better) against `efficiency` (a cost; throughput is inverted).
+    Configurations without a quality or efficiency value are left out."""
+    table = _pareto_inputs(summary, quality, efficiency)
+    rows: list[dict] = []
+    for key, group in table.groupby(GROUP_KEYS, sort=True):
+        frontier = pareto_mask(group["_quality"].to_numpy(), group["_efficiency"].to_numpy())
+        for i, (_, config) in enumerate(group.iterrows()):
+            rows.append({
+                **dict(zip(GROUP_KEYS, key, strict=True)),
+                **{k: config[k] for k in CHOICE_KEYS},
+                "quality": float(config["_quality"]),
+                "efficiency": float(metric_values(group.iloc[[i]], efficiency)[0]),
+                "quality_metric": quality,
+                "efficiency_metric": efficiency,
+                "on_frontier": bool(frontier[i]),
+                "weights": config.get("weights"),
+                "energy_is_estimate": config.get("energy_is_estimate"),
+            })
+    return _frame("pareto", rows)
+
+
+def pareto_transfer(
+    summary: pd.DataFrame,
+    quality: str = "perplexity",
+    efficiency: str = "energy_j_per_output_token",
+) -> pd.DataFrame:
+    """How well a source platform's frontier predicts a target platform's at each workload:
+    both frontiers recomputed over the configurations the two share, then precision (share
+    of the source frontier also on the target's), recall and F1."""
+    table = _pareto_inputs(summary, quality, efficiency)
+    platforms = _platforms(table) if len(table) else []
+    rows: list[dict] = []
+    for source, target in itertools.permutations(platforms, 2):
+        for workload, group in table.groupby(WORKLOAD_KEYS, sort=True):
+            src = group[group["platform_id"].astype(object) == source].set_index(CHOICE_KEYS)
+            tgt = group[group["platform_id"].astype(object) == target].set_index(CHOICE_KEYS)
+            common = src.index.intersection(tgt.index)
+            if len(common) == 0:
+                continue
+            src, tgt = src.loc[common], tgt.loc[common]
+            on_src = pareto_mask(src["_quality"].to_numpy(), src["_efficiency"].to_numpy())
+            on_tgt = pareto_mask(tgt["_quality"].to_numpy(), tgt["_efficiency"].to_numpy())
+            shared = int((on_src & on_tgt).sum())
+            precision = shared / on_src.sum()
+            recall = shared / on_tgt.sum()
+            f1 = 2 * precision * recall / (precision + recall) if shared else 0.0
+            rows.append({
+                "source_platform": source, "target_platform": target,
+                **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
+                "n_common": len(common), "n_frontier_source": int(on_src.sum()),
+                "n_frontier_target": int(on_tgt.sum()), "n_shared": shared,
+                "precision": float(precision), "recall": float(recall), "f1": float(f1),
+            })
+    return _frame("pareto_transfer", rows)
+
+
+# 5. Tests of difference between FLOPs-based and measured rankings ---------------------------
+
+
+def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
+    """(mean(a) - mean(b)) over the pooled standard deviation (n-1 weighting)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size < 2 or b.size < 2:
+        return np.nan
+    pooled = np.sqrt(
+        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
+    )
+    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else np.nan
+
+
+def rank_difference_tests(
+    summary: pd.DataFrame,
+    reference: Mapping[str, str],
+    metrics: Sequence[str] = RANKED_METRICS,
+) -> pd.DataFrame:
+    """Do FLOPs and measurement order the choices differently? Ranks are a permutation of
+    the same positions, so the test is on what they are computed from: each configuration's
+    log cost ratio to the reference choice at its platform and workload, by FLOPs and by the
+    measured metric (pooled over a platform's workloads, the reference itself left out).
+    Two-sided Mann-Whitney U and Cohen's d (measured minus FLOPs) per platform and metric."""
+    usable = _usable(summary)
+    _check_reference(usable, reference)
+    rows: list[dict] = []
+    for platform in _platforms(usable):
+        part = usable[usable["platform_id"].astype(object) == platform]
+        for metric in metrics:
+            flops_logs: list[float] = []
+            measured_logs: list[float] = []
+            for _, group in part.groupby(WORKLOAD_KEYS, sort=True):
+                ref = _reference_row(group, reference)
+                if ref is None:
+                    continue
+                others = group.drop(index=ref.name)
+                flops_ratio = _geometric_mean_ratio(others, ref, ["flops_per_output_token"])
+                measured_ratio = _geometric_mean_ratio(others, ref, [metric])
+                keep = np.isfinite(flops_ratio) & np.isfinite(measured_ratio)
+                flops_logs.extend(np.log(flops_ratio[keep]))
+                measured_logs.extend(np.log(measured_ratio[keep]))
+            x, y = np.array(flops_logs), np.array(measured_logs)
+            if x.size:
+                test = scipy_stats.mannwhitneyu(y, x, alternative="two-sided")
+                u, p = float(test.statistic), float(test.pvalue)
+            else:
+                u = p = np.nan
+            rows.append({
+                "platform_id": platform, "metric": metric, "n_configs": int(x.size),
+                "mean_log_ratio_flops": float(x.mean()) if x.size else np.nan,
+                "mean_log_ratio_measured": float(y.mean()) if y.size else np.nan,
+                "mannwhitney_u": u, "mannwhitney_p": p, "cohens_d": cohens_d(y, x),
+            })
+    return _frame("rank_difference_tests", rows)
+
+
+# 6. Transfer error per architecture family --------------------------------------------------
+
+
+def families_of(summary: pd.DataFrame, families: Mapping[str, str] | None = None) -> pd.Series:
+    """Each row's architecture family: the `model_family` column where the rows carry it,
+    else `families[model]`, else the model name itself."""
+    families = families or {}
+    by_model = summary["model"].astype(object).map(lambda m: families.get(m, m))
+    if FAMILY_COLUMN in summary.columns:
+        return summary[FAMILY_COLUMN].astype(object).where(summary[FAMILY_COLUMN].notna(), by_model)
+    return by_model
+
+
+def family_transfer_error(
+    summary: pd.DataFrame,
+    families: Mapping[str, str] | None = None,
+    metrics: Sequence[str] = RANKED_METRICS,
+) -> pd.DataFrame:
+    """Per pair of platforms, metric and architecture family: how far the family's
+    configurations move between the two platforms' joint rankings (mean absolute shift, and
+    that over the largest possible shift), and the median absolute log error of predicting
+    the second platform's values from the first's scaled by their median ratio."""
+    usable = _usable(summary)
+    usable = usable.assign(_family=families_of(usable, families).to_numpy())
+    keys = [*CHOICE_KEYS, *WORKLOAD_KEYS]
+    rows: list[dict] = []
+    for metric in metrics:
+        column = metric_column(usable, metric)
+        for a, b in itertools.combinations(_platforms(usable), 2):
+            part_a = usable[usable["platform_id"].astype(object) == a].set_index(keys)
+            part_b = usable[usable["platform_id"].astype(object) == b].set_index(keys)
+            common = part_a.index.intersection(part_b.index)
+            va = pd.to_numeric(part_a.loc[common, column]).to_numpy(float)
+            vb = pd.to_numeric(part_b.loc[common, column]).to_numpy(float)
+            keep = np.isfinite(va) & np.isfinite(vb) & (va > 0) & (vb > 0)
+            if keep.sum() < 2:
+                continue
+            va, vb = va[keep], vb[keep]
+            family = part_a.loc[common, "_family"].to_numpy(object)[keep]
+            shift = np.abs(cost_rank(va, metric) - cost_rank(vb, metric))
+            log_ratio = np.log(vb / va)
+            log_error = np.abs(log_ratio - np.median(log_ratio))
+            for name in sorted(set(family)):
+                mine = family == name
+                rows.append({
+                    "platform_a": a, "platform_b": b, "metric": metric, "family": name,
+                    "n_configs": int(mine.sum()),
+                    "mean_abs_rank_shift": float(shift[mine].mean()),
+                    "normalised_rank_shift": float(shift[mine].mean() / (va.size - 1)),
+                    "median_abs_log_error": float(np.median(log_error[mine])),
+                })
+    return _frame("family_transfer_error", rows)
+
+
+# 7. The 2N formula, quantisation and phases ---------------------------------------------------
+
+
+def load_architectures(paths: Iterable[str | Path]) -> dict[str, dict]:
+    """Architecture configs (Hugging Face config.json files) by file stem."""
+    return {Path(p).stem: json.loads(Path(p).read_text()) for p in sorted(map(str, paths))}
+
+
+def _max_positions(hf_config: Mapping[str, Any]) -> int | None:
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if hf_config.get(key):
+            return int(hf_config[key])
+    return None
+
+
+def two_n_formula_error(
+    architectures: Mapping[str, Mapping[str, Any]],
+    prompt_lengths: Sequence[int] = TWO_N_PROMPT_LENGTHS,
+    batch_size: int = 1,
+    new_tokens: int = 32,
+) -> pd.DataFrame:
+    """The field's ``2 x non-embedding params x tokens`` estimate against the exact
+    analytical count of `generate`, per architecture and prompt length (only lengths whose
+    prompt plus new tokens fit the architecture's context). relative_error = (2N - exact) / exact."""
+    from .flops import count_generate
+
+    rows: list[dict] = []
+    for name, hf_config in sorted(architectures.items()):
+        limit = _max_positions(hf_config)
+        for prompt in prompt_lengths:
+            if limit is not None and prompt + new_tokens > limit:
+                continue
+            counted = count_generate(dict(hf_config), batch_size, prompt, new_tokens)
+            exact, estimate = float(counted["flops_total"]), float(counted["flops_2n_reference"])
+            rows.append({
+                "model": name, "family": hf_config.get("model_type", name),
+                "batch_size": batch_size, "prompt_tokens": prompt, "output_tokens": new_tokens,
+                "flops_total": exact, "flops_2n_reference": estimate,
+                "relative_error": (estimate - exact) / exact,
+            })
+    return _frame("two_n_error", rows)
+
+
+def _trial_values(measurements: pd.DataFrame, column: str) -> dict[tuple, np.ndarray]:
+    """Successful trials' values of `column`, by configuration key."""
+    ok = measurements[(measurements["status"].astype(object) == "ok").to_numpy(dtype=bool)]
+    return {
+        key: pd.to_numeric(group[column], errors="coerce").to_numpy(float, na_value=np.nan)
+        for key, group in ok.groupby(CONFIG_KEYS, sort=False)
+    }
+
+
+def quantisation_energy_effect(
+    measurements: pd.DataFrame,
+    summary: pd.DataFrame,
+    baseline: Mapping[str, str],
+) -> pd.DataFrame:
+    """Energy per output token of every quantised variant over its model's baseline variant
+    (`baseline`: quant and backend, e.g. the analysis reference's) on the same platform and
+    workload, with a bootstrap interval of the ratio of medians from the trials."""
+    stats.require_columns(
+        measurements, [*CONFIG_KEYS, "status", "energy_j_per_output_token"], "measurements"
+    )
+    trials = _trial_values(measurements, "energy_j_per_output_token")
+    usable = _usable(summary)
+    rows: list[dict] = []
+    for _, config in usable.iterrows():
+        if config["quant"] == baseline["quant"] and config["backend"] == baseline["backend"]:
+            continue
+        base_key = tuple(
+            baseline[k] if k in ("quant", "backend") else config[k] for k in CONFIG_KEYS
+        )
+        key = tuple(config[k] for k in CONFIG_KEYS)
+        if base_key not in trials or key not in trials:
+            continue
+        ratio, low, high = stats.bootstrap_ratio_of_medians(trials[key], trials[base_key])
+        rows.append({
+            **{k: config[k] for k in ("platform_id", "model", "backend", "quant", *WORKLOAD_KEYS)},
+            "baseline_quant": baseline["quant"], "baseline_backend": baseline["backend"],
+            "energy_ratio": ratio, "ci_low": low, "ci_high": high,
+            "energy_is_estimate": config.get("energy_is_estimate"),
+        })
+    return _frame("quantisation_energy", rows)
+
+
+def energy_phase_shares(measurements: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration, the share of one generate call's energy spent in prefill (median
+    over trials of prefill / (prefill + decode), bootstrap interval) and in decode. Trials
+    without both phases measured are left out; shares are not clipped to [0, 1], so noise
+    that makes a phase negative stays visible."""
+    stats.require_columns(
+        measurements, [*CONFIG_KEYS, "status", "energy_prefill_j", "energy_decode_j"],
+        "measurements",
+    )
+    prefill = _trial_values(measurements, "energy_prefill_j")
+    decode = _trial_values(measurements, "energy_decode_j")
+    estimate = (
+        measurements.groupby(CONFIG_KEYS, sort=False)["energy_is_estimate"].first().to_dict()
+        if "energy_is_estimate" in measurements.columns else {}
+    )
+    rows: list[dict] = []
+    for key in sorted(prefill, key=lambda k: tuple(map(str, k))):
+        p, d = prefill[key], decode[key]
+        keep = np.isfinite(p) & np.isfinite(d) & ((p + d) > 0)
+        if not keep.any():
+            continue
+        share = p[keep] / (p[keep] + d[keep])
+        low, high = stats.bootstrap_interval(share)
+        median = float(np.median(share))
+        flag = estimate.get(key)
+        rows.append({
+            **dict(zip(CONFIG_KEYS, key, strict=True)),
+            "n_trials": int(keep.sum()),
+            "energy_prefill_j_median": float(np.median(p[keep])),
+            "energy_decode_j_median": float(np.median(d[keep])),
+            "prefill_share_median": median, "prefill_share_ci_low": low,
+            "prefill_share_ci_high": high, "decode_share_median": 1.0 - median,
+            "energy_is_estimate": None if flag is None or pd.isna(flag) else bool(flag),
+        })
+    return _frame("energy_phase_shares", rows)
+
+
+# Everything, for the analyse and paper_figures rules -----------------------------------------
+
+
+def run_all(
+    measurements: pd.DataFrame,
+    summary: pd.DataFrame,
+    config_analysis: Mapping[str, Any],
+    *,
+    architectures: Mapping[str, Mapping[str, Any]] | None = None,
+    families: Mapping[str, str] | None = None,
+    new_tokens: int = 32,
+) -> dict[str, pd.DataFrame]:
+    """Every analysis, keyed by `ANALYSES` names.
+
+    `config_analysis` is the config's ``analysis`` section (reference, compound_metrics).
+    `architectures` (name -> Hugging Face config) feeds the 2N-formula sweep at
+    `new_tokens`; `families` (model -> family) is used where the rows carry no
+    ``model_family``.
+    """
+    reference = config_analysis["reference"]
+    metrics = list(config_analysis["compound_metrics"])
+    families = dict(families or {})
+    if architectures:
+        families = {name: cfg.get("model_type", name) for name, cfg in architectures.items()} | families
+    flops_ranks = flops_rank_comparison(summary)
+    compound = compound_efficiency(summary, reference, metrics)
+    results = {
+        "flops_ranks": flops_ranks,
+        "flops_rank_agreement": rank_agreement(flops_ranks),
+        "compound": compound,
+        "compound_stability": compound_rank_stability(measurements, summary, reference, metrics),
+        "ranking_transfer": ranking_transfer(summary, compound),
+        "pareto": pareto_frontiers(summary),
+        "pareto_transfer": pareto_transfer(summary),
+        "rank_difference_tests": rank_difference_tests(summary, reference),
+        "family_transfer_error": family_transfer_error(summary, families),
+        "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
+        "quantisation_energy": quantisation_energy_effect(measurements, summary, reference),
+        "energy_phase_shares": energy_phase_shares(measurements),
+    }
+    assert tuple(results) == ANALYSES
+    for name, table in results.items():
+        log.info("analysis %s: %d rows", name, len(table))
+    return results

@@ -13,7 +13,7 @@
 # skipping every step whose result is already there. Re-running it is cheap.
 #
 # Environment:
-#   PYTHON                       interpreter to install into (default: python)
+#   PYTHON                       interpreter to install into (default: ./.venv/bin/python, else python3)
 #   LLENERGYMEASURE_CACHE        cache root (default: ${XDG_CACHE_HOME:-~/.cache}/llenergymeasure)
 #   LLAMACPP_SDIST               use this llama_cpp_python-<version>.tar.gz instead of downloading
 #   CMAKE_ARGS                   passed to the llama.cpp build (e.g. -DGGML_CUDA=on)
@@ -23,7 +23,10 @@ set -euo pipefail
 
 VERSION=0.3.36            # keep in step with envs/llamacpp.yaml
 DISKCACHE_VERSION=5.6.3   # llama-cpp-python's one runtime dependency not in requirements.txt
-PYTHON=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+if [[ -z "${PYTHON:-}" ]]; then  # default: the repository's venv (made by install.sh), else python3
+    if [[ -x "$HERE/.venv/bin/python" ]]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python3; fi
+fi
 CACHE_ROOT=${LLENERGYMEASURE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llenergymeasure}
 CACHE="$CACHE_ROOT/llama.cpp-$VERSION"
 CONVERTER_ONLY=0
@@ -84,7 +87,7 @@ if [[ -z "$wheel" ]]; then
     wheel=$(ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl | head -n1)
 fi
 
-# 4. install (numpy, jinja2 and typing-extensions are pinned by requirements.txt)
+# 4. install (numpy, jinja2, typing-extensions: pinned by requirements.txt when installed first)
 log "installing $wheel"
-"$PYTHON" -m pip install --quiet --no-deps "$wheel" "diskcache==$DISKCACHE_VERSION"
+"$PYTHON" -m pip install --quiet "$wheel" "diskcache==$DISKCACHE_VERSION"
 "$PYTHON" -c "import llama_cpp; print('[install-llamacpp] llama-cpp-python', llama_cpp.__version__, 'ok')"

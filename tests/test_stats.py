@@ -143,3 +143,32 @@ def test_ratio_of_medians():
     assert ratio == pytest.approx(2.05 / 1.0)
     assert low < ratio < high
     assert all(np.isnan(stats.bootstrap_ratio_of_medians(np.array([1.0]), np.array([]))))
+
+
+def test_rank_correlations_match_scipy_with_ties():
+    from scipy import stats as scipy_stats
+
+    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 7.0])
+    y = np.array([2.0, 1.0, 3.0, 3.0, 4.0, 6.0, 5.0])
+    result = stats.rank_correlations(x, y)
+    assert result["spearman_rho"] == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
+    assert result["kendall_tau"] == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
+    assert result["spearman_ci_low"] <= result["spearman_rho"] <= result["spearman_ci_high"]
+    assert result["kendall_ci_low"] <= result["kendall_tau"] <= result["kendall_ci_high"]
+    assert stats.rank_correlations(x, y) == result  # fixed seed
+
+
+def test_rank_correlations_need_three_pairs():
+    assert all(np.isnan(v) for v in stats.rank_correlations(np.ones(2), np.ones(2)).values())
+
+
+def test_nullable_columns_as_aggregate_writes_them():
+    table = _trials([1.0, None, 3.0], status=["ok", "failed", "ok"])
+    typed = table.astype({
+        "status": "string", "model": "string", "batch_size": "Int64",
+        "energy_j_per_output_token": "Float64", "latency_s": "Float64",
+        "tokens_per_s": "Float64", "energy_is_estimate": "boolean",
+    })
+    row = stats.summarise(typed).iloc[0]
+    assert row["energy_j_per_output_token_median"] == 2.0
+    assert row["n_failed"] == 1 and row["energy_is_estimate"] == True  # noqa: E712

@@ -620,6 +620,8 @@ def two_n_formula_error(
     """The field's ``2 x non-embedding params x tokens`` estimate against the exact
     analytical count of `generate`, per architecture and prompt length (only lengths whose
     prompt plus new tokens fit the architecture's context). relative_error = (2N - exact) / exact."""
+    if not architectures:
+        return _empty("two_n_error")
     from .flops import count_generate
 
     rows: list[dict] = []

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -120,6 +120,15 @@ class EnergyMeter(abc.ABC):
         self._started = None
         return self._read(elapsed)
 
+    def cancel(self) -> None:
+        """Abandon an open window (the work inside it failed); no-op when none is open."""
+        if self._started is not None:
+            self._started = None
+            self._cancel_counters()
+
+    def _cancel_counters(self) -> None:
+        """Release whatever `_start_counters` holds open."""
+
     def idle_power(self, seconds: float) -> IdleReading:
         """Mean power over `seconds` of sleeping (the idle baseline)."""
         self.begin()
@@ -187,6 +196,9 @@ class ZeusMeter(EnergyMeter):
     def _start_counters(self) -> None:
         # The caller synchronises the device; Zeus need not (it would import torch.cuda).
         self.monitor.begin_window(self._WINDOW, sync_execution=False)
+
+    def _cancel_counters(self) -> None:
+        self.monitor.end_window(self._WINDOW, sync_execution=False, cancel=True)
 
     def _read(self, elapsed: float) -> EnergyReading:
         measurement = self.monitor.end_window(self._WINDOW, sync_execution=False)

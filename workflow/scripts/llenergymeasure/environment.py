@@ -189,7 +189,6 @@ def _decode_reasons(mask: int | None) -> list[str] | None:
 
 def _gpu_snapshot(nvml: Any, index: int) -> dict[str, Any]:
     handle = nvml.nvmlDeviceGetHandleByIndex(index)
-    own = {os.getpid()}
     processes = []
     for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
         for proc in _safe(lambda g=getter: getattr(nvml, g)(handle)) or []:
@@ -199,7 +198,6 @@ def _gpu_snapshot(nvml: Any, index: int) -> dict[str, Any]:
         reasons = _safe(lambda: nvml.nvmlDeviceGetCurrentClocksThrottleReasons(handle))
     memory = _safe(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
     milli = lambda value: None if value is None else value / 1000.0  # noqa: E731 - mW -> W
-    others = [proc for proc in processes if proc["pid"] not in own]
     return {
         "index": index,
         "name": _as_text(_safe(lambda: nvml.nvmlDeviceGetName(handle))),
@@ -217,7 +215,6 @@ def _gpu_snapshot(nvml: Any, index: int) -> dict[str, Any]:
         "throttle_reasons_mask": reasons,
         "throttle_reasons": _decode_reasons(reasons),
         "processes": processes,
-        "other_processes": others,
     }
 
 
@@ -242,21 +239,37 @@ def capture_gpu_state(label: str = "") -> dict[str, Any]:
     return state
 
 
-def summarise_gpu_states(states: list[dict[str, Any]]) -> dict[str, Any]:
-    """Throttle reasons seen and contention (other processes on the GPU) across snapshots."""
+def summarise_gpu_states(states: list[dict[str, Any]], own_pid: int | None = None) -> dict[str, Any]:
+    """Throttle reasons seen and contention (other processes on the GPU) across snapshots.
+
+    The first snapshot must be taken before this process touches the GPU: every process on
+    it then is someone else's. Later, NVML also lists this process, under a host PID when the
+    job runs in a container's PID namespace, so one new unknown PID is taken to be this
+    process unless our own PID is listed; any further new PID is contention."""
+    own_pid = os.getpid() if own_pid is None else own_pid
     seen: set[str] = set()
-    others: dict[int, int | None] = {}
-    for state in states:
+    memory: dict[int, int | None] = {}
+    first: set[int] = set()
+    later: set[int] = set()
+    for position, state in enumerate(states):
         for gpu in state.get("gpus", []):
             seen.update(gpu.get("throttle_reasons") or [])
-            for proc in gpu.get("other_processes", []):
-                others[proc["pid"]] = proc.get("used_memory_bytes")
+            for proc in gpu.get("processes", []):
+                memory[proc["pid"]] = proc.get("used_memory_bytes")
+                (first if position == 0 else later).add(proc["pid"])
+    foreign = first - {own_pid}
+    new = later - first
+    if own_pid in new:
+        new.discard(own_pid)
+    elif new:
+        new.discard(max(new, key=lambda pid: memory.get(pid) or 0))  # this process, under a host PID
+    foreign |= new
     any_gpu = any(state.get("gpus") for state in states)
     return {
         "throttle_reasons_seen": sorted(seen) if any_gpu else None,
         "throttled": bool(seen & LIMITING_REASONS) if any_gpu else None,
-        "other_gpu_processes": [{"pid": pid, "used_memory_bytes": mem} for pid, mem in sorted(others.items())],
-        "contention": bool(others) if any_gpu else None,
+        "other_gpu_processes": [{"pid": pid, "used_memory_bytes": memory[pid]} for pid in sorted(foreign)],
+        "contention": bool(foreign) if any_gpu else None,
     }
 
 

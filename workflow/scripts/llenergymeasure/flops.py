@@ -426,12 +426,10 @@ def count_generate(
     else:
         result = _count_analytical(arch, batch, prompt, new)
 
+    # W8A8: the quantised decoder linears run as int8 ops; LM head, router and attention stay float.
+    # Weight-only methods run no integer matmuls: empty, like the schema's column.
     weight_only = spec.weight_only if spec else True
-    int_ops = 0
-    if not weight_only and result["flops_linear"] is not None:
-        int_ops = result["flops_linear"]  # quantised decoder linears; LM head, router, attention stay float
-    elif not weight_only:
-        int_ops = None
+    int_ops = None if weight_only else result["flops_linear"]
 
     result.update(
         flops_per_output_token=result["flops_total"] / (batch * new),
@@ -572,6 +570,11 @@ def _as_positive_float(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
+def _is_true(value: Any) -> bool:
+    """True for Python or NumPy True only (missing values and NA are not true)."""
+    return value is True or (type(value).__name__ == "bool_" and bool(value))
+
+
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -602,6 +605,8 @@ def annotate(rows, hf_config: dict):
                     record[name] = counted[name]
             record["flops_method"] = counted["method"]
             record["flops_confidence"] = counted["confidence"]
+            if _is_true(row.get("decompressed_at_load")):
+                record["int_ops_total"] = None  # the backend expanded the weights: float matmuls ran
             if row.get("status") == "ok":
                 record["mfu_prefill"] = _row_mfu(row, counted)
                 record["mbu_decode"] = _row_mbu(row, hf_config, batch, prompt, new)

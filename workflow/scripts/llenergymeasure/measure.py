@@ -33,7 +33,7 @@ from typing import Any
 
 from . import energy, environment
 from .backends import Backend, LoadInfo, get_backend
-from .config import REPO_ROOT, cuda_visible, resolve_device
+from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
 from .io import write_json_atomic, write_parquet_atomic
 
 logger = logging.getLogger(__name__)
@@ -183,19 +183,20 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         raise MeasureConfigError("workload: missing; give batch_sizes, prompt_tokens and new_tokens")
     if not isinstance(measurement, dict):
         raise MeasureConfigError("measurement: missing; give at least trials")
+    measurement = {**DEFAULTS["measurement"], **measurement}  # the one place defaults live
     new_tokens = workload.get("new_tokens")
     if not isinstance(new_tokens, int) or isinstance(new_tokens, bool) or new_tokens < 2:
         raise MeasureConfigError(f"workload.new_tokens: expected an integer >= 2 (decode needs a second token), got {new_tokens!r}")
     trials = measurement.get("trials")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise MeasureConfigError(f"measurement.trials: expected an integer >= 1, got {trials!r}")
-    warmup_runs = measurement.get("warmup_runs", 2)
+    warmup_runs = measurement.get("warmup_runs")
     if not isinstance(warmup_runs, int) or isinstance(warmup_runs, bool) or warmup_runs < 0:
         raise MeasureConfigError(f"measurement.warmup_runs: expected an integer >= 0, got {warmup_runs!r}")
     threshold = measurement.get("warmup_cv_threshold")
     if threshold is not None:
         threshold = _number(measurement, "warmup_cv_threshold", "measurement.warmup_cv_threshold", 1e-9)
-    source = measurement.get("energy_source", "auto")
+    source = measurement.get("energy_source")
     if source not in energy.PREFER_CHOICES:
         raise MeasureConfigError(f"measurement.energy_source: {source!r} is not a source; allowed: {', '.join(energy.PREFER_CHOICES)}")
     seed = config.get("seed", 0)
@@ -211,7 +212,7 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         warmup_runs=warmup_runs,
         warmup_min_s=_per_device(measurement, "warmup_min_s", device),
         warmup_cv_threshold=threshold,
-        warmup_max_s=_number(measurement, "warmup_max_s", "measurement.warmup_max_s") if "warmup_max_s" in measurement else 120.0,
+        warmup_max_s=_number(measurement, "warmup_max_s", "measurement.warmup_max_s"),
         min_window_s=_per_device(measurement, "min_window_s", device),
         idle_baseline_s=_per_device(measurement, "idle_baseline_s", device),
         energy_source=source,
@@ -266,12 +267,16 @@ def measure_window(backend: Backend, meter: energy.EnergyMeter, inputs: Any, new
     meter.begin()
     start = clock()
     repetitions = 0
-    while True:
-        generate(inputs, new_tokens)
-        repetitions += 1
-        if clock() - start >= min_window_s:
-            break
-    backend.synchronize()
+    try:
+        while True:
+            generate(inputs, new_tokens)
+            repetitions += 1
+            if clock() - start >= min_window_s:
+                break
+        backend.synchronize()
+    except BaseException:
+        meter.cancel()  # so that the next window can open
+        raise
     elapsed = clock() - start
     reading = meter.end()
     return Window(repetitions, elapsed, reading)
@@ -345,6 +350,19 @@ def trial_metrics(
     }
 
 
+def measure_trial(
+    runner: Backend, meter: energy.EnergyMeter, inputs: Any, batch_size: int, protocol: Protocol, idle: energy.IdleReading
+) -> dict[str, Any]:
+    """One trial: prefill window, full window (peak memory), then the streamed timing probe."""
+    prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
+    runner.peak_memory_reset()
+    full = measure_window(runner, meter, inputs, protocol.new_tokens, protocol.min_window_s)
+    peak = runner.peak_memory_bytes()
+    intervals = timing_probe(runner, inputs, protocol.new_tokens)
+    metrics = trial_metrics(prefill, full, intervals, batch_size, protocol.new_tokens, idle)
+    return {**metrics, "peak_memory_bytes": peak}
+
+
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip().replace("\n", " ")
     return text[:ERROR_MAX_CHARS]
@@ -386,7 +404,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     logger.info("measure %s/%s/%s on %s, energy source %s", model, quant, backend, protocol.device, meter.source)
 
     env = environment.capture(protocol.device, REPO_ROOT, config)
-    gpu_states = [{**env["gpu_state"], "label": "job-start"}]
+    gpu_states = [{**env.pop("gpu_state"), "label": "job-start"}]
     base_row: dict[str, Any] = {
         "model": model,
         "quant": quant,
@@ -436,8 +454,12 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
             backend_version=description.get("version"),
             backend_settings_json=json.dumps(description.get("settings", {}), sort_keys=True, default=str),
         )
-        runner.synchronize()
-        idle = meter.idle_power(protocol.idle_baseline_s)
+        try:
+            runner.synchronize()
+            idle = meter.idle_power(protocol.idle_baseline_s)
+        except Exception as exc:  # no baseline: rows keep gross energy, energy_net_j stays empty
+            meter.cancel()
+            logger.error("idle baseline failed: %s", _error_text(exc))
         logger.info("idle baseline: %s W over %.2f s (%s)", idle.watts, idle.seconds, idle.source)
         for batch_size, prompt_tokens in shapes:
             shape_rows, record = _measure_shape(runner, meter, protocol, idle, base_row, batch_size, prompt_tokens)
@@ -487,7 +509,6 @@ def _measure_shape(
     shape_row = {**base_row, "batch_size": batch_size, "prompt_tokens": prompt_tokens}
     rows: list[dict[str, Any]] = []
     record: dict[str, Any] = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "error": None}
-    new_tokens = protocol.new_tokens
     try:
         inputs = runner.prepare_inputs(batch_size, prompt_tokens, protocol.seed)
         warmup = warm_up(runner, inputs, protocol)
@@ -495,13 +516,8 @@ def _measure_shape(
         logger.info("b=%d p=%d: warmed up with %d runs in %.2f s (CV %s)", batch_size, prompt_tokens, warmup.runs, warmup.seconds, warmup.cv)
         warm = {"warmup_runs": warmup.runs, "warmup_s": warmup.seconds, "warmup_cv": warmup.cv}
         for trial in range(protocol.trials):
-            prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
-            runner.peak_memory_reset()
-            full = measure_window(runner, meter, inputs, new_tokens, protocol.min_window_s)
-            peak = runner.peak_memory_bytes()
-            intervals = timing_probe(runner, inputs, new_tokens)
-            metrics = trial_metrics(prefill, full, intervals, batch_size, new_tokens, idle)
-            rows.append({**shape_row, **warm, **metrics, "trial": trial, "status": "ok", "error": None, "peak_memory_bytes": peak})
+            metrics = measure_trial(runner, meter, inputs, batch_size, protocol, idle)
+            rows.append({**shape_row, **warm, **metrics, "trial": trial, "status": "ok", "error": None})
             logger.info(
                 "b=%d p=%d trial %d: %.4f s/call, %.1f tok/s, %s J/token (%s)",
                 batch_size, prompt_tokens, trial, metrics["latency_s"], metrics["tokens_per_s"],
@@ -522,6 +538,7 @@ __all__ = [
     "Protocol",
     "Window",
     "coefficient_of_variation",
+    "measure_trial",
     "measure_window",
     "resolve_protocol",
     "run_job",

@@ -1,0 +1,30 @@
+# GGUF variants for the llamacpp backend: llama.cpp's converter, then llama.cpp's quantiser.
+
+
+def gguf_f16_source(wildcards):
+    """gguf-q8_0 and gguf-q4_k_m are quantised from the model's gguf-f16 file (converted once)."""
+    if wildcards.quant == "gguf-f16":
+        return []
+    return f"results/variants/{wildcards.model}/gguf-f16/model.gguf"
+
+
+rule gguf:
+    """Convert a model directory to GGUF f16 with llama.cpp's converter, or quantise that file."""
+    input:
+        model=model_dir,
+        f16=gguf_f16_source,
+        evaluation_text=config["evaluation"]["text"],
+    output:
+        variant="results/variants/{model}/{quant}/variant.json",
+        gguf="results/variants/{model}/{quant}/model.gguf",
+    log:
+        "logs/gguf/{model}/{quant}.log",
+    wildcard_constraints:
+        quant="gguf-[a-z0-9_]+",
+    conda:
+        "../../envs/llamacpp.yaml"
+    threads: min(4, workflow.cores)
+    params:
+        evaluation=config["evaluation"],
+    script:
+        "../scripts/gguf.py"

@@ -321,10 +321,13 @@ def test_quantisation_energy_ratio_to_baseline():
         + [{"quant": "nf4", "batch_size": 4, "trial": t, "energy_j_per_output_token": 0.25}
            for t in range(3)]
         + [{"quant": "int8", "platform_id": "p2", "trial": 0, "energy_j_per_output_token": 1.0}]
+        # p3 has no energy reading at all (source unavailable): no ratio to report
+        + [{"quant": q, "platform_id": "p3", "trial": 0, "energy_j_per_output_token": None}
+           for q in ("ref", "nf4")]
     )
     summary = stats.summarise(trials.assign(tokens_per_s=1.0, latency_s=1.0))
     effect = analysis.quantisation_energy_effect(trials, summary, REF).set_index("batch_size")
-    assert len(effect) == 2  # baselines excluded; p2 has no baseline
+    assert len(effect) == 2  # baselines excluded; p2 has no baseline; p3 no energy
     assert (effect.loc[1, "energy_ratio"], effect.loc[1, "ci_low"], effect.loc[1, "ci_high"]) == (2.0, 2.0, 2.0)
     assert effect.loc[4, "energy_ratio"] == pytest.approx(0.5)
     assert effect.loc[4, "ci_low"] < 0.5 < effect.loc[4, "ci_high"]

@@ -149,6 +149,10 @@ def test_bad_variants_and_settings_are_refused(tiny_gguf, tmp_path):
         backend.load({**tiny_gguf["variants"]["gguf-f16"], "checkpoint_file": str(tmp_path / "missing.gguf")})
     with pytest.raises(ValueError, match="extra_buffer_types"):
         LlamaCppBackend({"extra_buffer_types": "sometimes"}, "cpu")
+    with pytest.raises(ValueError, match="flash_attn is 'yes'; use auto, on or off"):
+        LlamaCppBackend({"flash_attn": "yes"}, "cpu")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        LlamaCppBackend({"max_new_tokens": -5}, "cpu")
 
 
 def test_amx_builds_keep_weights_off_the_crashing_amx_path():

@@ -127,6 +127,23 @@ def test_perplexity_is_measured_and_quantisation_moves_it_little(tiny_gguf):
 
 
 @needs_converter
+def test_f16_perplexity_agrees_with_the_transformers_protocol(tiny_gguf):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llenergymeasure.quality import perplexity
+
+    evaluation = tiny_gguf["evaluation"]
+    model = AutoModelForCausalLM.from_pretrained(tiny_gguf["model_dir"], dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gguf["model_dir"])
+    reference, tokens = perplexity(model, tokenizer, open(evaluation["text"]).read(),
+                                   evaluation["sequence_length"], evaluation["max_sequences"])
+    variant = tiny_gguf["variants"]["gguf-f16"]
+    assert variant["perplexity_tokens"] == tokens
+    assert variant["perplexity"] == pytest.approx(reference, rel=1e-3)
+
+
+@needs_converter
 def test_missing_converter_fails_before_any_work(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setenv(gguf.CONVERTER_ENV, str(tmp_path / "nowhere"))
     out_dir = tmp_path / "out"

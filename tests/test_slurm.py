@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, run_snakemake
+from conftest import REPO_ROOT, copy_workflow, run_snakemake
 from slurm_cluster import LocalSlurmCluster, unavailable_reason
 
 PROFILE = REPO_ROOT / "profiles" / "slurm" / "config.yaml"
@@ -94,7 +94,7 @@ def cluster():
     print(f"SLURM cluster stopped in {c.stop_s:.1f} s")
 
 
-def cluster_profile(dest: Path, cluster: LocalSlurmCluster, mem_mb: int = 1000) -> Path:
+def cluster_profile(dest: Path, cluster: LocalSlurmCluster, mem_mb: int = 2000) -> Path:
     """Write profiles/slurm adapted to the one-node CPU test cluster into `dest`; return the folder.
 
     Changes only what this cluster requires: its partition, no GPUs, memory the node has,
@@ -113,8 +113,10 @@ def cluster_profile(dest: Path, cluster: LocalSlurmCluster, mem_mb: int = 1000) 
     profile["slurm-status-command"] = "squeue"
     profile["slurm-no-account"] = True
     profile["slurm-init-seconds-before-status-checks"] = 2
+    profile["slurm-keep-successful-logs"] = True
     profile["latency-wait"] = 5
     profile["retries"] = 0
+    profile["cores"] = 2
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
     return dest
@@ -155,3 +157,74 @@ def test_three_jobs_go_through_sbatch(cluster, tmp_path):
     # Three distinct SLURM job ids: each rule ran inside its own SLURM job.
     assert len(job_ids) == 3 and len(set(job_ids)) == 3 and all(j.isdigit() for j in job_ids)
     assert cluster.submitted_job_count() - before == 3
+
+
+SMALL_STUDY = {
+    "study": "slurm-small",
+    "device": "cpu",
+    "models": {
+        "tiny-gpt2": {
+            "source": "config",
+            "architecture": "config/models/tiny-gpt2.json",
+            "backends": {"pytorch": ["none-float32"]},
+        }
+    },
+    "workload": {"batch_sizes": [1], "prompt_tokens": [16], "new_tokens": 4},
+    "measurement": {
+        "trials": 2,
+        "warmup_runs": 1,
+        "min_window_s": {"cpu": 0.05},
+        "idle_baseline_s": {"cpu": 0.2},
+    },
+    "analysis": {"reference": {"model": "tiny-gpt2", "quant": "none-float32", "backend": "pytorch"}},
+}
+
+# Log folders the plugin makes per submitted rule (rule_<name>) or group job (group_<id>_<rules>):
+# every rule that does real work must have gone through sbatch.
+SUBMITTED = ("group_*_model", "rule_quantise", "rule_measure", "group_*_flops", "rule_aggregate")
+
+
+def test_small_study_through_slurm_matches_a_local_run(cluster, tmp_path):
+    """The real pipeline, through profiles/slurm and sbatch, gives the rows a local run gives."""
+    import pandas as pd
+
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(SMALL_STUDY, sort_keys=False))
+    local, remote = copy_workflow(tmp_path / "local"), copy_workflow(tmp_path / "slurm")
+
+    t0 = time.monotonic()
+    result = run_snakemake(
+        local, "results/aggregate/measurements.parquet", "--cores", "2", "--configfile", str(study), timeout=600
+    )
+    local_s = time.monotonic() - t0
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    profile = cluster_profile(tmp_path / "profile", cluster)
+    before = cluster.submitted_job_count()
+    t0 = time.monotonic()
+    result = run_snakemake(remote, "--workflow-profile", str(profile), "--configfile", str(study), timeout=900)
+    slurm_s = time.monotonic() - t0
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:] + cluster.logs()
+    print(f"small study: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s, "
+          f"{cluster.submitted_job_count() - before} sbatch jobs")
+
+    # Every working rule ran inside a SLURM job (the plugin keeps one log folder per rule/group).
+    slurm_logs = remote / "logs" / "slurm"
+    folders = sorted(p.name for p in slurm_logs.iterdir()) if slurm_logs.is_dir() else []
+    for pattern in SUBMITTED:
+        logs = [log for folder in slurm_logs.glob(pattern) for log in folder.rglob("*.log")]
+        assert logs, f"{pattern} did not go through sbatch; SLURM log folders: {folders}"
+    assert cluster.submitted_job_count() - before >= len(SUBMITTED)
+
+    local_rows = pd.read_parquet(local / "results" / "aggregate" / "measurements.parquet")
+    slurm_rows = pd.read_parquet(remote / "results" / "aggregate" / "measurements.parquet")
+    assert list(slurm_rows.columns) == list(local_rows.columns)
+    assert dict(slurm_rows.dtypes.astype(str)) == dict(local_rows.dtypes.astype(str))
+    assert len(slurm_rows) == len(local_rows) == 2  # 1 model x 1 variant x 1 shape x 2 trials
+    keys = ["model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "trial"]
+    assert sorted(map(tuple, slurm_rows[keys].to_numpy())) == sorted(map(tuple, local_rows[keys].to_numpy()))
+    assert set(slurm_rows["status"]) == {"ok"}
+    assert slurm_rows["latency_s"].gt(0).all() and slurm_rows["flops_total"].gt(0).all()
+    # the rest of the DAG finished on the cluster too
+    assert (remote / "results" / "aggregate" / "summary.parquet").is_file()
+    assert list((remote / "results" / "figures").glob("*.png"))

@@ -35,7 +35,10 @@ def measured_rows():
 
 
 def backend_env(wildcards):
-    """The pinned conda env of a measure job's backend."""
+    """The pinned conda env of a measure job: its backend's, or a legacy variant's own stack."""
+    spec = VARIANTS[wildcards.quant]
+    if spec.legacy:
+        return f"../../envs/{spec.env}.yaml"
     envs = {"pytorch": "pytorch", "pytorch-compiled": "pytorch", "llamacpp": "llamacpp", "vllm": "vllm"}
     return f"../../envs/{envs[wildcards.backend]}.yaml"
 

@@ -657,7 +657,8 @@ def quantisation_energy_effect(
 ) -> pd.DataFrame:
     """Energy per output token of every quantised variant over its model's baseline variant
     (`baseline`: quant and backend, e.g. the analysis reference's) on the same platform and
-    workload, with a bootstrap interval of the ratio of medians from the trials."""
+    workload, with a bootstrap interval of the ratio of medians from the trials. Pairs
+    without energy on either side (source unavailable) are left out."""
     stats.require_columns(
         measurements, [*CONFIG_KEYS, "status", "energy_j_per_output_token"], "measurements"
     )
@@ -674,6 +675,8 @@ def quantisation_energy_effect(
         if base_key not in trials or key not in trials:
             continue
         ratio, low, high = stats.bootstrap_ratio_of_medians(trials[key], trials[base_key])
+        if not np.isfinite(ratio):
+            continue  # no energy on one side (source unavailable): nothing to compare
         rows.append({
             **{k: config[k] for k in ("platform_id", "model", "backend", "quant", *WORKLOAD_KEYS)},
             "baseline_quant": baseline["quant"], "baseline_backend": baseline["backend"],
@@ -764,3 +767,63 @@ def run_all(
     for name, table in results.items():
         log.info("analysis %s: %d rows", name, len(table))
     return results
+
+
+def families_from_config(models: Mapping[str, Mapping[str, Any]], root: str | Path) -> dict[str, str]:
+    """Model name -> architecture family (the ``model_type`` of its architecture config),
+    for the config's models that name an architecture file under `root`."""
+    families = {}
+    for name, entry in models.items():
+        path = entry.get("architecture")
+        if path and (Path(root) / path).is_file():
+            families[name] = json.loads((Path(root) / path).read_text()).get("model_type", name)
+    return families
+
+
+def analyse_files(
+    measurements_path: str | Path,
+    summary_path: str | Path,
+    outputs: Mapping[str, str | Path],
+    config_analysis: Mapping[str, Any],
+    architecture_paths: Iterable[str | Path] = (),
+    families: Mapping[str, str] | None = None,
+    new_tokens: int = 32,
+) -> dict[str, pd.DataFrame]:
+    """Read the aggregate tables, run every analysis and write each to ``outputs[name]``
+    (Parquet, atomically). Returns the results."""
+    from .io import write_parquet_atomic
+
+    missing = [name for name in ANALYSES if name not in outputs]
+    if missing:
+        raise StatsInputError(f"outputs: no path for analysis {missing[0]!r}")
+    measurements = pd.read_parquet(measurements_path)
+    summary = pd.read_parquet(summary_path)
+    results = run_all(
+        measurements, summary, config_analysis,
+        architectures=load_architectures(architecture_paths), families=families,
+        new_tokens=new_tokens,
+    )
+    for name, table in results.items():
+        write_parquet_atomic(outputs[name], table)
+    return results
+
+
+def analysis_paths(directory: str) -> dict[str, str]:
+    """Analysis name -> its Parquet under `directory` (the rules' outputs)."""
+    return {name: f"{directory}/{name}.parquet" for name in ANALYSES}
+
+
+def all_analysis_outputs() -> list[str]:
+    """Every analysis Parquet of the pipeline (``results/analysis/``), for rule all."""
+    return list(analysis_paths("results/analysis").values())
+
+
+def shipped_analysis_config(manifest_path: str | Path, default: Mapping[str, Any]) -> dict[str, Any]:
+    """The analysis section a shipped study was run with (its manifest's ``analysis``),
+    else `default` (the current config's)."""
+    path = Path(manifest_path)
+    if path.exists():
+        shipped = json.loads(path.read_text()).get("analysis")
+        if shipped:
+            return dict(shipped)
+    return dict(default)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 import yaml
 
+from .quantise import check_supported
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, quants_for_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -209,9 +210,11 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if not MODEL_NAME_RE.match(name):
             raise ConfigError(f"models.{name}: model names use lowercase letters, digits, '.', '_', '-' (no paths)")
         source = entry.get("source", "config")
+        model_type = None
         if source == "config":
             _check_architecture(name, entry, root)
             arch = json.loads(repo_path(entry["architecture"], f"models.{name}.architecture", root).read_text())
+            model_type = arch.get("model_type")
             limit = max_positions(arch)
             if limit is not None and longest > limit:
                 raise ConfigError(
@@ -234,13 +237,9 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
                     raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
                 if quant not in allowed:
                     raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
-                spec = VARIANTS[quant]
-                if spec.needs_cuda and not has_cuda:
-                    legacy = " (a legacy library)" if spec.legacy else ""
-                    raise ConfigError(
-                        f"{field}[{index}]: {quant!r}{legacy} needs CUDA and no GPU is visible; "
-                        "on CPU use gptq-w4a16 or awq-w4a16 (llm-compressor) instead"
-                    )
+                problem = check_supported(quant, has_cuda, model_type)
+                if problem:
+                    raise ConfigError(f"{field}[{index}]: {problem}")
 
     for section, key in (("quantisation", "calibration"), ("evaluation", None)):
         block = config[section][key] if key else config[section]

@@ -608,3 +608,43 @@ def render_all(data: Tables, directory: str | Path, names: Iterable[str] | None 
         render(name, data, pdf, png)
         written += [pdf, png]
     return written
+
+
+def load_study(
+    measurements_path: str | Path, summary_path: str | Path, analysis_paths: Mapping[str, str | Path]
+) -> dict[str, pd.DataFrame]:
+    """The tables every figure and table function reads, by name."""
+    data = {"measurements": pd.read_parquet(measurements_path), "summary": pd.read_parquet(summary_path)}
+    data.update({name: pd.read_parquet(path) for name, path in analysis_paths.items()})
+    return data
+
+
+def draw_files(
+    data: Tables, figure_outputs: Mapping[str, tuple[str, str]], table_outputs: Mapping[str, str]
+) -> None:
+    """Every figure to its (pdf, png) paths and every table to its .tex path."""
+    from . import tables
+
+    for name, (pdf, png) in figure_outputs.items():
+        render(name, data, pdf, png)
+    for name, path in table_outputs.items():
+        tables.write(name, data, path)
+
+
+def figure_paths(directory: str) -> dict[str, str]:
+    """Output key -> path of every figure (``<name>_pdf``, ``<name>_png`` under
+    ``<directory>/figures/``) and table (``table_<name>`` under ``<directory>/tables/``)."""
+    from .tables import TABLES
+
+    paths = {}
+    for name in FIGURES:
+        paths[f"{name}_pdf"] = f"{directory}/figures/{name}.pdf"
+        paths[f"{name}_png"] = f"{directory}/figures/{name}.png"
+    for name in TABLES:
+        paths[f"table_{name}"] = f"{directory}/tables/{name}.tex"
+    return paths
+
+
+def all_figure_outputs() -> list[str]:
+    """Every figure and table of the pipeline (``results/figures/``, ``results/tables/``)."""
+    return list(figure_paths("results").values())

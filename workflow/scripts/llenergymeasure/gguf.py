@@ -108,6 +108,9 @@ def quantise_gguf(source: str | Path, target: str | Path, ftype_name: str, threa
     """Quantise a GGUF file with llama.cpp's `llama_model_quantize`; return the seconds it took."""
     import llama_cpp
 
+    from .backends.llamacpp import route_llama_log
+
+    route_llama_log(logging.INFO)  # per-tensor types and fallbacks go to the rule's log
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, ftype_name)
     params.nthread = int(threads)
@@ -144,21 +147,21 @@ def tensor_summary(path: str | Path) -> dict[str, Any]:
     }
 
 
-def evaluation_chunks(model_dir: str | Path, text: str | Path, sequence_length: int, max_sequences: int) -> list[list[int]]:
-    """The evaluation text as up to `max_sequences` windows of `sequence_length` token ids,
-    tokenised by the model directory's own tokenizer."""
+def evaluation_windows(model_dir: str | Path, text: str | Path, sequence_length: int, max_sequences: int) -> list[list[int]]:
+    """The evaluation windows of `quality` (the same protocol as every other variant's
+    perplexity), tokenised by the model directory's own tokenizer."""
     from transformers import AutoTokenizer
 
+    from .quality import token_windows, tokenize_text
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    ids = tokenizer(Path(text).read_text(), add_special_tokens=False)["input_ids"]
-    chunks = [ids[i : i + sequence_length] for i in range(0, len(ids) - sequence_length + 1, sequence_length)]
-    if not chunks:
-        raise GgufError(f"evaluation.text {text} has {len(ids)} tokens, fewer than evaluation.sequence_length {sequence_length}")
-    return chunks[:max_sequences]
+    ids = tokenize_text(tokenizer, Path(text).read_text(encoding="utf-8"))
+    return token_windows(ids, sequence_length, max_sequences)
 
 
-def gguf_perplexity(gguf_file: str | Path, quant: str, chunks: list[list[int]], threads: int) -> tuple[float, int]:
-    """Perplexity of llama.cpp on the chunks (next-token prediction); returns (ppl, tokens scored)."""
+def gguf_perplexity(gguf_file: str | Path, quant: str, windows: list[list[int]], threads: int) -> tuple[float, int]:
+    """Perplexity of llama.cpp on the windows, as `quality.perplexity` scores a transformers
+    model: every token after the first of a window is predicted; returns (ppl, tokens scored)."""
     import numpy as np
 
     from .backends.llamacpp import LlamaCppBackend
@@ -166,8 +169,12 @@ def gguf_perplexity(gguf_file: str | Path, quant: str, chunks: list[list[int]], 
     backend = LlamaCppBackend({"threads": threads, "max_new_tokens": 0}, "cpu")
     try:
         backend.load({"quant": quant, "checkpoint_file": str(gguf_file)})
+        largest = max(max(window) for window in windows)
+        if largest >= backend.n_vocab:
+            raise GgufError(f"evaluation: the tokenizer produced id {largest} but {gguf_file} has {backend.n_vocab} "
+                            "tokens; use the tokenizer saved with the model")
         nll, scored = 0.0, 0
-        for chunk in chunks:
+        for chunk in windows:
             logits = backend.sequence_logits(np.asarray(chunk)).astype(np.float64)[:-1]
             shifted = logits - logits.max(axis=1, keepdims=True)
             log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -222,9 +229,9 @@ def build_variant(
     summary = tensor_summary(target)
     perplexity = perplexity_tokens = None
     if evaluation is not None:
-        chunks = evaluation_chunks(model_dir, evaluation["text"], int(evaluation["sequence_length"]),
-                                   int(evaluation["max_sequences"]))
-        perplexity, perplexity_tokens = gguf_perplexity(target, quant, chunks, threads)
+        windows = evaluation_windows(model_dir, evaluation["text"], int(evaluation["sequence_length"]),
+                                    int(evaluation["max_sequences"]))
+        perplexity, perplexity_tokens = gguf_perplexity(target, quant, windows, threads)
     manifest_path = model_dir / "model_manifest.json"
     weights = None
     if manifest_path.is_file():
@@ -243,7 +250,7 @@ def build_variant(
         "weights": weights,
         "perplexity": perplexity,
         "perplexity_tokens": perplexity_tokens,
-        "perplexity_method": "llama.cpp logits: mean next-token NLL over the evaluation windows, exp" if perplexity else None,
+        "perplexity_method": "quality protocol (non-overlapping windows, exp of mean next-token NLL) on llama.cpp logits" if perplexity else None,
         "settings": {
             "llama_cpp_python": llama_cpp_version(),
             "converter": str(converter_dir() / "convert_hf_to_gguf.py"),

@@ -38,13 +38,20 @@ def tokenize_text(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def vocab_size(model: Any) -> int:
+    """Embedding rows of a causal LM (text config of multimodal configs; older transformers too)."""
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(text_config.vocab_size)
+
+
 def perplexity(model: Any, tokenizer: Any, text: str, sequence_length: int, max_sequences: int) -> tuple[float, int]:
     """Perplexity of `model` on `text`; returns (perplexity, number of predicted tokens)."""
     import torch
 
     ids = tokenize_text(tokenizer, text)
     windows = token_windows(ids, sequence_length, max_sequences)
-    vocab = int(model.config.get_text_config().vocab_size)
+    vocab = vocab_size(model)
     largest = max(max(window) for window in windows)
     if largest >= vocab:
         raise EvaluationError(

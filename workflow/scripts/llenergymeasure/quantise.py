@@ -161,8 +161,10 @@ def _library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     return versions
 
 
-def _count_quantisable_linears(model_dir: Path, trust_remote_code: bool) -> int:
-    """torch.nn.Linear layers other than the LM head, counted on the meta device (no weights)."""
+def _llmcompressor_preflight(model_dir: Path, quant: str, model_type: str, trust_remote_code: bool) -> None:
+    """Refuse models llm-compressor would leave unquantised or whose widths break the 4-bit groups.
+
+    Checked on the meta device (no weights), before calibration."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -170,7 +172,16 @@ def _count_quantisable_linears(model_dir: Path, trust_remote_code: bool) -> int:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     head = model.get_output_embeddings()
-    return sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head)
+    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    _require(bool(linears), f"quant: {quant!r} found no torch.nn.Linear layers to quantise in {model_type!r}; use bnb-* or gguf-*")
+    if quant in ("gptq-w4a16", "awq-w4a16"):
+        for name, module in linears:
+            _require(
+                module.in_features % W4_GROUP_SIZE == 0,
+                f"quant: {quant!r} quantises weights in groups of {W4_GROUP_SIZE} input features but {name} has "
+                f"{module.in_features}; use an architecture whose hidden and intermediate sizes are multiples of "
+                f"{W4_GROUP_SIZE}, or bnb-*/w8a8-int8",
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +212,7 @@ def build_variant(model_dir: str, quant: str, settings: dict[str, Any], out_dir:
     eval_sequences = _positive_int(evaluation, "max_sequences", "evaluation")
     manifest = read_model_manifest(model_path)
     trust_remote_code = bool(manifest.get("trust_remote_code", False))
+    _evaluation_windows(model_path, eval_text, eval_length, eval_sequences, trust_remote_code)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +227,7 @@ def build_variant(model_dir: str, quant: str, settings: dict[str, Any], out_dir:
         length = _positive_int(calibration, "sequence_length", "quantisation.calibration")
         windows = _calibration_windows(model_path, calib_text, samples, length, trust_remote_code)
         if quant in LLMCOMPRESSOR_QUANTS:
-            linears = _count_quantisable_linears(model_path, trust_remote_code)
-            _require(linears > 0, f"quant: {quant!r} found no torch.nn.Linear layers to quantise in {model_type!r}; use bnb-* or gguf-*")
+            _llmcompressor_preflight(model_path, quant, model_type, trust_remote_code)
         method_settings["calibration"] = {
             "text": str(calibration["text"]),
             "text_sha256": _sha256(calib_text),
@@ -342,6 +353,17 @@ def _load_tokenizer(model_dir: Path, trust_remote_code: bool) -> Any:
     return AutoTokenizer.from_pretrained(model_dir, trust_remote_code=trust_remote_code)
 
 
+def _evaluation_windows(model_dir: Path, text: Path, length: int, sequences: int, trust_remote_code: bool) -> int:
+    """Check the evaluation text gives at least one window; return the number of windows."""
+    from .quality import EvaluationError, token_windows, tokenize_text
+
+    ids = tokenize_text(_load_tokenizer(model_dir, trust_remote_code), text.read_text(encoding="utf-8"))
+    try:
+        return len(token_windows(ids, length, sequences))
+    except EvaluationError as exc:
+        raise QuantiseError(str(exc)) from None
+
+
 def _calibration_windows(model_dir: Path, text: Path, samples: int, length: int, trust_remote_code: bool) -> list[list[int]]:
     """`samples` consecutive windows of `length` tokens from the calibration text."""
     from .quality import EvaluationError, token_windows, tokenize_text
@@ -399,22 +421,6 @@ class _cpu_safe_activation_cache:
         IntermediatesCache.pin_memory = self.original
 
 
-def _check_linear_dimensions(model: Any, quant: str) -> None:
-    """Group-quantised schemes need every targeted in_features divisible by the group size."""
-    import torch
-
-    if quant not in ("gptq-w4a16", "awq-w4a16"):
-        return
-    head = model.get_output_embeddings()
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and module is not head and module.in_features % W4_GROUP_SIZE:
-            raise QuantiseError(
-                f"quant: {quant!r} quantises weights in groups of {W4_GROUP_SIZE} input features but {name} has "
-                f"{module.in_features}; use an architecture whose hidden and intermediate sizes are multiples of "
-                f"{W4_GROUP_SIZE}, or bnb-*/w8a8-int8"
-            )
-
-
 def _llmcompressor_checkpoint(model_dir: Path, quant: str, windows: list[list[int]], out: Path, device: str,
                               trust_remote_code: bool) -> dict[str, Any]:
     """Calibrate with llm-compressor `oneshot` and save a compressed-tensors checkpoint into `out`."""
@@ -425,7 +431,6 @@ def _llmcompressor_checkpoint(model_dir: Path, quant: str, windows: list[list[in
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", use_safetensors=True,
                                                  trust_remote_code=trust_remote_code)
-    _check_linear_dimensions(model, quant)
     dataset = Dataset.from_dict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
     recipe = llmcompressor_recipe(quant)
     torch.manual_seed(0)
@@ -491,7 +496,7 @@ def _autogptq_checkpoint(model_dir: Path, windows: list[list[int]], out: Path, t
 
     quantize_config = BaseQuantizeConfig(bits=4, group_size=W4_GROUP_SIZE, desc_act=False, sym=True)
     model = AutoGPTQForCausalLM.from_pretrained(str(model_dir), quantize_config, torch_dtype=torch.float16,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code, use_safetensors=True)
     examples = [{"input_ids": torch.tensor([w]), "attention_mask": torch.ones(1, len(w), dtype=torch.long)} for w in windows]
     torch.manual_seed(0)
     model.quantize(examples, batch_size=1)
@@ -571,7 +576,7 @@ def load_model(variant: dict[str, Any], device: str) -> tuple[Any, LoadInfo]:
         from awq import AutoAWQForCausalLM
 
         model = AutoAWQForCausalLM.from_quantized(str(_checkpoint_dir(variant)), fuse_layers=False, safetensors=True,
-                                                  trust_remote_code=trust, device_map="cuda:0").model
+                                                  trust_remote_code=trust, device_map={"": "cuda:0"}).model
     else:  # pragma: no cover - every catalogue entry is handled above
         raise QuantiseError(f"variant.quant: no loader for {quant!r}")
     model.eval()
@@ -635,7 +640,9 @@ def probe_ops(model: Any) -> dict[str, list[str]]:
     from torch.profiler import ProfilerActivity, profile
 
     device = next(p.device for p in model.parameters())
-    vocab = int(model.config.get_text_config().vocab_size)
+    from .quality import vocab_size
+
+    vocab = vocab_size(model)
     prompt = (torch.arange(PROBE_PROMPT_TOKENS, device=device) % max(1, vocab - 3) + 3).unsqueeze(0)
     observed: dict[str, list[str]] = {}
     with torch.inference_mode():
@@ -715,8 +722,11 @@ def _compressed_tensors_path(module: Any) -> tuple[str, str, bool]:
     if status == QuantizationStatus.DECOMPRESSED or (weight is not None and weight.is_floating_point()):
         dtype = str(weight.dtype).replace("torch.", "")
         return f"compressed-tensors:decompressed-to-{dtype}{activations}", dtype, True
-    fmt = getattr(getattr(module, "quantization_scheme", None), "format", None) or "compressed"
-    return f"compressed-tensors:{type(module).__name__}({fmt}){activations}", "int8" if activations else "float16", False
+    # Still compressed while running: the module computes from its packed weights.
+    fmt = getattr(scheme, "format", None) or "compressed"
+    scale = getattr(module, "weight_scale", None)
+    compute = "int8" if activations else (str(scale.dtype).replace("torch.", "") if scale is not None else "unknown")
+    return f"compressed-tensors:{type(module).__name__}({fmt}){activations}", compute, False
 
 
 def describe_loaded(model: Any, spec: VariantSpec, device: str, variant: dict[str, Any] | None = None) -> LoadInfo:
@@ -733,7 +743,8 @@ def describe_loaded(model: Any, spec: VariantSpec, device: str, variant: dict[st
         linear = "transformers.Conv1D" if any(type(m).__name__ == "Conv1D" for m in model.modules()) else "torch.nn.Linear"
         kernel = f"{linear}({float_dtype})"
     else:
-        family, sample = families.most_common(1)[0][0], next(m for _, m, f in found if f == families.most_common(1)[0][0])
+        family = families.most_common(1)[0][0]
+        sample = next(module for _, module, kind in found if kind == family)
         if family == "bnb-4bit":
             kernel, compute = _bnb_4bit_path(sample, ops, configured)
         elif family == "bnb-int8":
@@ -778,6 +789,12 @@ def _module_tensors(module: Any) -> Iterator[Any]:
         scale = getattr(tensor, "SCB", None)
         if scale is not None:
             yield scale
+    # bitsandbytes Linear8bitLt moves the int8 weight and its row scales into `state` on first use
+    state = getattr(module, "state", None)
+    for attr in ("CB", "SCB"):
+        value = getattr(state, attr, None)
+        if value is not None and hasattr(value, "element_size"):
+            yield value
 
 
 def _tensor_bytes(modules: Iterator[Any]) -> int:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .base import Backend, LoadInfo
 from .pytorch import PyTorchBackend
+from .pytorch_compiled import kv_room_tokens
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,39 @@ CPU_ACTIVATION_TYPE = {
 # ggml_backend_amx_mul_mat on Sapphire-Rapids-class CPUs for q8_0 and K-quant weights
 # (observed here with 0.3.36; upstream ggml-org/llama.cpp#20824, closed stale unfixed).
 AMX_CRASH_REFERENCE = "ggml-org/llama.cpp#20824"
+FLASH_ATTN_TYPES = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
+                    "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
 # token ids below this are the special tokens (unk, bos, eos) of our tokenizers
 FIRST_ORDINARY_TOKEN = 3
+
+
+_LLAMA_LOG = logging.getLogger("llama.cpp")
+# ggml.h's ggml_log_level -> logging level (5, GGML_LOG_LEVEL_CONT, continues the previous line)
+_GGML_LOG_LEVELS = {0: logging.INFO, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+_log_state: dict[str, Any] = {"callback": None, "level": logging.INFO, "pending": "", "min_level": logging.WARNING}
+
+
+def route_llama_log(min_level: int = logging.WARNING) -> None:
+    """Send llama.cpp's own log (model loading, quantisation, errors) to the Python logger
+    "llama.cpp" from `min_level` up, so that rule logs hold it instead of the console."""
+    import llama_cpp
+
+    _log_state["min_level"] = min_level
+    if _log_state["callback"] is not None:
+        return
+
+    def forward(level: int, text: bytes, _user_data: Any) -> None:
+        if level != 5:
+            _log_state["level"] = _GGML_LOG_LEVELS.get(level, logging.INFO)
+        if _log_state["level"] < _log_state["min_level"]:
+            return
+        _log_state["pending"] += text.decode(errors="replace") if text else ""
+        if _log_state["pending"].endswith("\n"):
+            _LLAMA_LOG.log(_log_state["level"], "%s", _log_state["pending"].rstrip())
+            _log_state["pending"] = ""
+
+    _log_state["callback"] = llama_cpp.llama_log_callback(forward)  # kept alive: C holds the pointer
+    llama_cpp.llama_log_set(_log_state["callback"], ctypes.c_void_p(0))
 
 
 class LlamaCppError(RuntimeError):
@@ -96,15 +128,14 @@ class LlamaCppBackend(Backend):
     """llama.cpp on a GGUF variant. Settings (backend_settings.llamacpp in the config):
 
     threads: CPU threads (default: the cores this process may use);
-    max_new_tokens: KV-cache room per sequence beyond the prompt (default: the model's
-      training context minus the prompt; set it to the workload's new_tokens so the KV
-      cache, and the peak memory, are sized for the workload);
+    max_new_tokens: KV-cache room per sequence beyond the prompt (default 256; set it to the
+      workload's new_tokens so the KV cache, and the peak memory, are sized for the workload);
     n_gpu_layers: layers offloaded where llama.cpp was built with a GPU backend (default all);
     flash_attn: auto | on | off (default auto, llama.cpp's choice);
     n_ubatch: physical micro-batch of a prefill (default 512);
     extra_buffer_types: auto | true | false: let llama.cpp repack weights for AMX / CPU_REPACK
       kernels (default auto: off where the build uses AMX, which crashes; see AMX_CRASH_REFERENCE);
-    verbose: print llama.cpp's own log (default false: errors only).
+    verbose: log llama.cpp's own INFO lines too (default false: its warnings and errors only).
     """
 
     name = "llamacpp"
@@ -116,6 +147,10 @@ class LlamaCppBackend(Backend):
 
         self._lib = llama_cpp
         self.threads = int(self.settings.get("threads") or len(os.sched_getaffinity(0)))
+        self.max_new_tokens = kv_room_tokens(self.settings)
+        self.flash_attn = str(self.settings.get("flash_attn", "auto"))
+        if self.flash_attn not in FLASH_ATTN_TYPES:
+            raise ValueError(f"backend_settings.llamacpp.flash_attn is {self.flash_attn!r}; use auto, on or off")
         self.system_info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
         self.use_extra_buffer_types, self.extra_buffer_types_reason = self._resolve_extra_buffer_types()
         self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable-llamacpp-gpu"
@@ -129,7 +164,7 @@ class LlamaCppBackend(Backend):
         self.tensor_types: dict[str, int] = {}
         self._batches: dict[tuple[int, int, str], _TokenBatch] = {}
         self.last_generated: np.ndarray | None = None  # (batch, new_tokens) ids of the last generate()
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if self.settings.get("verbose") else logging.ERROR)
+        route_llama_log(logging.INFO if self.settings.get("verbose") else logging.WARNING)
 
     def _resolve_extra_buffer_types(self) -> tuple[bool, str]:
         """Whether weights may go to the CPU backend's extra buffer types (AMX, CPU_REPACK)."""
@@ -159,7 +194,7 @@ class LlamaCppBackend(Backend):
         start = time.perf_counter()
         self.model = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
-            raise LlamaCppError(f"llama.cpp could not load {path} (see its log with backend_settings.llamacpp.verbose: true)")
+            raise LlamaCppError(f"llama.cpp could not load {path} (more of llama.cpp's log with backend_settings.llamacpp.verbose: true)")
         load_s = time.perf_counter() - start
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self.model))
@@ -180,6 +215,7 @@ class LlamaCppBackend(Backend):
             extra={
                 "model_desc": self._model_desc(),
                 "n_params": int(lib.llama_model_n_params(self.model)),
+                "n_ctx_train": self.n_ctx_train,
                 "matrix_tensor_types": self.tensor_types,
                 "cpu_activation_types": activations if not offloaded else None,
             },
@@ -205,10 +241,7 @@ class LlamaCppBackend(Backend):
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.no_perf = True
-        params.flash_attn_type = {
-            "auto": lib.LLAMA_FLASH_ATTN_TYPE_AUTO, "on": lib.LLAMA_FLASH_ATTN_TYPE_ENABLED,
-            "off": lib.LLAMA_FLASH_ATTN_TYPE_DISABLED,
-        }[str(self.settings.get("flash_attn", "auto"))]
+        params.flash_attn_type = getattr(lib, FLASH_ATTN_TYPES[self.flash_attn])
         self.context = lib.llama_init_from_model(self.model, params)
         if not self.context:
             raise LlamaCppError(f"llama.cpp could not create a context for {sequences} sequences x {per_sequence} tokens")
@@ -231,10 +264,7 @@ class LlamaCppBackend(Backend):
         return self._batches[key]
 
     def _slot_tokens(self, prompt_tokens: int) -> int:
-        room = self.settings.get("max_new_tokens")
-        if room is None:
-            return max(self.n_ctx_train, prompt_tokens + 1)
-        return prompt_tokens + int(room)
+        return prompt_tokens + self.max_new_tokens
 
     # -- running -----------------------------------------------------------------
     def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> LlamaCppInputs:
@@ -324,10 +354,11 @@ class LlamaCppBackend(Backend):
                 "threads": self.threads,
                 "batching": "one llama_decode per step over all sequences (n_seq_max = batch, one KV stream each)",
                 "sampling": "greedy argmax on the host, EOS ignored",
+                "max_new_tokens": self.max_new_tokens,
                 "kv_slot_tokens": slot,
                 "kv_cache_type": {1: "f16", 0: "f32"}.get(int(params.type_k), str(int(params.type_k))),
                 "n_ubatch": int(self.settings.get("n_ubatch", 512)),
-                "flash_attn": str(self.settings.get("flash_attn", "auto")),
+                "flash_attn": self.flash_attn,
                 "context_builds": self.context_builds,
                 "sequences": sequences,
                 "extra_buffer_types": self.use_extra_buffer_types,

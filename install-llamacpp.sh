@@ -9,7 +9,7 @@
 #   2. extracts the converter into   $CACHE/convert/
 #   3. builds a wheel from that sdist into $CACHE/wheels/<cpu-and-cmake-key>/ (the build
 #      targets the local CPU, so the cache is keyed by CPU flags and CMAKE_ARGS),
-#   4. installs the wheel and its runtime dependencies (pinned) into the active Python,
+#   4. installs the wheel into $PYTHON (diskcache pinned here; its other dependencies are in requirements.txt),
 # skipping every step whose result is already there. Re-running it is cheap.
 #
 # Environment:
@@ -34,7 +34,7 @@ CONVERTER_ONLY=0
 for arg in "$@"; do
     case "$arg" in
         --converter-only) CONVERTER_ONLY=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "install-llamacpp.sh: unknown option '$arg' (allowed: --converter-only)" >&2; exit 2 ;;
     esac
 done
@@ -42,22 +42,24 @@ done
 log() { echo "[install-llamacpp] $*"; }
 mkdir -p "$CACHE"
 
-# 1. the pinned source distribution
+# 1. the pinned source distribution (fetched only when step 2 or 3 needs it)
 SDIST="$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz"
-if [[ -n "${LLAMACPP_SDIST:-}" ]]; then
-    [[ -f "$LLAMACPP_SDIST" ]] || { echo "LLAMACPP_SDIST=$LLAMACPP_SDIST does not exist; unset it to download the sdist" >&2; exit 1; }
-    SDIST="$LLAMACPP_SDIST"
-elif [[ ! -f "$SDIST" ]]; then
-    log "downloading llama-cpp-python==$VERSION sdist"
-    mkdir -p "$CACHE/sdist.partial"
-    "$PYTHON" -m pip download --quiet --no-binary :all: --no-deps "llama-cpp-python==$VERSION" -d "$CACHE/sdist.partial"
-    mkdir -p "$CACHE/sdist"
-    mv "$CACHE/sdist.partial/llama_cpp_python-$VERSION.tar.gz" "$SDIST"
-    rm -rf "$CACHE/sdist.partial"
-fi
+fetch_sdist() {
+    if [[ -n "${LLAMACPP_SDIST:-}" ]]; then
+        [[ -f "$LLAMACPP_SDIST" ]] || { echo "LLAMACPP_SDIST=$LLAMACPP_SDIST does not exist; unset it to download the sdist" >&2; exit 1; }
+        SDIST="$LLAMACPP_SDIST"
+    elif [[ ! -f "$SDIST" ]]; then
+        log "downloading llama-cpp-python==$VERSION sdist"
+        rm -rf "$CACHE/sdist.partial" && mkdir -p "$CACHE/sdist.partial" "$CACHE/sdist"
+        "$PYTHON" -m pip download --quiet --no-binary :all: --no-deps "llama-cpp-python==$VERSION" -d "$CACHE/sdist.partial"
+        mv "$CACHE/sdist.partial/llama_cpp_python-$VERSION.tar.gz" "$SDIST"
+        rm -rf "$CACHE/sdist.partial"
+    fi
+}
 
 # 2. the converter (extracted into a temporary directory, then moved into place)
 if [[ ! -f "$CACHE/convert/convert_hf_to_gguf.py" ]]; then
+    fetch_sdist
     log "extracting convert_hf_to_gguf.py, conversion/ and gguf-py/ into $CACHE/convert"
     staging=$(mktemp -d "$CACHE/convert.XXXXXX")
     vendor="llama_cpp_python-$VERSION/vendor/llama.cpp"
@@ -79,6 +81,7 @@ key=$( { uname -m; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true; echo "${
 WHEELS="$CACHE/wheels/$key"
 wheel=$(ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -n1 || true)
 if [[ -z "$wheel" ]]; then
+    fetch_sdist
     log "building the llama-cpp-python $VERSION wheel (compiles llama.cpp: several minutes)"
     "$PYTHON" -m pip wheel --no-deps "$SDIST" -w "$WHEELS.partial"
     mkdir -p "$WHEELS"

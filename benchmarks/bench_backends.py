@@ -96,7 +96,7 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str]], header: str) -> None:
     print(header)
-    print(f"{'backend':<17} {'quant':<12} {'tok/s':>9} {'ms/step':>8} {'TTFT ms':>8} {'J/token':>20} "
+    print(f"{'backend':<17} {'quant':<12} {'tok/s':>9} {'ms/step':>8} {'TTFT ms':>8} {'J/token':>30} "
           f"{'MBU':>6} {'compile s':>9}  kernel")
     for r in rows:
         energy_text = "n/a"
@@ -104,7 +104,7 @@ def print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str]], head
             energy_text = (f"{'~' if r['estimate'] else ''}{r['j_per_token']:.3g}"
                            f" ±{_fmt(r['j_unc'], '.2g')} {r['source']}")
         print(f"{r['backend']:<17} {r['quant']:<12} {r['tok_s']:>9.1f} {_fmt(r['step_ms'], '.2f'):>8} "
-              f"{r['ttft_ms']:>8.2f} {energy_text:>20} {_fmt(r['mbu'], '.1%'):>6} {_fmt(r['compile_s'], '.1f'):>9}  "
+              f"{r['ttft_ms']:>8.2f} {energy_text:>30} {_fmt(r['mbu'], '.1%'):>6} {_fmt(r['compile_s'], '.1f'):>9}  "
               f"{r['kernel']} ({r['version']})")
     for name, reason in skipped:
         print(f"{name:<17} skipped: {reason}")

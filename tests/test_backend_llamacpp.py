@@ -121,7 +121,8 @@ def test_describe_records_version_batching_and_settings(tiny_gguf, make_backend)
     settings = description["settings"]
     assert settings["threads"] == 1 and settings["flash_attn"] == "off"
     assert "one llama_decode per step over all sequences" in settings["batching"]
-    assert settings["kv_slot_tokens"] == 8 + 16 and settings["sequences"] == 2
+    assert settings["max_new_tokens"] == 16
+    assert backend.context_shape == (2, 8 + 16)  # one KV stream per sequence, prompt + max_new_tokens each
     assert isinstance(settings["extra_buffer_types"], bool) and settings["extra_buffer_types_reason"]
 
 

@@ -149,6 +149,13 @@ def _choice_styles(summary: pd.DataFrame) -> dict[str, tuple[str, str]]:
     }
 
 
+def _by_label(panel: pd.DataFrame, styles: Mapping[str, tuple[str, str]]):
+    """(label, rows) of a panel in the styles' order, so legends follow the catalogue."""
+    groups = dict(list(panel.groupby("label", sort=True)))
+    order = [label for label in styles if label in groups] + sorted(set(groups) - set(styles))
+    return [(label, groups[label]) for label in order]
+
+
 def _choice_label(frame: pd.DataFrame) -> pd.Series:
     return frame["quant"].astype(str) + " (" + frame["backend"].astype(str) + ")"
 
@@ -219,7 +226,7 @@ def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: boo
     panels = list(data.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels))
     for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
-        for label, line in panel.groupby("label", sort=True):
+        for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
             median = line[f"{metric}_median"].astype(float).to_numpy()
@@ -233,7 +240,9 @@ def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: boo
             )
         _log2_batch_axis(ax, panel["batch_size"])
         if log_y:
-            _scale(ax, panel[f"{metric}_median"].astype(float))
+            _scale(ax, [*panel[f"{metric}_median"].astype(float),
+                        *panel.get(f"{metric}_ci_low", pd.Series(dtype=float)).astype(float),
+                        *panel.get(f"{metric}_ci_high", pd.Series(dtype=float)).astype(float)])
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
         ax.set_ylabel(ylabel)
@@ -338,7 +347,7 @@ def quantisation_energy(data: Tables) -> Figure:
     panels = list(table.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels))
     for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
-        for label, line in panel.groupby("label", sort=True):
+        for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
             ratio = line["energy_ratio"].astype(float).to_numpy()
@@ -371,7 +380,7 @@ def energy_phase_shares(data: Tables) -> Figure:
     panels = list(table.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels), sharey=True)
     for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
-        for label, line in panel.groupby("label", sort=True):
+        for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
             share = 100 * line["prefill_share_median"].astype(float).to_numpy()

@@ -410,7 +410,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "quant": quant,
         "backend": backend,
         "output_tokens": protocol.new_tokens,
-        "dtype": variant.get("compute_dtype"),
+        "dtype": variant.get("load_dtype") or variant.get("compute_dtype"),
         "quant_method": variant.get("quant_method"),
         "weight_bits": variant.get("weight_bits"),
         "compute_dtype": variant.get("compute_dtype"),
@@ -447,7 +447,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
 
     if runner is not None and load_info is not None:
         base_row.update(
-            dtype=load_info.compute_dtype,
+            compute_dtype=load_info.compute_dtype,  # what the loaded kernels compute in, not the intent
             kernel_path=load_info.kernel_path,
             weight_bytes_memory=load_info.weight_bytes_memory,
             decompressed_at_load=load_info.decompressed_at_load,

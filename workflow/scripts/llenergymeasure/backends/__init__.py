@@ -10,6 +10,9 @@ from .base import Backend, LoadInfo
 # (torch, llama_cpp, vllm) are only needed when that backend is used.
 BACKENDS: dict[str, str] = {
     "pytorch": "llenergymeasure.backends.pytorch:PyTorchBackend",
+    "pytorch-compiled": "llenergymeasure.backends.pytorch_compiled:CompiledPyTorchBackend",
+    "llamacpp": "llenergymeasure.backends.llamacpp:LlamaCppBackend",
+    "vllm": "llenergymeasure.backends.vllm:VllmBackend",
 }
 
 

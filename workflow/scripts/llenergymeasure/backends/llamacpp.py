@@ -283,9 +283,9 @@ class LlamaCppBackend(Backend):
         if status != 0:
             raise LlamaCppError(f"llama_decode returned {status} for {batch.sequences} x {batch.per_sequence} tokens")
 
-    def _logits(self, index: int) -> np.ndarray:
-        pointer = self._lib.llama_get_logits_ith(self.context, index)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+    def _output_logits(self, rows: int) -> np.ndarray:
+        """Logits of the last decode's output tokens, in batch order: a (rows, n_vocab) view."""
+        return np.ctypeslib.as_array(self._lib.llama_get_logits(self.context), shape=(rows, self.n_vocab))
 
     def generate(self, inputs: LlamaCppInputs, new_tokens: int, on_token: Callable[[], None] | None = None) -> int:
         if new_tokens < 1:
@@ -305,8 +305,7 @@ class LlamaCppBackend(Backend):
         prefill.positions[:] = np.tile(np.arange(prompt, dtype=np.int32), sequences)
         self._decode(prefill)
         generated = np.empty((sequences, new_tokens), dtype=np.int32)
-        for s in range(sequences):
-            generated[s, 0] = np.argmax(self._logits((s + 1) * prompt - 1))
+        generated[:, 0] = self._output_logits(sequences).argmax(axis=1)  # the last prompt token of each
         if on_token is not None:
             on_token()
         step = self._batch(sequences, 1, "last")
@@ -314,8 +313,7 @@ class LlamaCppBackend(Backend):
             step.tokens[:] = generated[:, offset - 1]
             step.positions[:] = prompt + offset - 1
             self._decode(step)
-            for s in range(sequences):
-                generated[s, offset] = np.argmax(self._logits(s))
+            generated[:, offset] = self._output_logits(sequences).argmax(axis=1)
             if on_token is not None:
                 on_token()
         self.last_generated = generated
@@ -330,7 +328,7 @@ class LlamaCppBackend(Backend):
         batch.tokens[:] = tokens
         batch.positions[:] = np.arange(len(tokens), dtype=np.int32)
         self._decode(batch)
-        return np.stack([self._logits(i).copy() for i in range(len(tokens))])
+        return self._output_logits(len(tokens)).copy()
 
     # -- memory and description --------------------------------------------------------
     def peak_memory_reset(self) -> None:
@@ -345,7 +343,6 @@ class LlamaCppBackend(Backend):
     def describe(self) -> dict[str, Any]:
         lib = self._lib
         params = lib.llama_context_default_params()
-        sequences, slot = self.context_shape or (None, None)
         return {
             "name": self.name,
             "version": f"llama-cpp-python {lib.__version__}",
@@ -354,13 +351,10 @@ class LlamaCppBackend(Backend):
                 "threads": self.threads,
                 "batching": "one llama_decode per step over all sequences (n_seq_max = batch, one KV stream each)",
                 "sampling": "greedy argmax on the host, EOS ignored",
-                "max_new_tokens": self.max_new_tokens,
-                "kv_slot_tokens": slot,
+                "max_new_tokens": self.max_new_tokens,  # KV room per sequence: prompt + this
                 "kv_cache_type": {1: "f16", 0: "f32"}.get(int(params.type_k), str(int(params.type_k))),
                 "n_ubatch": int(self.settings.get("n_ubatch", 512)),
                 "flash_attn": self.flash_attn,
-                "context_builds": self.context_builds,
-                "sequences": sequences,
                 "extra_buffer_types": self.use_extra_buffer_types,
                 "extra_buffer_types_reason": self.extra_buffer_types_reason,
                 "system_info": self.system_info,

@@ -59,7 +59,15 @@ def sha256(path: Path) -> str:
 
 
 def _unique(values) -> list:
-    return sorted({str(v) for v in values if v is not None and not (isinstance(v, float) and pd.isna(v))})
+    """Distinct non-empty values as plain JSON types (numpy scalars unwrapped), sorted."""
+    distinct = {v.item() if hasattr(v, "item") else v for v in values if v is not None and not pd.isna(v)}
+    return sorted(distinct, key=str)
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when inside it (no machine-specific prefixes)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _one_or_all(values: list) -> Any:
@@ -135,12 +143,12 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
     row_hashes = _unique(measurements.get("config_hash", pd.Series(dtype=object)))
     manifest = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": str(aggregate),
+        "source": _shown(aggregate),
         "refreshed_at_commit": _git_head(REPO),
         "schema_version": _unique(measurements.get("schema_version", pd.Series(dtype=object))),
         "config_hashes": row_hashes,
         "commits": _unique(measurements.get("git_commit", pd.Series(dtype=object))),
-        "config": str(config_path),
+        "config": _shown(config_path),
         "config_matches_rows": config_hash(config) in row_hashes,
         "analysis": config["analysis"],
         "platforms": platforms,
@@ -151,6 +159,8 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
         },
     }
     write_json_atomic(dest / "manifest.json", manifest)
+    for path in [dest / "manifest.json", *(dest / n for n in TABLES)]:
+        path.chmod(0o644)  # shipped files are for everyone to read
     return manifest
 
 

@@ -9,7 +9,7 @@ pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (bash
 
 from llenergymeasure.backends import BACKENDS, get_backend  # noqa: E402
 from llenergymeasure.backends.llamacpp import LlamaCppBackend, LlamaCppInputs  # noqa: E402
-from test_gguf import QUANTS, tiny_gguf  # noqa: E402,F401  (session fixture)
+from test_gguf import tiny_gguf  # noqa: E402,F401  (session fixture)
 
 BACKENDS.setdefault("llamacpp", "llenergymeasure.backends.llamacpp:LlamaCppBackend")
 

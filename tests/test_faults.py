@@ -68,20 +68,36 @@ def _env() -> dict[str, str]:
 
 
 def _planned(output: str) -> dict[str, int]:
-    """rule -> count from snakemake's 'Job stats' table."""
-    table = output.split("Job stats:", 1)[-1] if "Job stats:" in output else ""
+    """rule -> count from the first 'Job stats' table snakemake printed."""
+    table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
     counts = {}
-    for line in table.splitlines()[2:]:
-        match = re.match(r"^(\S+)\s+(\d+)\s*$", line.strip())
-        if not match:
+    for line in table.splitlines():
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if match and match.group(1) == "total":
             break
-        counts[match.group(1)] = int(match.group(2))
+        if match:
+            counts[match.group(1)] = int(match.group(2))
     return counts
 
 
 def _measure_outputs(workdir: Path) -> dict[Path, int]:
     """Finished measure row files and their mtimes (ns)."""
     return {p: p.stat().st_mtime_ns for p in sorted((workdir / "results" / "measure").rglob("*.parquet"))}
+
+
+# rule -> (glob of its finished, atomically written output under results/, jobs in KILL_STUDY)
+KILL_OUTPUTS = {
+    "model": ("models/*/model_manifest.json", 2),
+    "quantise": ("variants/*/*/variant.json", 3),
+    "measure": ("measure/*/*/*.parquet", 3),
+    "flops": ("flops/*/*/*.parquet", 3),
+}
+
+
+def _finished(workdir: Path) -> dict[str, dict[Path, int]]:
+    """rule -> {finished output: mtime in ns}."""
+    results = workdir / "results"
+    return {rule: {p: p.stat().st_mtime_ns for p in results.glob(pattern)} for rule, (pattern, _) in KILL_OUTPUTS.items()}
 
 
 def _running_measure(workdir: Path) -> bool:
@@ -122,9 +138,10 @@ def test_sigkill_mid_measure_then_rerun_redoes_nothing_finished(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
 
-    finished = _measure_outputs(workdir)
-    assert 1 <= len(finished) < KILL_JOBS, f"kill landed outside the measure stage: {list(finished)}"
-    for path in finished:  # atomic writes: whatever exists is complete
+    finished = _finished(workdir)
+    measured = finished["measure"]
+    assert 1 <= len(measured) < KILL_JOBS, f"kill landed outside the measure stage: {list(measured)}"
+    for path in measured:  # atomic writes: whatever exists is complete
         assert len(pd.read_parquet(path)) == 2 * 3, path
     assert not (workdir / AGGREGATE).exists()
 
@@ -134,12 +151,12 @@ def test_sigkill_mid_measure_then_rerun_redoes_nothing_finished(tmp_path):
     rerun = run_snakemake(workdir, *args, env=_env(), timeout=900)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
 
-    # Only the unfinished measure jobs ran again; finished row files were not rewritten.
+    # Exactly the unfinished jobs ran again; no finished output was rewritten.
     planned = _planned(rerun.stdout + rerun.stderr)
-    assert planned.get("measure") == KILL_JOBS - len(finished), planned
-    assert not {"model"} & set(planned), f"finished model builds were redone: {planned}"
-    for path, mtime in finished.items():
-        assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
+    for rule, (_, total) in KILL_OUTPUTS.items():
+        assert planned.get(rule, 0) == total - len(finished[rule]), (rule, planned)
+        for path, mtime in finished[rule].items():
+            assert path.stat().st_mtime_ns == mtime, f"{path} was rewritten"
 
     rows = pd.read_parquet(workdir / AGGREGATE)
     assert len(rows) == KILL_ROWS

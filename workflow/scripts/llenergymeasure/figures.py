@@ -11,6 +11,7 @@ and named in a footnote; random-weight models' perplexities are greyed out.
 from __future__ import annotations
 
 import logging
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -68,12 +69,15 @@ WORKLOAD_COLUMNS = ["batch_size", "prompt_tokens", "output_tokens"]
 # Layout helpers -------------------------------------------------------------------------------
 
 
-def _grid(n_panels: int, max_cols: int = 3, sharey: bool = False) -> tuple[Figure, list[plt.Axes]]:
-    """A figure of `n_panels` axes: column width for one panel, page width for more."""
+def _grid(
+    n_panels: int, max_cols: int = 3, sharey: bool = False, width: float | None = None
+) -> tuple[Figure, list[plt.Axes]]:
+    """A figure of `n_panels` axes: column width for one panel, page width for more
+    (or `width` inches)."""
     n_panels = max(1, n_panels)
     cols = min(max_cols, n_panels)
     rows = int(np.ceil(n_panels / cols))
-    width = COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN
+    width = width or (COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN)
     fig, axes = plt.subplots(
         rows, cols, figsize=(width, PANEL_HEIGHT_IN * rows + 0.4), squeeze=False, sharey=sharey
     )
@@ -92,7 +96,9 @@ def _message(text: str) -> Figure:
 
 
 def _footnote(fig: Figure, lines: Iterable[str]) -> None:
-    lines = [line for line in lines if line]
+    """Small notes under the figure, wrapped to its width."""
+    chars = int(fig.get_figwidth() * 22)  # about 22 characters per inch at 5.5 pt
+    lines = [wrapped for line in lines if line for wrapped in textwrap.wrap(line, chars)]
     if lines:
         fig.supxlabel("\n".join(lines), fontsize=5.5, x=0.0, ha="left", color="#444444")
 
@@ -390,10 +396,13 @@ def energy_phase_shares(data: Tables) -> Figure:
             ax.errorbar(line["batch_size"], share, yerr=yerr, color=colour, marker=marker,
                         mfc="none" if estimate else colour, capsize=1.5, label=label)
         _log2_batch_axis(ax, panel["batch_size"])
-        ax.set_ylim(bottom=0)
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
         ax.set_ylabel("Prefill share of energy (%)")
+    # after every panel is drawn: the shared limits then cover all of them (a negative share
+    # from noise stays visible)
+    low = min(0.0, 100 * float(table["prefill_share_ci_low"].astype(float).min()))
+    axes[0].set_ylim(bottom=low)
     _legend(fig, axes)
     _footnote(fig, [_estimate_note(data["summary"]),
                     "Decode's share is the remainder (100 − prefill). Error bars: bootstrap 95% interval."])
@@ -484,7 +493,7 @@ def compound_efficiency(data: Tables) -> Figure:
     stability = data["compound_stability"]
     panels = list(compound.groupby("platform_id", sort=True))
     styles = _colour_map(compound["batch_size"].astype(int).map("{:04d}".format))
-    fig, axes = _grid(len(panels), max_cols=2)
+    fig, axes = _grid(len(panels), max_cols=2, width=PAGE_WIDTH_IN)  # long labels
     for ax, (platform, panel) in zip(axes, panels, strict=True):
         labels = sorted((panel["model"] + "/" + _choice_label(panel)).unique())
         y = {label: i for i, label in enumerate(labels)}
@@ -499,7 +508,7 @@ def compound_efficiency(data: Tables) -> Figure:
         rho = stability[stability["platform_id"] == platform]["group_trial_rho_mean"]
         rho_text = f", trial-to-trial ρ {rho.mean():.2f}" if rho.notna().any() else ""
         ax.set_title(f"{platform}{rho_text}")
-        ax.set_xlabel(f"Compound cost vs {panel['reference'].iloc[0]}")
+        ax.set_xlabel(f"Compound cost (× {panel['reference'].iloc[0]})")
     _legend(fig, axes)
     _footnote(fig, [f"Geometric mean of ratios over: {compound['metrics'].iloc[0].replace(',', ', ')}. "
                     "Below 1 is cheaper than the reference.", _estimated_platforms_note(data["summary"])])

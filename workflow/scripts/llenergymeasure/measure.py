@@ -431,7 +431,13 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     description: dict[str, Any] = {}
     runner: Backend | None = None
 
-    settings = (config.get("backend_settings") or {}).get(backend) or {}
+    # the workload sizes let backends size their KV cache / context to what is measured
+    workload = {
+        "max_new_tokens": protocol.new_tokens,
+        "max_prompt_tokens": max(protocol.prompt_tokens),
+        "max_batch_size": max(protocol.batch_sizes),
+    }
+    settings = {**workload, **((config.get("backend_settings") or {}).get(backend) or {})}
     try:
         runner = backend_cls(settings, protocol.device)
         load_info = runner.load(variant)

@@ -4,7 +4,31 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+def reset_process_peak_rss() -> bool:
+    """Start a new peak-RSS interval for this process (Linux >= 4.0); False where impossible."""
+    try:
+        _CLEAR_REFS.write_text("5")  # resets VmHWM
+        return True
+    except OSError:
+        return False
+
+
+def process_peak_rss_bytes() -> int | None:
+    """This process's peak resident set (VmHWM) since start or the last reset."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
 
 
 @dataclass

@@ -22,8 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .base import Backend, LoadInfo
-from .pytorch import PyTorchBackend
+from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 from .pytorch_compiled import kv_room_tokens
 
 log = logging.getLogger(__name__)
@@ -333,11 +332,11 @@ class LlamaCppBackend(Backend):
     # -- memory and description --------------------------------------------------------
     def peak_memory_reset(self) -> None:
         if self.device == "cpu":
-            PyTorchBackend.peak_memory_reset(self)  # the process's peak RSS (VmHWM)
+            reset_process_peak_rss()  # the process's peak RSS (VmHWM)
 
     def peak_memory_bytes(self) -> int | None:
         if self.device == "cpu":
-            return PyTorchBackend.peak_memory_bytes(self)
+            return process_peak_rss_bytes()
         return None  # llama.cpp's GPU allocations are not visible to this process's counters
 
     def describe(self) -> dict[str, Any]:

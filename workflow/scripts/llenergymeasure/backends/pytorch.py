@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable
 
-from .base import Backend, LoadInfo
-
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-_STATUS = Path("/proc/self/status")
+from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 
 
 class _TokenCallbackStreamer:
@@ -110,9 +106,7 @@ class PyTorchBackend(Backend):
 
             torch.cuda.reset_peak_memory_stats()
             return
-        try:
-            _CLEAR_REFS.write_text("5")  # resets VmHWM (Linux >= 4.0)
-        except OSError:
+        if not reset_process_peak_rss():
             self.peak_memory_kind = "process-peak-rss-since-start"
 
     def peak_memory_bytes(self) -> int | None:
@@ -120,13 +114,7 @@ class PyTorchBackend(Backend):
             import torch
 
             return int(torch.cuda.max_memory_allocated())
-        try:
-            for line in _STATUS.read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
+        return process_peak_rss_bytes()
 
     def describe(self) -> dict[str, Any]:
         import torch

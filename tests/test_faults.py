@@ -197,3 +197,28 @@ def test_failing_configuration_leaves_failure_rows_and_the_rest_completes(tmp_pa
         assert "allocate" in error.lower() and "\n" not in error, error
         assert failed["latency_s"].isna().all() and failed["energy_j"].isna().all()
         assert ok["latency_s"].gt(0).all()
+
+
+def test_growing_the_sweep_does_not_redo_finished_jobs(tmp_path):
+    """Adding a model to a finished sweep (and writing the config with other key order) plans
+    only the new model's jobs: finished measurements are never re-run for an unrelated edit."""
+    workdir = copy_workflow(tmp_path / "repo")
+    first = {**KILL_STUDY, "models": {"tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json",
+                                                    "backends": {"pytorch": ["none-float32"]}}},
+             "measurement": {**KILL_STUDY["measurement"], "trials": 1}}
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(first, sort_keys=False))
+    result = run_snakemake(workdir, AGGREGATE, "--cores", "2", "--configfile", str(study), env=_env(), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    grown = yaml.safe_load(study.read_text())
+    grown["models"]["tiny-llama"] = {"architecture": "config/models/tiny-llama.json",
+                                      "backends": {"pytorch": ["none-float32"]}}
+    study.write_text(yaml.safe_dump(grown, sort_keys=True))  # same content for tiny-gpt2, other key order
+    dry = run_snakemake(workdir, AGGREGATE, "-n", "--cores", "2", "--configfile", str(study), env=_env(), timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    planned = _planned(dry.stdout + dry.stderr)
+    redone = [line.strip() for line in dry.stdout.splitlines() if "tiny-gpt2" in line and "reason:" in line]
+    assert planned.get("model") == 1 and planned.get("quantise") == 1 and planned.get("measure") == 1, (
+        f"{planned}; tiny-gpt2 jobs re-planned: {redone[:3]}"
+    )

@@ -296,7 +296,8 @@ def flops_rank_vs_measured(data: Tables) -> Figure:
         ax.set_xlim(0.5, top)
         ax.set_ylim(0.5, top)
         n_off = int(panel["disagrees"].astype(bool).sum())
-        ax.set_title(f"{platform} · {metric_names.get(metric, metric)} ({n_off} off by ≥2)")
+        # two short lines: the platform, then the metric and its disagreement count
+        ax.set_title(f"{platform}\n{metric_names.get(metric, metric)}: {n_off} off by ≥2", fontsize="small")
         ax.set_xlabel("Rank by FLOPs per output token")
         ax.set_ylabel("Rank by measurement")
     _legend(fig, axes)

@@ -619,6 +619,8 @@ def annotate(rows, hf_config: dict):
             out[name] = added[name].astype("string")
         else:
             out[name] = pd.to_numeric(added[name], errors="coerce").astype("float64")
+    # the architecture family, for per-family analyses (llama, gpt2, mixtral, ...)
+    out["model_family"] = pd.Series(str(hf_config.get("model_type") or "unknown"), index=out.index, dtype="string")
     return out
 
 

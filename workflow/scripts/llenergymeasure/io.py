@@ -9,11 +9,21 @@ from pathlib import Path
 from typing import Any
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def _atomic_target(path: str | Path) -> tuple[Path, str]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, _FILE_MODE)  # mkstemp makes 0600; outputs are ordinary files
     return path, tmp
 
 

@@ -18,7 +18,6 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from llenergymeasure.config import ConfigError, load_config
 
-
 # A --configfile on the command line replaces the embedded default rather than
 # being merged into it, so a study never inherits the default's models.
 if not workflow.overwrite_configfiles:
@@ -46,10 +45,19 @@ include: "workflow/rules/analyse.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Cheap table and figure rules run on the submitting host, never as cluster jobs.
+localrules:
+    all,
+    aggregate,
+    analyse,
+    figures,
+    paper_figures,
+
+
 rule all:
+    default_target: True
     input:
         "results/aggregate/measurements.parquet",
         "results/aggregate/summary.parquet",
         all_analysis_outputs(),
         all_figure_outputs(),
-    default_target: True

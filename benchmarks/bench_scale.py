@@ -16,6 +16,7 @@ measures the pipeline's bookkeeping, not any model.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
+from llenergymeasure.quantise import check_supported  # noqa: E402
 from llenergymeasure.variants import VARIANTS, quants_for_backend  # noqa: E402
 
 DRY_RUN_TARGET_S = 15.0
@@ -37,28 +39,31 @@ ARCHITECTURES = ("config/models/tiny-llama.json", "config/models/tiny-gpt2.json"
 COPY_IGNORE = shutil.ignore_patterns(".git", ".venv", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache")
 
 
-def cpu_jobs_per_model() -> dict[str, list[str]]:
-    """Backend -> variants runnable without CUDA: the widest sweep a CPU machine validates."""
+def cpu_jobs_per_model(architecture: str) -> dict[str, list[str]]:
+    """Backend -> variants this architecture can run without CUDA (the widest CPU sweep)."""
+    model_type = json.loads((REPO_ROOT / architecture).read_text())["model_type"]
     per_backend = {}
     for backend in ("pytorch", "pytorch-compiled", "llamacpp"):
-        per_backend[backend] = [q for q in quants_for_backend(backend) if not VARIANTS[q].needs_cuda]
+        per_backend[backend] = [
+            q for q in quants_for_backend(backend) if check_supported(q, False, model_type) is None
+        ]
     return per_backend
 
 
 def sweep_config(n_jobs: int) -> dict:
     """A valid study config with exactly `n_jobs` measure jobs."""
-    per_backend = cpu_jobs_per_model()
     models: dict[str, dict] = {}
     remaining = n_jobs
     index = 0
     while remaining > 0:
+        architecture = ARCHITECTURES[index % len(ARCHITECTURES)]
         backends: dict[str, list[str]] = {}
-        for backend, quants in per_backend.items():
+        for backend, quants in cpu_jobs_per_model(architecture).items():
             take = quants[: min(len(quants), remaining)]
             if take:
                 backends[backend] = take
                 remaining -= len(take)
-        models[f"m{index:04d}"] = {"architecture": ARCHITECTURES[index % 2], "backends": backends}
+        models[f"m{index:04d}"] = {"architecture": architecture, "backends": backends}
         index += 1
     return {
         "study": "scale-benchmark",
@@ -106,7 +111,7 @@ def synthetic_rows(n_rows: int, n_files: int, out_dir: Path) -> list[Path]:
     import pandas as pd
 
     rng = np.random.default_rng(0)
-    per_backend = cpu_jobs_per_model()
+    per_backend = cpu_jobs_per_model(ARCHITECTURES[0])
     combos = [(b, q) for b, qs in per_backend.items() for q in qs]
     shapes = [(bs, s) for bs in (1, 2, 4, 8, 16) for s in (32, 64)]
     rows_per_file = n_rows // n_files

@@ -34,7 +34,9 @@ except ImportError:  # a plain checkout
 import pandas as pd  # noqa: E402
 
 from llenergymeasure.config import ConfigError, load_config  # noqa: E402
+from llenergymeasure.config import measurement_settings  # noqa: E402
 from llenergymeasure.environment import config_hash  # noqa: E402
+from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 from llenergymeasure.io import write_json_atomic  # noqa: E402
 
 TABLES = ("measurements.parquet", "summary.parquet")
@@ -149,7 +151,10 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
         "config_hashes": row_hashes,
         "commits": _unique(measurements.get("git_commit", pd.Series(dtype=object))),
         "config": _shown(config_path),
-        "config_matches_rows": config_hash(config) in row_hashes,
+        # rows carry the hash of the measurement settings they depend on (one per backend)
+        "config_matches_rows": bool(row_hashes) and set(row_hashes) <= {
+            config_hash(measurement_settings(config, backend)) for backend in BACKEND_NAMES
+        },
         "analysis": config["analysis"],
         "platforms": platforms,
         "configurations": int(len(summary)),

@@ -37,7 +37,11 @@ LOCK_FILE = Path(tempfile.gettempdir()) / "llenergymeasure-slurm-cluster.lock"
 
 
 class ClusterUnavailable(RuntimeError):
-    """The cluster cannot be provided here (not root, no apt-get, a foreign SLURM)."""
+    """The cluster cannot be provided here (not root, no apt-get or packages, a foreign SLURM)."""
+
+
+class ClusterStartError(RuntimeError):
+    """The packages are there but a daemon did not come up: a real failure, with the logs."""
 
 
 def _which_all(programs: tuple[str, ...]) -> list[str]:
@@ -285,7 +289,7 @@ class LocalSlurmCluster:
         while time.monotonic() < deadline:
             for name, proc in self.processes.items():
                 if proc.poll() is not None and raise_on_timeout:
-                    raise ClusterUnavailable(
+                    raise ClusterStartError(
                         f"{name} exited with {proc.returncode} while waiting for {what}\n{self._daemon_output()}"
                     )
             try:
@@ -295,7 +299,7 @@ class LocalSlurmCluster:
                 pass
             time.sleep(0.5)
         if raise_on_timeout:
-            raise ClusterUnavailable(f"timed out after {timeout_s:.0f} s waiting for {what}\n{self._daemon_output()}")
+            raise ClusterStartError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{self._daemon_output()}")
 
     def _daemon_output(self) -> str:
         parts = [self.logs()]

@@ -47,3 +47,35 @@ def test_hub_source_without_network_fails_with_a_clear_message(tmp_path, monkeyp
     assert "cannot download meta-llama/Llama-3.2-1B@4e20de3" in str(error.value)
     assert "source: config" in str(error.value)
     assert not (tmp_path / "llama-1b").exists()
+
+
+def test_pickle_checkpoints_become_safetensors_without_running_code(tmp_path):
+    import pickle
+
+    import torch
+    from safetensors.torch import load_file
+
+    from llenergymeasure.models import convert_pickle_checkpoints
+
+    state = {"lm_head.weight": torch.arange(6.0).reshape(2, 3), "embed.weight": torch.ones(2, 3)}
+    state["tied.weight"] = state["embed.weight"]  # shared storage, as tied embeddings have
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    written = convert_pickle_checkpoints(tmp_path)
+    assert [p.name for p in written] == ["model.safetensors"]
+    assert not (tmp_path / "pytorch_model.bin").exists()
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert torch.equal(loaded["lm_head.weight"], state["lm_head.weight"])
+    assert torch.equal(loaded["tied.weight"], state["embed.weight"])
+
+    # a pickle that would run code when unpickled is refused by weights_only
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(tmp_path / "pytorch_model.bin", "wb") as handle:
+        pickle.dump({"x": Exploit()}, handle)
+    with pytest.raises(pickle.UnpicklingError):
+        convert_pickle_checkpoints(tmp_path)
+    assert not marker.exists()

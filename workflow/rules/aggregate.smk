@@ -5,13 +5,13 @@ rule aggregate:
     output:
         measurements="results/aggregate/measurements.parquet",
         summary="results/aggregate/summary.parquet",
-    params:
-        extra_results=config["analysis"]["extra_results"],
-        cv_threshold=config["measurement"]["cv_flag_threshold"],
     log:
         "logs/aggregate.log",
     conda:
         "../../envs/core.yaml"
     threads: 1
+    params:
+        extra_results=config["analysis"]["extra_results"],
+        cv_threshold=config["measurement"]["cv_flag_threshold"],
     script:
         "../scripts/aggregate.py"

@@ -2,7 +2,14 @@
 
 import json
 
-from llenergymeasure.config import expand_jobs, model_variants, resolve_device
+from llenergymeasure.config import (
+    canonical_json,
+    expand_jobs,
+    measurement_settings,
+    model_build_settings,
+    model_variants,
+    resolve_device,
+)
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
 
 DEVICE = resolve_device(config)
@@ -39,7 +46,12 @@ def backend_env(wildcards):
     spec = VARIANTS[wildcards.quant]
     if spec.legacy:
         return f"../../envs/{spec.env}.yaml"
-    envs = {"pytorch": "pytorch", "pytorch-compiled": "pytorch", "llamacpp": "llamacpp", "vllm": "vllm"}
+    envs = {
+        "pytorch": "pytorch",
+        "pytorch-compiled": "pytorch",
+        "llamacpp": "llamacpp",
+        "vllm": "vllm",
+    }
     return f"../../envs/{envs[wildcards.backend]}.yaml"
 
 
@@ -51,3 +63,33 @@ def variant_env(wildcards):
 def uses_gpu(wildcards=None):
     """1 when jobs run on a GPU, so profiles/default runs one GPU job at a time."""
     return 1 if DEVICE == "cuda" else 0
+
+
+# --- variants: the quantise rule builds every variant but gguf-*, which the gguf rule makes
+
+
+def _python_built_quants():
+    """Variant names the quantise step builds (every catalogue entry but the llama.cpp gguf-* ones)."""
+    names = [name for name in VARIANTS if not name.startswith("gguf-")]
+    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
+
+
+def quantise_settings(wildcards):
+    """What build_variant reads: the config's quantisation and evaluation sections and the device."""
+    return {
+        "quantisation": config["quantisation"],
+        "evaluation": config["evaluation"],
+        "device": DEVICE,
+    }
+
+
+def quantise_threads(wildcards):
+    """Calibration uses every core; manifest-only variants load, score perplexity, and stop."""
+    return workflow.cores if VARIANTS[wildcards.quant].makes_checkpoint else 1
+
+
+def gguf_f16_source(wildcards):
+    """gguf-q8_0 and gguf-q4_k_m are quantised from the model's gguf-f16 file (converted once)."""
+    if wildcards.quant == "gguf-f16":
+        return []
+    return f"results/variants/{wildcards.model}/gguf-f16/model.gguf"

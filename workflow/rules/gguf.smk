@@ -1,13 +1,6 @@
 # GGUF variants for the llamacpp backend: llama.cpp's converter, then llama.cpp's quantiser.
 
 
-def gguf_f16_source(wildcards):
-    """gguf-q8_0 and gguf-q4_k_m are quantised from the model's gguf-f16 file (converted once)."""
-    if wildcards.quant == "gguf-f16":
-        return []
-    return f"results/variants/{wildcards.model}/gguf-f16/model.gguf"
-
-
 rule gguf:
     """Convert a model directory to GGUF f16 with llama.cpp's converter, or quantise that file."""
     input:

@@ -6,8 +6,6 @@ rule measure:
     output:
         rows="results/measure/{model}/{quant}/{backend}.parquet",
         environment="results/measure/{model}/{quant}/{backend}.env.json",
-    params:
-        config=config,
     log:
         "logs/measure/{model}/{quant}/{backend}.log",
     conda:
@@ -18,5 +16,8 @@ rule measure:
     resources:
         gpu=uses_gpu,
         measure_slot=1,
+    params:
+        # only what the rows depend on: growing the sweep re-runs nothing already measured
+        settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
     script:
         "../scripts/measure.py"

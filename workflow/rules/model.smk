@@ -5,13 +5,13 @@ rule model:
         tokenizer_text="data/text/tokenizer.txt",
     output:
         directory("results/models/{model}"),
-    params:
-        entry=lambda wc: config["models"][wc.model],
-        seed=config["seed"],
     log:
         "logs/model/{model}.log",
     conda:
         "../../envs/pytorch.yaml"
     threads: 1
+    params:
+        # only what the weights depend on, not which backends or variants measure them
+        settings=lambda wc: canonical_json(model_build_settings(config, wc.model)),
     script:
         "../scripts/model.py"

@@ -2,28 +2,6 @@
 # converted at load time), llm-compressor checkpoints (gptq-w4a16, awq-w4a16, w8a8-int8) and
 # the legacy auto-gptq / autoawq checkpoints. gguf-* variants come from the gguf rule.
 
-import re
-
-
-def _python_built_quants():
-    """Variant names this rule builds: every catalogue entry except the llama.cpp (gguf-*) ones."""
-    names = [name for name in VARIANTS if not name.startswith("gguf-")]
-    return "|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))
-
-
-def quantise_settings(wildcards):
-    """What build_variant reads: the config's quantisation and evaluation sections and the device."""
-    return {
-        "quantisation": config["quantisation"],
-        "evaluation": config["evaluation"],
-        "device": DEVICE,
-    }
-
-
-def quantise_threads(wildcards):
-    """Calibration uses every core; manifest-only variants load, score perplexity, and stop."""
-    return workflow.cores if VARIANTS[wildcards.quant].makes_checkpoint else 1
-
 
 rule quantise:
     """Build one variant of one model: a manifest, or a quantised checkpoint, plus its perplexity."""

@@ -1,5 +1,7 @@
 """Adapter of rule `measure`: every configured shape of one variant on one backend."""
 
+import json
+
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.measure import run_job
 
@@ -8,7 +10,7 @@ snakemake = globals()["snakemake"]
 run_rule(
     snakemake,
     lambda: run_job(
-        config=snakemake.params.config,
+        config=json.loads(snakemake.params.settings),
         model=snakemake.wildcards.model,
         quant=snakemake.wildcards.quant,
         backend=snakemake.wildcards.backend,

@@ -1,5 +1,7 @@
 """Adapter of rule `model`: materialise one model directory."""
 
+import json
+
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.models import materialise
 
@@ -9,9 +11,9 @@ run_rule(
     snakemake,
     lambda: materialise(
         model=snakemake.wildcards.model,
-        entry=snakemake.params.entry,
+        entry=json.loads(snakemake.params.settings),
         out_dir=snakemake.output[0],
-        seed=snakemake.params.seed,
+        seed=json.loads(snakemake.params.settings)["seed"],
         tokenizer_text=snakemake.input.tokenizer_text,
     ),
 )

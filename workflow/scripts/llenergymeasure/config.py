@@ -60,6 +60,19 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Settings each backend reads from `backend_settings.<backend>` (see docs/backends.md).
+BACKEND_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "pytorch": {"threads": int},
+    "pytorch-compiled": {"threads": int, "max_new_tokens": int, "compile_mode": str, "fullgraph": bool,
+                         "dynamic": (bool, type(None))},
+    "llamacpp": {"threads": int, "max_new_tokens": int, "flash_attn": str, "verbose": bool,
+                 "extra_buffer_types": (str, bool), "n_gpu_layers": int, "n_ubatch": int},
+    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str,
+             "gpu_memory_utilization": (int, float), "enforce_eager": bool, "tensor_parallel_size": int},
+}
+POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size")
+
+
 class ConfigError(ValueError):
     """A configuration problem, described in one line naming the field and the fix."""
 
@@ -99,13 +112,15 @@ def _schema_error_message(error: Any) -> str:
         return f"{field}: {error.instance!r} is too small; must be {bound} {error.validator_value}"
     if validator == "required":
         return f"{field}: {error.message}"
-    if validator == "pattern":
-        return f"{field}: {error.instance!r} does not match the allowed pattern {error.validator_value}"
-    if validator == "propertyNames":
+    if "propertyNames" in error.schema_path or validator == "propertyNames":
         return (
             f"{field}: name {error.instance!r} is not allowed; names use lowercase letters, digits, "
             "'.', '_' and '-' and start with a letter or digit (no paths)"
         )
+    if validator == "pattern" and list(error.absolute_path)[-1:] == ["revision"]:
+        return f"{field}: {error.instance!r} is not a commit; use the full 40-hex commit id (branches and tags move)"
+    if validator == "pattern":
+        return f"{field}: {error.instance!r} does not match the allowed pattern {error.validator_value}"
     if validator in ("minItems", "minProperties"):
         return f"{field}: must not be empty"
     if validator == "uniqueItems":
@@ -248,9 +263,8 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if not path.is_file():
             raise ConfigError(f"{field}: file {block['text']!r} does not exist; ship the text or fix the path")
 
-    for backend in config.get("backend_settings", {}):
-        if backend not in BACKEND_NAMES:
-            raise ConfigError(f"backend_settings.{backend}: unknown backend; allowed: {', '.join(BACKEND_NAMES)}")
+    for backend, settings in config.get("backend_settings", {}).items():
+        _check_backend_settings(backend, settings, workload)
 
     reference = config["analysis"].get("reference")
     if reference:
@@ -265,6 +279,34 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         field = f"analysis.extra_results[{index}]"
         if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
             raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
+
+
+def _check_backend_settings(backend: str, settings: dict[str, Any], workload: dict[str, Any]) -> None:
+    field = f"backend_settings.{backend}"
+    if backend not in BACKEND_NAMES:
+        raise ConfigError(f"{field}: unknown backend; allowed: {', '.join(BACKEND_NAMES)}")
+    allowed = BACKEND_SETTINGS[backend]
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ConfigError(f"{field}: unknown setting {key!r}; {backend} accepts: {', '.join(allowed)}")
+        expected = allowed[key]
+        if isinstance(value, bool) and expected is int or not isinstance(value, expected):
+            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
+            raise ConfigError(f"{field}.{key}: expected {names}, got {value!r}")
+        if key in POSITIVE_SETTINGS and value < 1:
+            raise ConfigError(f"{field}.{key}: {value!r} is too small; must be at least 1")
+    room = settings.get("max_new_tokens")
+    if room is not None and room < workload["new_tokens"]:
+        raise ConfigError(
+            f"{field}.max_new_tokens: {room} is smaller than workload.new_tokens {workload['new_tokens']}; "
+            f"set it to at least {workload['new_tokens']} (or remove it: measure sizes it to the workload)"
+        )
+    longest_prompt = max(workload["prompt_tokens"])
+    if settings.get("max_prompt_tokens") is not None and settings["max_prompt_tokens"] < longest_prompt:
+        raise ConfigError(
+            f"{field}.max_prompt_tokens: {settings['max_prompt_tokens']} is smaller than the longest prompt "
+            f"{longest_prompt}; set it to at least {longest_prompt} (or remove it)"
+        )
 
 
 def load_config(source: str | Path | dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> dict[str, Any]:
@@ -294,6 +336,37 @@ def expand_jobs(config: dict[str, Any]) -> Iterator[Job]:
         for backend, quants in entry["backends"].items():
             for quant in quants:
                 yield Job(model, quant, backend)
+
+
+def measurement_settings(config: dict[str, Any], backend: str) -> dict[str, Any]:
+    """Everything a measure job's rows depend on besides its model and variant.
+
+    The measure rule passes only this (as canonical JSON), so adding a model or a variant to a
+    finished study re-runs nothing that was already measured; rows carry its hash."""
+    return {
+        "seed": config["seed"],
+        "device": config["device"],
+        "workload": config["workload"],
+        "measurement": config["measurement"],
+        "backend_settings": {backend: (config.get("backend_settings") or {}).get(backend) or {}},
+    }
+
+
+MODEL_BUILD_KEYS = ("source", "architecture", "repo_id", "revision", "trust_remote_code", "allow_pickle")
+
+
+def model_build_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """Everything a model directory depends on (not which backends or variants measure it)."""
+    entry = config["models"][model]
+    settings = {key: entry[key] for key in MODEL_BUILD_KEYS if key in entry}
+    settings.setdefault("source", "config")
+    settings["seed"] = entry.get("seed", config["seed"])
+    return settings
+
+
+def canonical_json(data: Any) -> str:
+    """Key-order-independent JSON, for Snakemake params that must not change spuriously."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 def model_variants(config: dict[str, Any]) -> Iterator[tuple[str, str]]:

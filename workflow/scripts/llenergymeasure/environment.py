@@ -291,6 +291,11 @@ def _cuda_versions() -> dict[str, Any]:
     return versions
 
 
+SCHEDULER_VARIABLES = (
+    "SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CLUSTER_NAME", "CUDA_VISIBLE_DEVICES",
+)
+
+
 def capture(device: str, repo_root: Path, config: dict[str, Any]) -> dict[str, Any]:
     """The environment of one measure job (JSON-serialisable)."""
     commit, dirty = git_state(Path(repo_root))
@@ -302,6 +307,8 @@ def capture(device: str, repo_root: Path, config: dict[str, Any]) -> dict[str, A
     env: dict[str, Any] = {
         "captured_at": gpu_state["time"],
         "hostname": socket.gethostname(),
+        # where a scheduler placed the job (empty outside SLURM) and which GPUs it could see
+        "scheduler": {name: os.environ.get(name) for name in SCHEDULER_VARIABLES},
         "device": device,
         "device_name": gpu_names[0] if on_gpu else cpu["cpu_model"],
         "platform_id": platform_id(device, gpu_names, cpu["cpu_model"]),

@@ -96,6 +96,10 @@ def materialise_hub(repo_id: str, revision: str, out_dir: Path, allow_pickle: bo
         ) from None
     snapshot = Path(path)
     safetensors = sorted(snapshot.glob("*.safetensors"))
+    converted = False
+    if not safetensors and allow_pickle:
+        safetensors = convert_pickle_checkpoints(snapshot)
+        converted = bool(safetensors)
     if not safetensors and not allow_pickle:
         raise ModelSourceError(
             f"{repo_id}@{revision} has no safetensors weights; pickle checkpoints are refused unless the "
@@ -107,8 +111,35 @@ def materialise_hub(repo_id: str, revision: str, out_dir: Path, allow_pickle: bo
         "revision": revision,
         "weights": "pretrained",
         "weights_files": [p.name for p in safetensors],
+        "converted_from_pickle": converted,
         "weights_bytes": sum(p.stat().st_size for p in safetensors),
     }
+
+
+def convert_pickle_checkpoints(snapshot: Path) -> list[Path]:
+    """Turn `pytorch_model*.bin` pickles into safetensors, unpickling with `weights_only=True`
+    (tensors only, no code), so that every later step loads safetensors alone."""
+    import torch
+    from safetensors.torch import save_file
+
+    written = []
+    renamed: dict[str, str] = {}
+    for pickle_file in sorted(snapshot.glob("*.bin")):
+        state = torch.load(pickle_file, map_location="cpu", weights_only=True)
+        # tied weights share storage, which safetensors refuses: store independent copies
+        tensors = {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
+        target = pickle_file.with_name(pickle_file.name.replace("pytorch_model", "model")[: -len(".bin")] + ".safetensors")
+        save_file(tensors, target, metadata={"format": "pt"})
+        renamed[pickle_file.name] = target.name
+        pickle_file.unlink()
+        written.append(target)
+    index = snapshot / "pytorch_model.bin.index.json"
+    if index.exists():
+        data = json.loads(index.read_text())
+        data["weight_map"] = {k: renamed.get(v, v) for k, v in data.get("weight_map", {}).items()}
+        (snapshot / "model.safetensors.index.json").write_text(json.dumps(data, indent=2))
+        index.unlink()
+    return written
 
 
 def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: int, tokenizer_text: str | Path) -> dict[str, Any]:

@@ -99,6 +99,58 @@ def require_columns(table: pd.DataFrame, columns: Sequence[str], table_name: str
         )
 
 
+def _median_interval_of_sorted_rows(
+    sorted_rows: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    confidence: float = CONFIDENCE,
+    chunk_elements: int = 4_000_000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the median of each row of `sorted_rows` (g, n).
+
+    Every row must be sorted ascending and finite. Resamples are drawn from the sorted
+    values with ``default_rng(seed).integers(0, n, (resamples, n))``, the same index draws
+    for every row. Because a row is sorted, the median of resample b is the mean of the
+    row's values at the middle positions of b's sorted indices, so no resample is ever
+    materialised; with odd n even the order of the resample medians is known without
+    looking at the values. Equal to ``np.percentile(np.median(row[index], axis=1), ...)``
+    (the generic path of `bootstrap_interval`) up to rounding.
+    """
+    groups, n = sorted_rows.shape
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    empty = np.empty(0, dtype=float)
+    if groups == 0:
+        return empty, empty
+    index = np.sort(np.random.default_rng(seed).integers(0, n, size=(resamples, n)), axis=1)
+    lower_middle, upper_middle = index[:, (n - 1) // 2], index[:, n // 2]
+    # np.percentile's "linear" rule: position q * (resamples - 1) between two order statistics
+    positions = (resamples - 1) * (np.array([tail, 100.0 - tail]) / 100.0)
+    below = np.floor(positions).astype(int)
+    above = np.minimum(below + 1, resamples - 1)
+    weight = positions - below
+    if n % 2:  # the resample medians are the values at these positions, in this order
+        order = np.sort(lower_middle)
+        at_below, at_above = sorted_rows[:, order[below]], sorted_rows[:, order[above]]
+    else:
+        at_below = np.empty((groups, 2))
+        at_above = np.empty((groups, 2))
+        kth = np.unique(np.concatenate([below, above]))
+        step = max(1, chunk_elements // resamples)
+        for start in range(0, groups, step):
+            rows = sorted_rows[start : start + step]
+            medians = (rows[:, lower_middle] + rows[:, upper_middle]) / 2.0
+            medians.partition(kth, axis=1)
+            at_below[start : start + step] = medians[:, below]
+            at_above[start : start + step] = medians[:, above]
+    # numpy's lerp, including its symmetric form for weights of one half and above
+    interval = np.where(
+        weight < 0.5,
+        at_below + (at_above - at_below) * weight,
+        at_above - (at_above - at_below) * (1.0 - weight),
+    )
+    return interval[:, 0], interval[:, 1]
+
+
 def bootstrap_interval(
     values: np.ndarray,
     statistic: Callable[..., np.ndarray] = np.median,
@@ -108,14 +160,20 @@ def bootstrap_interval(
 ) -> tuple[float, float]:
     """Percentile-bootstrap interval of `statistic` over the finite entries of `values`.
 
-    `statistic` must accept ``axis=1``. Returns (nan, nan) with no finite value; a single
-    value gives a zero-width interval at that value (the bootstrap cannot see spread it
-    never observed, which the CV and ``n_ok`` columns make plain).
+    `statistic` must accept ``axis=1``. Resamples are drawn (fixed seed) from the sorted
+    finite values, which leaves the bootstrap distribution of any statistic that ignores
+    order unchanged and lets the median take the fast path `summarise` uses for every
+    configuration at once. Returns (nan, nan) with no finite value; a single value gives a
+    zero-width interval at that value (the bootstrap cannot see spread it never observed,
+    which the CV and ``n_ok`` columns make plain).
     """
     finite = np.asarray(values, dtype=float)
-    finite = finite[np.isfinite(finite)]
+    finite = np.sort(finite[np.isfinite(finite)])
     if finite.size == 0:
         return (np.nan, np.nan)
+    if statistic is np.median:
+        low, high = _median_interval_of_sorted_rows(finite[None, :], resamples, seed, confidence)
+        return (float(low[0]), float(high[0]))
     rng = np.random.default_rng(seed)
     draws = finite[rng.integers(0, finite.size, size=(resamples, finite.size))]
     estimates = statistic(draws, axis=1)
@@ -157,26 +215,59 @@ def bootstrap_ratio_of_medians(
     return (ratio, float(low), float(high))
 
 
-def _describe(values: np.ndarray) -> dict[str, float]:
-    """Median, mean, std (n-1), CV and bootstrap interval of the finite entries."""
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return dict.fromkeys(("median", "mean", "std", "cv", "ci_low", "ci_high"), np.nan)
-    mean = float(np.mean(finite))
-    std = float(np.std(finite, ddof=1)) if finite.size > 1 else np.nan
-    low, high = bootstrap_interval(finite)
-    return {
-        "median": float(np.median(finite)),
-        "mean": mean,
-        "std": std,
-        "cv": std / abs(mean) if mean != 0 and np.isfinite(std) else np.nan,
-        "ci_low": low,
-        "ci_high": high,
-    }
-
-
 def _numeric(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+class _GroupedSample:
+    """The finite values of one metric in each group, sorted within their group.
+
+    `values[offsets[g] : offsets[g] + counts[g]]` are group g's values, ascending.
+    """
+
+    def __init__(self, values: np.ndarray, codes: np.ndarray, n_groups: int) -> None:
+        keep = np.isfinite(values)
+        values, codes = values[keep], codes[keep]
+        order = np.lexsort((values, codes))
+        self.values = values[order]
+        self.counts = np.bincount(codes, minlength=n_groups)
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+
+    def medians(self) -> np.ndarray:
+        """Median of each group (nan for a group without values)."""
+        out = np.full(self.counts.size, np.nan)
+        has = self.counts > 0
+        low = self.offsets[has] + (self.counts[has] - 1) // 2
+        high = self.offsets[has] + self.counts[has] // 2
+        out[has] = (self.values[low] + self.values[high]) / 2.0
+        return out
+
+    def describe(self) -> dict[str, np.ndarray]:
+        """Median, mean, std (n-1), CV and bootstrap interval of the median, per group."""
+        n_groups = self.counts.size
+        out = {name: np.full(n_groups, np.nan) for name in ("mean", "std", "ci_low", "ci_high")}
+        out["median"] = self.medians()
+        for size in np.unique(self.counts[self.counts > 0]):
+            groups = np.flatnonzero(self.counts == size)
+            rows = self.values[self.offsets[groups][:, None] + np.arange(size)]
+            out["mean"][groups] = rows.mean(axis=1)
+            if size > 1:
+                out["std"][groups] = rows.std(axis=1, ddof=1)
+            out["ci_low"][groups], out["ci_high"][groups] = _median_interval_of_sorted_rows(rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cv = out["std"] / np.abs(out["mean"])
+        out["cv"] = np.where((out["mean"] != 0) & np.isfinite(out["std"]), cv, np.nan)
+        return {name: out[name] for name in ("median", "mean", "std", "cv", "ci_low", "ci_high")}
+
+
+def _python_objects(column: pd.Series) -> list:
+    """Values as Python scalars with None for missing, so the summary infers its dtypes
+    from values rather than inheriting the trial table's (nullable) dtypes."""
+    values = column.astype(object)
+    return [
+        value.item() if isinstance(value, np.generic) else value
+        for value in values.where(values.notna(), None).tolist()
+    ]
 
 
 def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.DataFrame:
@@ -187,6 +278,7 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.Data
     ``<metric>_{median,mean,std,cv,ci_low,ci_high}`` (interval: percentile bootstrap of the
     median, 95%); ``<metric>_median`` for each of `MEDIAN_METRICS` present; ``cv_flag``
     (any headline CV above `cv_threshold`) and ``cv_flagged_metrics`` naming them.
+    Rows are sorted by the keys. Every statistic is computed for all configurations at once.
     """
     if not 0 < cv_threshold < 10:
         raise StatsInputError(
@@ -201,51 +293,51 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.Data
         )
     carried = [column for column in CARRIED_COLUMNS if column in measurements.columns]
     medians = [column for column in MEDIAN_METRICS if column in measurements.columns]
-
-    rows: list[dict] = []
-    for key, group in measurements.groupby(CONFIG_KEYS, sort=True, dropna=False):
-        row: dict = dict(zip(CONFIG_KEYS, key, strict=True))
-        for column in carried:
-            present = group[column].dropna()
-            row[column] = present.iloc[0] if len(present) else None
-            if isinstance(row[column], np.generic):
-                row[column] = row[column].item()
-        status = group["status"].astype(object)
-        ok = group[(status == "ok").to_numpy(dtype=bool)]
-        row["n_trials"] = len(group)
-        row["n_ok"] = len(ok)
-        row["n_failed"] = int((status == "failed").sum())
-        flagged: list[str] = []
-        for metric in HEADLINE_METRICS:
-            described = _describe(_numeric(ok[metric]))
-            for name, value in described.items():
-                row[f"{metric}_{name}"] = value
-            if np.isfinite(described["cv"]) and described["cv"] > cv_threshold:
-                flagged.append(metric)
-        for metric in medians:
-            values = _numeric(ok[metric])
-            values = values[np.isfinite(values)]
-            row[f"{metric}_median"] = float(np.median(values)) if values.size else np.nan
-        row["cv_flag"] = bool(flagged)
-        row["cv_flagged_metrics"] = ",".join(flagged)
-        rows.append(row)
-
+    statistics = ("median", "mean", "std", "cv", "ci_low", "ci_high")
     columns = [
         *CONFIG_KEYS,
         *carried,
         "n_trials",
         "n_ok",
         "n_failed",
-        *[
-            f"{metric}_{name}"
-            for metric in HEADLINE_METRICS
-            for name in ("median", "mean", "std", "cv", "ci_low", "ci_high")
-        ],
+        *[f"{metric}_{name}" for metric in HEADLINE_METRICS for name in statistics],
         *[f"{metric}_median" for metric in medians],
         "cv_flag",
         "cv_flagged_metrics",
     ]
-    summary = pd.DataFrame(rows, columns=columns)
+
+    grouped = measurements.groupby(CONFIG_KEYS, sort=True, dropna=False)
+    codes = grouped.ngroup().to_numpy(dtype=np.int64)
+    keys = grouped.size().index.to_frame(index=False)
+    n_groups = len(keys)
+    status = measurements["status"]
+    ok = status.isin(["ok"]).to_numpy(dtype=bool)
+
+    data: dict[str, object] = {key: _python_objects(keys[key]) for key in CONFIG_KEYS}
+    if carried:
+        first = measurements[carried].groupby(codes, sort=True).first()
+        for column in carried:
+            data[column] = _python_objects(first[column])
+    data["n_trials"] = np.bincount(codes, minlength=n_groups)
+    data["n_ok"] = np.bincount(codes[ok], minlength=n_groups)
+    data["n_failed"] = np.bincount(codes[status.isin(["failed"]).to_numpy(bool)], minlength=n_groups)
+    flagged = np.zeros((n_groups, len(HEADLINE_METRICS)), dtype=bool)
+    for index, metric in enumerate(HEADLINE_METRICS):
+        sample = _GroupedSample(_numeric(measurements[metric])[ok], codes[ok], n_groups)
+        described = sample.describe()
+        for name in statistics:
+            data[f"{metric}_{name}"] = described[name]
+        cv = described["cv"]
+        flagged[:, index] = np.isfinite(cv) & (cv > cv_threshold)
+    for metric in medians:
+        sample = _GroupedSample(_numeric(measurements[metric])[ok], codes[ok], n_groups)
+        data[f"{metric}_median"] = sample.medians()
+    data["cv_flag"] = flagged.any(axis=1)
+    data["cv_flagged_metrics"] = [
+        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row) if hit) for row in flagged.tolist()
+    ]
+
+    summary = pd.DataFrame(data, columns=columns) if n_groups else pd.DataFrame(columns=columns)
     for column in ("n_trials", "n_ok", "n_failed", "batch_size", "prompt_tokens", "output_tokens"):
         summary[column] = summary[column].astype("int64")
     summary["cv_flag"] = summary["cv_flag"].astype(bool)

@@ -82,6 +82,7 @@ class VllmBackend(Backend):
             "max_model_len": max_len,
             "gpu_memory_utilization": float(self.settings.get("gpu_memory_utilization", 0.9)),
             "enforce_eager": bool(self.settings.get("enforce_eager", False)),
+            "tensor_parallel_size": int(self.settings.get("tensor_parallel_size", 1)),
             "enable_prefix_caching": False,
         }
         start = time.perf_counter()

@@ -206,12 +206,13 @@ def _refresh_module():
 
 
 def test_refresh_ships_the_aggregate_with_a_manifest(tmp_path, one_platform):
-    from llenergymeasure.config import load_config
+    from llenergymeasure.config import load_config, measurement_settings
     from llenergymeasure.environment import config_hash
 
     refresh = _refresh_module()
     config_path = REPO / "config" / "config.yaml"
-    study_hash = config_hash(load_config(config_path))
+    # rows carry the hash of the measurement settings they depend on
+    study_hash = config_hash(measurement_settings(load_config(config_path), "pytorch"))
     results, dest = tmp_path / "results", tmp_path / "paper" / "data"
     (results / "aggregate").mkdir(parents=True)
     trials = one_platform["measurements"].assign(config_hash=study_hash, git_commit="abc123")

@@ -172,3 +172,110 @@ def test_nullable_columns_as_aggregate_writes_them():
     row = stats.summarise(typed).iloc[0]
     assert row["energy_j_per_output_token_median"] == 2.0
     assert row["n_failed"] == 1 and row["energy_is_estimate"] == True  # noqa: E712
+
+
+# --- all configurations at once: the vectorised summary against per-configuration answers ---
+
+
+def _many_configurations(seed: int = 7) -> pd.DataFrame:
+    """Shuffled trials of 40 configurations with 1..12 trials, failures, a gap in an ok row,
+    a configuration whose trials all failed and a carried column empty in its first row."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for index, size in enumerate(rng.integers(1, 13, size=40)):
+        energy = list(rng.lognormal(0.0, 0.3, size))
+        status = ["failed" if rng.random() < 0.15 else "ok" for _ in range(size)]
+        keys = {"batch_size": 1 + index % 4, "model": f"m{index // 4}"}
+        if index == 3:
+            status = ["failed"] * size
+        energy = [None if s == "failed" else e for e, s in zip(energy, status)]
+        part = _trials(energy, status, **keys)
+        if index == 5:
+            part.loc[0, "dtype"] = None
+            part.loc[part.index[1:], "dtype"] = "float16"
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True)
+    table.loc[7, "latency_s"] = np.nan  # an ok trial without a latency
+    return table.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_every_configuration_matches_its_own_statistics():
+    table = _many_configurations()
+    summary = stats.summarise(table)
+    keys = stats.CONFIG_KEYS
+    assert list(summary[keys].itertuples(index=False)) == sorted(
+        set(table[keys].itertuples(index=False))
+    )
+    for row in summary.itertuples(index=False):
+        trials = table.loc[(table[keys] == pd.Series(row._asdict())[keys]).all(axis=1)]
+        ok = trials[trials["status"] == "ok"]
+        counts = (len(trials), len(ok), len(trials) - len(ok))
+        assert (row.n_trials, row.n_ok, row.n_failed) == counts
+        assert row.dtype == trials["dtype"].dropna().iloc[0]
+        flagged = []
+        for metric in stats.HEADLINE_METRICS:
+            values = ok[metric].dropna().to_numpy(dtype=float)
+            got = [getattr(row, f"{metric}_{name}") for name in ("median", "mean", "std", "cv")]
+            if values.size == 0:
+                assert all(np.isnan(got))
+                continue
+            std = np.std(values, ddof=1) if values.size > 1 else np.nan
+            expected = [np.median(values), np.mean(values), std, std / abs(np.mean(values))]
+            np.testing.assert_allclose(got, expected, rtol=1e-12)
+            interval = (getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high"))
+            assert interval == pytest.approx(stats.bootstrap_interval(values), rel=1e-12)
+            if np.isfinite(std) and std / abs(np.mean(values)) > 0.05:
+                flagged.append(metric)
+        assert row.cv_flagged_metrics == ",".join(flagged) and row.cv_flag == bool(flagged)
+        prefill = ok["energy_prefill_j"].dropna()
+        expected_prefill = np.median(prefill) if len(prefill) else np.nan
+        np.testing.assert_allclose(row.energy_prefill_j_median, expected_prefill, rtol=1e-12)
+
+
+def test_summary_of_reordered_trials_is_the_same():
+    table = _many_configurations()
+    reordered = table.iloc[::-1].reset_index(drop=True)
+    pd.testing.assert_frame_equal(stats.summarise(table), stats.summarise(reordered))
+
+
+@pytest.mark.parametrize(
+    ("size", "resamples", "confidence"),
+    # the default settings, and few resamples so that the percentiles fall between
+    # different resample medians (odd and even sizes)
+    [(1, 1000, 0.95), (2, 1000, 0.95), (4, 1000, 0.95), (7, 1000, 0.95), (31, 1000, 0.95),
+     (5, 9, 0.8), (31, 9, 0.8), (8, 13, 0.7)],
+)
+def test_median_interval_equals_an_explicit_percentile_bootstrap(size, resamples, confidence):
+    """The fast path (no resample materialised) against resampling the sorted values."""
+    rng = np.random.default_rng(size)
+    values = rng.lognormal(0.0, 0.5, size)
+    values[-1] = values[0]  # a tie
+    ordered = np.sort(values)
+    index = np.random.default_rng(stats.BOOTSTRAP_SEED).integers(0, size, size=(resamples, size))
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    expected = tuple(np.percentile(np.median(ordered[index], axis=1), [tail, 100.0 - tail]))
+    settings = {"resamples": resamples, "confidence": confidence}
+    assert stats.bootstrap_interval(values, **settings) == pytest.approx(expected, rel=1e-12)
+    generic = stats.bootstrap_interval(
+        values, statistic=lambda a, axis: np.median(a, axis=axis), **settings
+    )
+    assert generic == pytest.approx(expected, rel=1e-12)
+
+
+def test_row_files_are_concatenated_by_column_name(tmp_path):
+    from llenergymeasure.aggregate import SchemaError, read_row_files
+
+    first = _trials([1.0, 2.0]).assign(flops_total=np.array([2**60 + 1, 3], dtype=np.int64))
+    second = _trials([None], status=["failed"]).drop(columns=["ttft_s"])
+    second["flops_total"] = pd.array([None], dtype="Int64")
+    empty = first.iloc[:0]
+    for name, frame in {"a": first, "empty": empty, "b": second}.items():
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+    rows = read_row_files([tmp_path / f"{name}.parquet" for name in ("a", "empty", "b")])
+    assert list(rows.columns) == list(first.columns)
+    assert rows["status"].tolist() == ["ok", "ok", "failed"]
+    assert rows["ttft_s"].isna().tolist() == [False, False, True]
+    assert rows["flops_total"].tolist()[:2] == [2**60 + 1, 3]  # exact beyond 2**53
+    assert pd.isna(rows["flops_total"].iloc[2])
+    with pytest.raises(SchemaError, match="no rows to aggregate"):
+        read_row_files([tmp_path / "empty.parquet"])

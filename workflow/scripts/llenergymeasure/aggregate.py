@@ -62,13 +62,33 @@ def conform(frame: Any, schema: dict[str, Any]) -> Any:
 
 
 def read_row_files(paths: Iterable[str | Path]) -> Any:
-    import pandas as pd
+    """Concatenate the per-job row files (Parquet) into one pandas table, empty files skipped.
 
-    frames = [pd.read_parquet(p) for p in paths]
-    frames = [f for f in frames if len(f)]
-    if not frames:
+    Each file is read with pyarrow and the rows are converted to pandas once (thousands of
+    files: a per-file pandas conversion costs several times the read). Columns are aligned
+    by name, a column missing from a file is empty there, as `pandas.concat` would do; if
+    two files store one column with types arrow cannot unify, pandas concatenates them.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for path in paths:
+        with pq.ParquetFile(path) as handle:
+            table = handle.read(use_threads=False)
+        if table.num_rows:
+            tables.append(table)
+    if not tables:
         raise SchemaError("no rows to aggregate: every input file is empty")
-    return pd.concat(frames, ignore_index=True)
+    try:
+        combined = pa.concat_tables(tables, promote_options="default")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pd.concat([table.to_pandas() for table in tables], ignore_index=True)
+    # integers stay integers where a file has an empty cell (FLOP counts exceed 2**53)
+    integers = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(),
+                pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+    return combined.to_pandas(types_mapper=integers.get).reset_index(drop=True)
 
 
 def merge_platforms(frame: Any, extra_folders: Iterable[str | Path]) -> Any:

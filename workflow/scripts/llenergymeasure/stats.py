@@ -320,7 +320,8 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.Data
             data[column] = _python_objects(first[column])
     data["n_trials"] = np.bincount(codes, minlength=n_groups)
     data["n_ok"] = np.bincount(codes[ok], minlength=n_groups)
-    data["n_failed"] = np.bincount(codes[status.isin(["failed"]).to_numpy(bool)], minlength=n_groups)
+    failed = status.isin(["failed"]).to_numpy(dtype=bool)
+    data["n_failed"] = np.bincount(codes[failed], minlength=n_groups)
     flagged = np.zeros((n_groups, len(HEADLINE_METRICS)), dtype=bool)
     for index, metric in enumerate(HEADLINE_METRICS):
         sample = _GroupedSample(_numeric(measurements[metric])[ok], codes[ok], n_groups)
@@ -334,7 +335,8 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.Data
         data[f"{metric}_median"] = sample.medians()
     data["cv_flag"] = flagged.any(axis=1)
     data["cv_flagged_metrics"] = [
-        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row) if hit) for row in flagged.tolist()
+        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row) if hit)
+        for row in flagged.tolist()
     ]
 
     summary = pd.DataFrame(data, columns=columns) if n_groups else pd.DataFrame(columns=columns)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import shutil
 import subprocess
@@ -36,6 +35,7 @@ import pandas as pd  # noqa: E402
 from llenergymeasure.config import ConfigError, load_config  # noqa: E402
 from llenergymeasure.config import measurement_settings  # noqa: E402
 from llenergymeasure.environment import config_hash  # noqa: E402
+from llenergymeasure.models import sha256_file as sha256  # noqa: E402
 from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 from llenergymeasure.io import write_json_atomic  # noqa: E402
 
@@ -50,14 +50,6 @@ ENVIRONMENT_FIELDS = (
 
 class RefreshError(RuntimeError):
     """The results to ship are missing or inconsistent."""
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unique(values) -> list:

@@ -202,7 +202,9 @@ SMALL_STUDY = {
 
 # Log folders the plugin makes per submitted rule (rule_<name>) or group job (group_<id>_<rules>):
 # every rule that does real work must have gone through sbatch.
-SUBMITTED = ("group_*_model", "rule_quantise", "rule_measure", "group_*_flops", "rule_aggregate")
+SUBMITTED = ("group_*_model", "rule_quantise", "rule_measure", "group_*_flops")
+# Declared `localrules` in the Snakefile: cheap table and figure rules run on the submitting host.
+LOCAL = ("rule_aggregate", "rule_analyse", "rule_figures")
 
 
 def test_small_study_through_slurm_matches_a_local_run(cluster, tmp_path):
@@ -235,6 +237,8 @@ def test_small_study_through_slurm_matches_a_local_run(cluster, tmp_path):
     for pattern in SUBMITTED:
         logs = [log for folder in slurm_logs.glob(pattern) for log in folder.rglob("*.log")]
         assert logs, f"{pattern} did not go through sbatch; SLURM log folders: {folders}"
+    for pattern in LOCAL:
+        assert not list(slurm_logs.glob(pattern)), f"{pattern} is a local rule but was submitted: {folders}"
     assert cluster.submitted_job_count() - before >= len(SUBMITTED)
 
     local_rows = pd.read_parquet(local / "results" / "aggregate" / "measurements.parquet")

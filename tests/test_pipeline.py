@@ -104,6 +104,13 @@ def test_default_pipeline_end_to_end(workflow_copy):
     for pdf in figures:
         assert pdf.with_suffix(".png").is_file()
 
+    # a browsable report with every registered figure
+    report = run_snakemake(workflow_copy, "--report", "report.html", timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (workflow_copy / "report.html").read_text(errors="replace")
+    for pdf in figures:
+        assert pdf.stem in html, f"{pdf.stem} is not in the report"
+
     # cached and resumable: a second run has nothing to do
     again = run_snakemake(workflow_copy, "-n", "--cores", "2", timeout=300)
     assert again.returncode == 0

@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 from llenergymeasure.config import ConfigError, load_config  # noqa: E402
 from llenergymeasure.config import measurement_settings  # noqa: E402
 from llenergymeasure.environment import config_hash  # noqa: E402
-from llenergymeasure.models import sha256_file as sha256  # noqa: E402
+from llenergymeasure.io import sha256_file as sha256  # noqa: E402
 from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 from llenergymeasure.io import write_json_atomic  # noqa: E402
 

@@ -18,7 +18,14 @@ log = logging.getLogger(__name__)
 
 MEASUREMENTS_SCHEMA_PATH = REPO_ROOT / "config" / "schema" / "measurements.schema.yaml"
 
-_PANDAS_TYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+PANDAS_TYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
+
+
+def as_schema_type(series: Any, kind: str) -> Any:
+    """A column cast to the pandas dtype of a schema type (missing values stay missing)."""
+    if kind == "string":
+        series = series.astype("object").where(series.notna(), None)
+    return series.astype(PANDAS_TYPES[kind])
 
 
 class SchemaError(ValueError):
@@ -47,16 +54,10 @@ def conform(frame: Any, schema: dict[str, Any]) -> Any:
         raise SchemaError(f"required columns missing: {', '.join(missing)}")
     out = pd.DataFrame(index=frame.index)
     for name, spec in columns.items():
-        dtype = _PANDAS_TYPES[spec["type"]]
         if name in frame.columns:
-            series = frame[name]
-            if dtype == "string":
-                series = series.astype("object").where(series.notna(), None).astype("string")
-            else:
-                series = series.astype(dtype)
+            out[name] = as_schema_type(frame[name], spec["type"])
         else:
-            series = pd.Series(pd.NA, index=frame.index, dtype=dtype)
-        out[name] = series
+            out[name] = pd.Series(pd.NA, index=frame.index, dtype=PANDAS_TYPES[spec["type"]])
     out["schema_version"] = schema["version"]
     return out.reset_index(drop=True)
 

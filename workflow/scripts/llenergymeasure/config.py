@@ -189,7 +189,8 @@ def repo_path(path: str, field: str, root: Path = REPO_ROOT) -> Path:
     return resolved
 
 
-def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> None:
+def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The model's architecture config, checked: inside the repository, present, JSON, a HF config."""
     field = f"models.{name}.architecture"
     if "architecture" not in entry:
         raise ConfigError(f"{field}: required for source 'config'; give a path such as config/models/{name}.json")
@@ -202,6 +203,7 @@ def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> None:
         raise ConfigError(f"{field}: {entry['architecture']!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(arch, dict) or "model_type" not in arch:
         raise ConfigError(f"{field}: {entry['architecture']!r} has no 'model_type'; it must be a Hugging Face config.json")
+    return arch
 
 
 def max_positions(arch: dict[str, Any]) -> int | None:
@@ -227,8 +229,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         source = entry.get("source", "config")
         model_type = None
         if source == "config":
-            _check_architecture(name, entry, root)
-            arch = json.loads(repo_path(entry["architecture"], f"models.{name}.architecture", root).read_text())
+            arch = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
             limit = max_positions(arch)
             if limit is not None and longest > limit:

@@ -1,7 +1,9 @@
-"""Atomic writes: an output either exists complete or not at all, so a killed job loses nothing."""
+"""File helpers: atomic writes (an output exists complete or not at all, so a killed job loses
+nothing) and content hashes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -52,3 +54,12 @@ def write_parquet_atomic(path: str | Path, frame: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

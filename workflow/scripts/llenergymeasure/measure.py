@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from . import energy, environment
+from .aggregate import as_schema_type
 from .backends import Backend, LoadInfo, get_backend
 from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
 from .io import write_json_atomic, write_parquet_atomic
@@ -96,7 +97,6 @@ MEASURED_COLUMNS: dict[str, str] = {
     "config_hash": "string",
     "git_commit": "string",
 }
-_PANDAS_DTYPES = {"string": "string", "integer": "Int64", "number": "Float64", "boolean": "boolean"}
 
 # Latencies of the last this-many warmup runs give the rolling coefficient of variation.
 WARMUP_CV_WINDOW = 5
@@ -383,10 +383,7 @@ def write_rows(rows: list[dict[str, Any]], output: str | Path) -> None:
 
     frame = pd.DataFrame(rows, columns=list(MEASURED_COLUMNS))
     for column, kind in MEASURED_COLUMNS.items():
-        series = frame[column]
-        if kind == "string":
-            series = series.astype("object").where(series.notna(), None)
-        frame[column] = series.astype(_PANDAS_DTYPES[kind])
+        frame[column] = as_schema_type(frame[column], kind)
     write_parquet_atomic(output, frame)
 
 

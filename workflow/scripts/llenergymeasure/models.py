@@ -7,7 +7,6 @@ Random weights are deterministic: the same architecture and seed give the same b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,21 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import REPO_ROOT
-from .io import write_json_atomic
+from .io import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 
 class ModelSourceError(RuntimeError):
     """A model cannot be obtained (no network, missing revision, unsafe checkpoint)."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def count_parameters(model: Any) -> int:

@@ -20,7 +20,6 @@ Nothing here imports torch at module import: `check_supported` is used by config
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .backends.base import LoadInfo
-from .io import write_json_atomic
+from .io import sha256_file, write_json_atomic
 from .variants import VARIANTS, VariantSpec
 
 log = logging.getLogger(__name__)
@@ -145,10 +144,6 @@ def _safetensors_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in sorted(directory.glob("*.safetensors")))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _library_versions(names: tuple[str, ...]) -> dict[str, str | None]:
     from importlib import metadata
 
@@ -230,7 +225,7 @@ def build_variant(model_dir: str, quant: str, settings: dict[str, Any], out_dir:
             _llmcompressor_preflight(model_path, quant, model_type, trust_remote_code)
         method_settings["calibration"] = {
             "text": str(calibration["text"]),
-            "text_sha256": _sha256(calib_text),
+            "text_sha256": sha256_file(calib_text),
             "samples": samples,
             "sequence_length": length,
         }
@@ -273,7 +268,7 @@ def build_variant(model_dir: str, quant: str, settings: dict[str, Any], out_dir:
     variant["perplexity_tokens"] = tokens
     variant["settings"]["evaluation"] = {
         "text": str(evaluation["text"]),
-        "text_sha256": _sha256(eval_text),
+        "text_sha256": sha256_file(eval_text),
         "sequence_length": eval_length,
         "max_sequences": eval_sequences,
         "device": device,

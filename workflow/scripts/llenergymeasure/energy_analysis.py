@@ -181,3 +181,13 @@ def energy_phase_shares(measurements: pd.DataFrame) -> pd.DataFrame:
             "energy_is_estimate": None if flag is None or pd.isna(flag) else bool(flag),
         })
     return frame(COLUMNS["energy_phase_shares"], rows)
+
+
+def study_energy(data: Mapping[str, object]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """For figures and tables: the study's summary with only the energy it may show, and the
+    platforms without sensor energy (empty when the study opted in to estimates). `data` is
+    the figures' mapping of tables; ``data["use_estimated_energy"]`` (a bool, set by
+    `figures.load_study`) opts in."""
+    use_estimated = bool(data.get("use_estimated_energy", False))
+    summary = data["summary"]
+    return sensor_energy_only(summary, use_estimated), {} if use_estimated else sensorless_platforms(summary)

@@ -329,8 +329,8 @@ def flops_rank_vs_measured(data: Tables) -> Figure:
         ax.set_xlabel("Rank by FLOPs per output token")
         ax.set_ylabel("Rank by measurement")
     _legend(fig, axes)
-    _footnote(fig, ["Rank 1 = cheapest; shaded band: within two positions; "
-                    "outlined points disagree by two or more.",
+    _footnote(fig, ["Rank 1 = cheapest; FLOPs within the tolerance (0.5 % by default) are one level at its "
+                    "average rank; outlined points lie two or more positions outside their level's positions.",
                     _estimated_platforms_note(data["summary"])])
     return fig
 

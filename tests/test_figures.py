@@ -21,12 +21,12 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "config" / "models"
 
 
-def _study(platforms: tuple[str, ...], **kwargs) -> dict:
+def _study(platforms: tuple[str, ...], use_estimated_energy: bool = False, **kwargs) -> dict:
     trials, summary = study_tables.tables(platforms, **kwargs)
     architectures = {p.stem: json.loads(p.read_text()) for p in (MODELS / "tiny-llama.json", MODELS / "tiny-gpt2.json")}
-    results = analysis.run_all(trials, summary, study_tables.CONFIG_ANALYSIS,
-                               architectures=architectures, families=study_tables.FAMILIES)
-    return {"measurements": trials, "summary": summary, **results}
+    config = study_tables.CONFIG_ANALYSIS | {"use_estimated_energy": use_estimated_energy}
+    results = analysis.run_all(trials, summary, config, architectures=architectures, families=study_tables.FAMILIES)
+    return {"measurements": trials, "summary": summary, **results, "use_estimated_energy": use_estimated_energy}
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,11 @@ def one_platform() -> dict:
 @pytest.fixture(scope="module")
 def two_platforms() -> dict:
     return _study(("cpu-test", "gpu-test"))
+
+
+@pytest.fixture(scope="module")
+def two_platforms_with_estimates() -> dict:
+    return _study(("cpu-test", "gpu-test"), use_estimated_energy=True)
 
 
 def test_every_figure_has_a_caption_file_and_every_output_a_path():
@@ -74,9 +79,25 @@ def _marker_faces(fig) -> dict[str, set[bool]]:
     return faces
 
 
-def test_estimated_energy_is_drawn_with_open_markers_and_measured_with_filled(two_platforms):
+def _texts(fig) -> str:
+    return " ".join(t.get_text().replace("\n", " ") for ax in fig.axes for t in ax.texts)
+
+
+@pytest.mark.parametrize("name", ["energy_vs_batch", "quantisation_energy", "energy_phase_shares", "pareto"])
+def test_a_platform_without_sensor_energy_says_so_instead_of_a_proxy(two_platforms, name):
     with figures.plt.rc_context(figures.STYLE):
-        fig = figures.energy_vs_batch(two_platforms)
+        fig = figures.FIGURES[name][0](two_platforms)
+    titles, texts = [ax.get_title() for ax in fig.axes], _texts(fig)
+    figures.plt.close(fig)
+    assert not any("cpu-test" in title for title in titles), titles  # nothing drawn for it
+    assert any("gpu-test" in title for title in titles)
+    assert "cpu-test: no sensor energy (source: estimate-cpu-tdp)" in texts
+    assert "gpu-test: no sensor" not in texts
+
+
+def test_estimated_energy_is_drawn_with_open_markers_and_measured_with_filled(two_platforms_with_estimates):
+    with figures.plt.rc_context(figures.STYLE):
+        fig = figures.energy_vs_batch(two_platforms_with_estimates)
     faces = _marker_faces(fig)
     footnote = fig._supxlabel.get_text()
     figures.plt.close(fig)
@@ -85,8 +106,8 @@ def test_estimated_energy_is_drawn_with_open_markers_and_measured_with_filled(tw
     assert "estimate-cpu-tdp" in footnote
 
 
-def test_random_weight_models_are_greyed_in_the_pareto_figure(two_platforms):
-    data = dict(two_platforms)
+def test_random_weight_models_are_greyed_in_the_pareto_figure(two_platforms_with_estimates):
+    data = dict(two_platforms_with_estimates)
     summary = data["summary"].copy()
     summary.loc[summary["model"] == "tiny-gpt2", "weights"] = "trained"
     data["pareto"] = analysis.pareto_frontiers(summary)
@@ -114,7 +135,7 @@ def test_transfer_figure_draws_each_pair_from_two_platforms(two_platforms):
     fig = figures.ranking_transfer(two_platforms)
     titles = [ax.get_title() for ax in fig.axes]
     figures.plt.close(fig)
-    assert titles == ["cpu-test → gpu-test (12 common configurations)"]
+    assert titles == ["cpu-test → gpu-test (up to 6 common configurations per workload)"]
 
 
 # LaTeX tables ------------------------------------------------------------------------------

@@ -83,8 +83,8 @@ def test_default_pipeline_end_to_end(workflow_copy):
         "flops_prefill flops_decode flops_total device_name"
     ).split()
     assert set(required) <= set(rows.columns)
-    # 10 jobs x 2 batch sizes x 1 prompt length x 3 trials
-    assert len(rows) == 10 * 2 * 3
+    # 10 jobs x 2 batch sizes x 1 prompt length x 5 trials
+    assert len(rows) == 10 * 2 * 5
     ok = rows[rows.status == "ok"]
     assert len(ok) == len(rows), rows.loc[rows.status != "ok", ["model", "quant", "backend", "error"]].to_string()
     assert (ok.output_tokens == 32).all() and (ok.prompt_tokens == 64).all()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from llenergymeasure import stats
+from llenergymeasure import intervals, stats
 
 
 def _trials(energy: list[float | None], status: list[str] | None = None, **keys) -> pd.DataFrame:
@@ -117,49 +117,63 @@ def test_unknown_status_is_named():
         stats.summarise(_trials([1.0], status=["crashed"]))
 
 
-def test_bootstrap_interval_covers_the_median_of_a_known_sample():
-    rng = np.random.default_rng(1)
-    sample = rng.normal(10.0, 1.0, size=200)
-    low, high = stats.bootstrap_interval(sample)
-    # the median's standard error for a normal sample is about 1.2533 * sigma / sqrt(n)
-    half_width = 1.96 * 1.2533 / np.sqrt(200)
-    assert low < np.median(sample) < high
-    assert (high - low) / 2 == pytest.approx(half_width, rel=0.35)
+def test_order_statistic_interval_of_a_known_sample():
+    # n = 9: j = 2 is the widest rank whose coverage 1 - 2 P(Bin(9, 1/2) <= 1) = 0.9609 >= 95 %
+    sample = np.array([9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0])
+    low, high, coverage = intervals.median_interval(sample)
+    assert (low, high) == (2.0, 8.0)
+    assert coverage == pytest.approx(1 - 2 * 10 / 512)
+    assert [intervals.median_interval_rank(n)[1] for n in (2, 3, 4, 5, 6)] == pytest.approx(
+        [0.5, 0.75, 0.875, 0.9375, 0.96875])
 
 
-def test_bootstrap_of_nothing_is_empty_and_of_one_value_is_that_value():
-    assert all(np.isnan(stats.bootstrap_interval(np.array([np.nan]))))
-    assert stats.bootstrap_interval(np.array([3.0])) == (3.0, 3.0)
+def test_one_value_gives_no_interval_and_its_undefined_cv_is_flagged():
+    assert all(np.isnan(intervals.median_interval(np.array([3.0]))))
+    assert all(np.isnan(intervals.median_interval(np.array([np.nan, np.nan]))))
+    row = stats.summarise(_trials([2.0])).iloc[0]
+    assert np.isnan(row["latency_s_ci_low"]) and np.isnan(row["latency_s_ci_high"])
+    assert row["ci_method"] is None and np.isnan(row["ci_coverage"])
+    assert "1 successful trial" in row["ci_note"]
+    assert row["few_trials_flag"] and np.isnan(row["latency_s_cv"])
+    assert row["cv_flag"] and row["cv_flagged_metrics"] == ",".join(stats.HEADLINE_METRICS)
+
+
+def test_every_summary_row_states_its_interval_and_coverage():
+    three, five = stats.summarise(_trials([1.0, 3.0, 2.0])).iloc[0], stats.summarise(_trials([5.0, 1, 2, 3, 4])).iloc[0]
+    assert (three["latency_s_ci_low"], three["latency_s_ci_high"]) == (2.0, 6.0)
+    assert three["ci_coverage"] == 0.75 and "below 95 %" in three["ci_note"] and not three["few_trials_flag"]
+    assert five["ci_coverage"] == 0.9375 and five["ci_method"] == intervals.MEDIAN_TRIALS
+    assert stats.summarise(_trials([1.0, 2.0])).iloc[0]["few_trials_flag"]
 
 
 def test_ratio_of_medians():
-    ratio, low, high = stats.bootstrap_ratio_of_medians(
-        np.array([2.0, 2.0, 2.0]), np.array([1.0, 1.0, 1.0])
+    ratio, low, high, coverage = intervals.ratio_of_medians(
+        np.array([2.0, 2.2, 1.8, 2.1, 1.9]), np.array([1.0, 1.1, 0.9, 1.05, 0.95])
     )
-    assert (ratio, low, high) == (2.0, 2.0, 2.0)
-    ratio, low, high = stats.bootstrap_ratio_of_medians(
-        np.array([1.8, 2.0, 2.2, 2.1]), np.array([0.9, 1.0, 1.1])
-    )
-    assert ratio == pytest.approx(2.05 / 1.0)
-    assert low < ratio < high
-    assert all(np.isnan(stats.bootstrap_ratio_of_medians(np.array([1.0]), np.array([]))))
+    assert ratio == pytest.approx(2.0)
+    assert (low, high) == pytest.approx((1.8 / 1.1, 2.2 / 0.9))
+    assert coverage == pytest.approx(0.9375**2)
+    assert all(np.isnan(intervals.ratio_of_medians(np.array([1.0]), np.array([]))))
+    assert np.isnan(intervals.ratio_of_medians(np.array([2.0]), np.array([1.0, 1.0]))[1])
 
 
 def test_rank_correlations_match_scipy_with_ties():
     from scipy import stats as scipy_stats
 
-    x = np.array([1.0, 2.0, 2.0, 3.0, 5.0, 4.0, 7.0])
-    y = np.array([2.0, 1.0, 3.0, 3.0, 4.0, 6.0, 5.0])
-    result = stats.rank_correlations(x, y)
+    x = np.array([1.0, 2.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    y = np.array([1.5, 1.0, 3.0, 3.0, 5.0, 4.0, 7.0])
+    result = intervals.rank_correlations(x, y)
     assert result["spearman_rho"] == pytest.approx(scipy_stats.spearmanr(x, y).statistic)
     assert result["kendall_tau"] == pytest.approx(scipy_stats.kendalltau(x, y).statistic)
-    assert result["spearman_ci_low"] <= result["spearman_rho"] <= result["spearman_ci_high"]
-    assert result["kendall_ci_low"] <= result["kendall_tau"] <= result["kendall_ci_high"]
-    assert stats.rank_correlations(x, y) == result  # fixed seed
+    assert result["spearman_ci_low"] < result["spearman_rho"] < result["spearman_ci_high"] <= 1.0
+    perfect = intervals.rank_correlations(x, 2 * x)
+    assert perfect["spearman_rho"] == pytest.approx(1.0) and perfect["spearman_ci_low"] < 1.0
 
 
-def test_rank_correlations_need_three_pairs():
-    assert all(np.isnan(v) for v in stats.rank_correlations(np.ones(2), np.ones(2)).values())
+def test_rank_correlations_need_three_pairs_and_intervals_five():
+    assert all(np.isnan(v) for v in intervals.rank_correlations(np.ones(2), np.ones(2)).values())
+    four = intervals.rank_correlations(np.arange(4.0), np.array([0.0, 2.0, 1.0, 3.0]))
+    assert np.isfinite(four["spearman_rho"]) and np.isnan(four["spearman_ci_low"])
 
 
 def test_nullable_columns_as_aggregate_writes_them():
@@ -222,9 +236,9 @@ def test_every_configuration_matches_its_own_statistics():
             std = np.std(values, ddof=1) if values.size > 1 else np.nan
             expected = [np.median(values), np.mean(values), std, std / abs(np.mean(values))]
             np.testing.assert_allclose(got, expected, rtol=1e-12)
-            interval = (getattr(row, f"{metric}_ci_low"), getattr(row, f"{metric}_ci_high"))
-            assert interval == pytest.approx(stats.bootstrap_interval(values), rel=1e-12)
-            if np.isfinite(std) and std / abs(np.mean(values)) > 0.05:
+            interval = [getattr(row, f"{metric}_ci_{name}") for name in ("low", "high", "coverage")]
+            np.testing.assert_allclose(interval, intervals.median_interval(values), rtol=1e-12)
+            if not (np.isfinite(std) and std / abs(np.mean(values)) <= 0.05):
                 flagged.append(metric)
         assert row.cv_flagged_metrics == ",".join(flagged) and row.cv_flag == bool(flagged)
         prefill = ok["energy_prefill_j"].dropna()
@@ -236,30 +250,6 @@ def test_summary_of_reordered_trials_is_the_same():
     table = _many_configurations()
     reordered = table.iloc[::-1].reset_index(drop=True)
     pd.testing.assert_frame_equal(stats.summarise(table), stats.summarise(reordered))
-
-
-@pytest.mark.parametrize(
-    ("size", "resamples", "confidence"),
-    # the default settings, and few resamples so that the percentiles fall between
-    # different resample medians (odd and even sizes)
-    [(1, 1000, 0.95), (2, 1000, 0.95), (4, 1000, 0.95), (7, 1000, 0.95), (31, 1000, 0.95),
-     (5, 9, 0.8), (31, 9, 0.8), (8, 13, 0.7)],
-)
-def test_median_interval_equals_an_explicit_percentile_bootstrap(size, resamples, confidence):
-    """The fast path (no resample materialised) against resampling the sorted values."""
-    rng = np.random.default_rng(size)
-    values = rng.lognormal(0.0, 0.5, size)
-    values[-1] = values[0]  # a tie
-    ordered = np.sort(values)
-    index = np.random.default_rng(stats.BOOTSTRAP_SEED).integers(0, size, size=(resamples, size))
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    expected = tuple(np.percentile(np.median(ordered[index], axis=1), [tail, 100.0 - tail]))
-    settings = {"resamples": resamples, "confidence": confidence}
-    assert stats.bootstrap_interval(values, **settings) == pytest.approx(expected, rel=1e-12)
-    generic = stats.bootstrap_interval(
-        values, statistic=lambda a, axis: np.median(a, axis=axis), **settings
-    )
-    assert generic == pytest.approx(expected, rel=1e-12)
 
 
 def test_row_files_are_concatenated_by_column_name(tmp_path):

@@ -25,6 +25,8 @@ rule figures:
     conda:
         "../../envs/figures.yaml"
     threads: 1
+    params:
+        use_estimated_energy=config["analysis"]["use_estimated_energy"],
     script:
         "../scripts/figures.py"
 

@@ -14,6 +14,7 @@ run_rule(
             snakemake.input.measurements,
             snakemake.input.summary,
             {name: snakemake.input[name] for name in ANALYSES},
+            use_estimated_energy=snakemake.params.use_estimated_energy,
         ),
         figure_outputs={n: (snakemake.output[f"{n}_pdf"], snakemake.output[f"{n}_png"]) for n in FIGURES},
         table_outputs={n: snakemake.output[f"table_{n}"] for n in TABLES},

@@ -21,7 +21,10 @@ def body() -> None:
         new_tokens=snakemake.params.new_tokens,
     )
     draw_files(
-        load_study(snakemake.input.measurements, snakemake.input.summary, analysis_paths),
+        load_study(
+            snakemake.input.measurements, snakemake.input.summary, analysis_paths,
+            use_estimated_energy=snakemake.params.analysis.get("use_estimated_energy", False),
+        ),
         figure_outputs={n: (snakemake.output[f"{n}_pdf"], snakemake.output[f"{n}_png"]) for n in FIGURES},
         table_outputs={n: snakemake.output[f"table_{n}"] for n in TABLES},
     )

@@ -1,7 +1,7 @@
 """Aggregate per-job rows into the study's tidy tables, checked against a versioned schema.
 
 `measurements.parquet`: one row per trial (every configuration, every platform merged in).
-`summary.parquet`: one row per configuration with medians and bootstrap intervals (stats.py).
+`summary.parquet`: one row per configuration with medians and order-statistic intervals (stats.py).
 """
 
 from __future__ import annotations

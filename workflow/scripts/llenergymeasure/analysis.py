@@ -6,12 +6,12 @@ per-configuration summary made by `stats.summarise`. Conventions shared by all a
 * A *configuration* is an implementation choice (`CHOICE_KEYS`: model, quant, backend) run
   at a *workload* (`WORKLOAD_KEYS`: batch size, prompt and output tokens) on a platform.
 * Within one platform, choices are compared at the same workload (the FLOPs ranks, the
-  compound measure, Pareto frontiers). Across platforms, every configuration common to
-  both platforms is ranked jointly, so the transfer analyses also see batch-size effects.
-* Rank 1 is the cheapest: costs (energy, latency, memory, FLOPs) rank ascending,
-  throughput (`tokens_per_s`) descending. Ties get their average rank.
-* A metric named ``m`` is read from the summary's ``m_median`` when it has one (measured
-  metrics), else from ``m`` itself (FLOPs columns, constant per configuration).
+  compound measure, Pareto frontiers). Across platforms, ranking transfer compares the
+  configurations both platforms measured at each workload; the family transfer error ranks
+  every common configuration jointly, so it also sees batch-size effects.
+* Ranks and metric columns follow `ranking.py`; FLOPs against measurement lives in
+  `rank_tests.py`, the energy analyses (and which energy may enter any analysis) in
+  `energy_analysis.py`. This module runs them all (`run_all`).
 * Analyses needing two platforms return an empty table with their usual columns when the
   study holds one.
 """
@@ -29,27 +29,35 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from . import stats
+from . import intervals, stats
+from .energy_analysis import COLUMNS as ENERGY_COLUMNS
+from .energy_analysis import energy_phase_shares, quantisation_energy_effect, sensor_energy_only
+from .intervals import rank_correlations
+from .rank_tests import COLUMNS as RANK_COLUMNS
+from .rank_tests import (
+    FLOPS_TOLERANCE, GROUP_KEYS, RANKED_METRICS, cohens_d, flops_rank_comparison,
+    rank_agreement, rank_difference_tests,
+)
+from .ranking import HIGHER_IS_BETTER, cost_rank, metric_column, metric_values
+from .ranking import cost as _cost
+from .ranking import label as _label
+from .ranking import platforms as _platforms
+from .ranking import spearman as _spearman
+from .ranking import usable as _usable
 from .stats import CHOICE_KEYS, CONFIG_KEYS, WORKLOAD_KEYS, StatsInputError
 
 log = logging.getLogger(__name__)
 
-HIGHER_IS_BETTER: frozenset[str] = frozenset({"tokens_per_s"})
-RANKED_METRICS: list[str] = ["energy_j_per_output_token", "latency_s", "tokens_per_s"]
-GROUP_KEYS: list[str] = ["platform_id", *WORKLOAD_KEYS]  # one within-platform comparison
+__all__ = ["HIGHER_IS_BETTER", "cohens_d", "cost_rank", "energy_phase_shares", "flops_rank_comparison",
+           "metric_column", "metric_values", "quantisation_energy_effect", "rank_agreement",
+           "rank_difference_tests"]
 FAMILY_COLUMN = "model_family"
-DISAGREEMENT_POSITIONS = 2
 TWO_N_PROMPT_LENGTHS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 # Output name -> columns; run_all returns exactly these tables, in this order.
 COLUMNS: dict[str, list[str]] = {
-    "flops_ranks": [
-        *GROUP_KEYS, *CHOICE_KEYS, "metric", "flops_per_output_token", "value",
-        "flops_rank", "measured_rank", "rank_difference", "disagrees",
-    ],
-    "flops_rank_agreement": [
-        *GROUP_KEYS, "metric", "n_configs", "n_disagreements", "spearman_rho", "disagreements",
-    ],
+    "flops_ranks": RANK_COLUMNS["flops_ranks"],
+    "flops_rank_agreement": RANK_COLUMNS["flops_rank_agreement"],
     "compound": [
         *GROUP_KEYS, *CHOICE_KEYS, "compound", "compound_rank", "reference", "metrics",
     ],
@@ -58,8 +66,8 @@ COLUMNS: dict[str, list[str]] = {
         "rank_std", "group_trial_rho_mean",
     ],
     "ranking_transfer": [
-        "platform_a", "platform_b", "metric", "n_configs", "spearman_rho", "spearman_ci_low",
-        "spearman_ci_high", "kendall_tau", "kendall_ci_low", "kendall_ci_high",
+        "platform_a", "platform_b", *WORKLOAD_KEYS, "metric", "n_configs", "spearman_rho",
+        "spearman_ci_low", "spearman_ci_high", "ci_method", "kendall_tau",
     ],
     "pareto": [
         *GROUP_KEYS, *CHOICE_KEYS, "quality", "efficiency", "quality_metric",
@@ -69,10 +77,7 @@ COLUMNS: dict[str, list[str]] = {
         "source_platform", "target_platform", *WORKLOAD_KEYS, "n_common", "n_frontier_source",
         "n_frontier_target", "n_shared", "precision", "recall", "f1",
     ],
-    "rank_difference_tests": [
-        "platform_id", "metric", "n_configs", "mean_log_ratio_flops", "mean_log_ratio_measured",
-        "mannwhitney_u", "mannwhitney_p", "cohens_d",
-    ],
+    "rank_difference_tests": RANK_COLUMNS["rank_difference_tests"],
     "family_transfer_error": [
         "platform_a", "platform_b", "metric", "family", "n_configs", "mean_abs_rank_shift",
         "normalised_rank_shift", "median_abs_log_error",
@@ -81,15 +86,8 @@ COLUMNS: dict[str, list[str]] = {
         "model", "family", "batch_size", "prompt_tokens", "output_tokens", "flops_total",
         "flops_2n_reference", "relative_error",
     ],
-    "quantisation_energy": [
-        "platform_id", "model", "backend", "quant", *WORKLOAD_KEYS, "baseline_quant",
-        "baseline_backend", "energy_ratio", "ci_low", "ci_high", "energy_is_estimate",
-    ],
-    "energy_phase_shares": [
-        *CONFIG_KEYS, "n_trials", "energy_prefill_j_median", "energy_decode_j_median",
-        "prefill_share_median", "prefill_share_ci_low", "prefill_share_ci_high",
-        "decode_share_median", "energy_is_estimate",
-    ],
+    "quantisation_energy": ENERGY_COLUMNS["quantisation_energy"],
+    "energy_phase_shares": ENERGY_COLUMNS["energy_phase_shares"],
 }
 ANALYSES: tuple[str, ...] = tuple(COLUMNS)
 
@@ -100,119 +98,6 @@ def _empty(name: str) -> pd.DataFrame:
 
 def _frame(name: str, rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS[name]) if rows else _empty(name)
-
-
-def metric_column(table: pd.DataFrame, metric: str) -> str:
-    """The column holding `metric` in a summary table (``<metric>_median`` or ``<metric>``)."""
-    for column in (f"{metric}_median", metric):
-        if column in table.columns:
-            return column
-    raise StatsInputError(
-        f"summary: no column for metric {metric!r} (looked for '{metric}_median' and "
-        f"'{metric}'); choose a metric the summary holds"
-    )
-
-
-def metric_values(table: pd.DataFrame, metric: str) -> np.ndarray:
-    """`metric` as a float array (nan where empty)."""
-    return pd.to_numeric(table[metric_column(table, metric)], errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
-    )
-
-
-def cost_rank(values: np.ndarray, metric: str) -> np.ndarray:
-    """Average ranks, 1 = cheapest (highest for throughput metrics)."""
-    values = np.asarray(values, dtype=float)
-    return scipy_stats.rankdata(-values if metric in HIGHER_IS_BETTER else values)
-
-
-def _cost(values: np.ndarray, metric: str) -> np.ndarray:
-    """Values oriented as costs (lower is better): throughput is inverted."""
-    values = np.asarray(values, dtype=float)
-    if metric in HIGHER_IS_BETTER:
-        with np.errstate(divide="ignore"):
-            return 1.0 / values
-    return values
-
-
-def _usable(summary: pd.DataFrame) -> pd.DataFrame:
-    """Configurations with at least one successful trial."""
-    if "n_ok" in summary.columns:
-        return summary[pd.to_numeric(summary["n_ok"]).to_numpy() > 0]
-    return summary
-
-
-def _label(row: Mapping[str, Any]) -> str:
-    return f"{row['model']}/{row['quant']}/{row['backend']}"
-
-
-def _platforms(summary: pd.DataFrame) -> list[str]:
-    return sorted(str(p) for p in summary["platform_id"].dropna().unique())
-
-
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return np.nan
-    return float(scipy_stats.spearmanr(x, y).statistic)
-
-
-# 1. FLOPs against measurement -----------------------------------------------------------
-
-
-def flops_rank_comparison(
-    summary: pd.DataFrame,
-    metrics: Sequence[str] = RANKED_METRICS,
-    min_disagreement: int = DISAGREEMENT_POSITIONS,
-) -> pd.DataFrame:
-    """Rank each platform's choices at each workload by FLOPs per output token and by each
-    measured metric; one row per (configuration, metric) with both ranks and whether they
-    differ by `min_disagreement` positions or more."""
-    stats.require_columns(summary, [*CONFIG_KEYS, "flops_per_output_token"], "summary")
-    rows: list[dict] = []
-    for key, group in _usable(summary).groupby(GROUP_KEYS, sort=True):
-        for metric in metrics:
-            flops = metric_values(group, "flops_per_output_token")
-            measured = metric_values(group, metric)
-            keep = np.isfinite(flops) & np.isfinite(measured)
-            if keep.sum() == 0:
-                continue
-            flops_rank = cost_rank(flops[keep], "flops_per_output_token")
-            measured_rank = cost_rank(measured[keep], metric)
-            kept = group[keep]
-            for i, (_, config) in enumerate(kept.iterrows()):
-                difference = float(measured_rank[i] - flops_rank[i])
-                rows.append({
-                    **dict(zip(GROUP_KEYS, key, strict=True)),
-                    **{k: config[k] for k in CHOICE_KEYS},
-                    "metric": metric,
-                    "flops_per_output_token": float(flops[keep][i]),
-                    "value": float(measured[keep][i]),
-                    "flops_rank": float(flops_rank[i]),
-                    "measured_rank": float(measured_rank[i]),
-                    "rank_difference": difference,
-                    "disagrees": abs(difference) >= min_disagreement,
-                })
-    return _frame("flops_ranks", rows)
-
-
-def rank_agreement(flops_ranks: pd.DataFrame) -> pd.DataFrame:
-    """Per platform, workload and metric: how many configurations' FLOPs and measured ranks
-    disagree, which ones (``model/quant/backend (+d)``), and Spearman's rho between the ranks."""
-    rows: list[dict] = []
-    for key, group in flops_ranks.groupby([*GROUP_KEYS, "metric"], sort=True):
-        disagreeing = group[group["disagrees"].astype(bool)]
-        rows.append({
-            **dict(zip([*GROUP_KEYS, "metric"], key, strict=True)),
-            "n_configs": len(group),
-            "n_disagreements": len(disagreeing),
-            "spearman_rho": _spearman(
-                group["flops_rank"].to_numpy(float), group["measured_rank"].to_numpy(float)
-            ),
-            "disagreements": "; ".join(
-                f"{_label(r)} ({r['rank_difference']:+g})" for _, r in disagreeing.iterrows()
-            ),
-        })
-    return _frame("flops_rank_agreement", rows)
 
 
 # 2. Compound efficiency ----------------------------------------------------------------
@@ -382,8 +267,9 @@ def ranking_transfer(
     compound: pd.DataFrame | None = None,
     metrics: Sequence[str] = RANKED_METRICS,
 ) -> pd.DataFrame:
-    """Spearman's rho and Kendall's tau-b, with bootstrap 95% intervals, between every two
-    platforms' rankings of the configurations both measured, per metric (and compound)."""
+    """Spearman's rho (Bonett-Wright interval) and Kendall's tau-b between every two
+    platforms' rankings of the configurations both measured, per workload and metric (and
+    compound): pooling workloads would let batch-size effects pass for agreement."""
     platforms = _platforms(summary)
     rows: list[dict] = []
     for metric, table, column in _transfer_inputs(summary, compound, metrics):
@@ -392,11 +278,18 @@ def ranking_transfer(
                 [_platform_values(table, a, column), _platform_values(table, b, column)],
                 axis=1, join="inner",
             ).dropna()
-            x, y = joined.iloc[:, 0].to_numpy(float), joined.iloc[:, 1].to_numpy(float)
-            rows.append({
-                "platform_a": a, "platform_b": b, "metric": metric, "n_configs": len(joined),
-                **stats.rank_correlations(x, y),
-            })
+            workloads = joined.index.to_frame(index=False)[WORKLOAD_KEYS]
+            for workload, positions in workloads.groupby(WORKLOAD_KEYS, sort=True).indices.items():
+                part = joined.iloc[positions]
+                x, y = part.iloc[:, 0].to_numpy(float), part.iloc[:, 1].to_numpy(float)
+                correlations = rank_correlations(x, y)
+                rows.append({
+                    "platform_a": a, "platform_b": b,
+                    **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
+                    "metric": metric, "n_configs": len(part), **correlations,
+                    "ci_method": intervals.SPEARMAN_FISHER_Z
+                    if np.isfinite(correlations["spearman_ci_low"]) else None,
+                })
     return _frame("ranking_transfer", rows)
 
 
@@ -415,7 +308,11 @@ def pareto_mask(quality: np.ndarray, efficiency: np.ndarray) -> np.ndarray:
 def _pareto_inputs(
     summary: pd.DataFrame, quality: str, efficiency: str
 ) -> pd.DataFrame:
+    """Configurations with both values; none when the table has no column for either (a
+    study without perplexities)."""
     usable = _usable(summary)
+    if not all(f"{m}_median" in usable.columns or m in usable.columns for m in (quality, efficiency)):
+        return usable.iloc[:0].assign(_quality=pd.Series(dtype=float), _efficiency=pd.Series(dtype=float))
     table = usable.assign(
         _quality=metric_values(usable, quality),
         _efficiency=_cost(metric_values(usable, efficiency), efficiency),
@@ -485,63 +382,6 @@ def pareto_transfer(
     return _frame("pareto_transfer", rows)
 
 
-# 5. Tests of difference between FLOPs-based and measured rankings ---------------------------
-
-
-def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
-    """(mean(a) - mean(b)) over the pooled standard deviation (n-1 weighting)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.size < 2 or b.size < 2:
-        return np.nan
-    pooled = np.sqrt(
-        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
-    )
-    return float((a.mean() - b.mean()) / pooled) if pooled > 0 else np.nan
-
-
-def rank_difference_tests(
-    summary: pd.DataFrame,
-    reference: Mapping[str, str],
-    metrics: Sequence[str] = RANKED_METRICS,
-) -> pd.DataFrame:
-    """Do FLOPs and measurement order the choices differently? Ranks are a permutation of
-    the same positions, so the test is on what they are computed from: each configuration's
-    log cost ratio to the reference choice at its platform and workload, by FLOPs and by the
-    measured metric (pooled over a platform's workloads, the reference itself left out).
-    Two-sided Mann-Whitney U and Cohen's d (measured minus FLOPs) per platform and metric."""
-    usable = _usable(summary)
-    _check_reference(usable, reference)
-    rows: list[dict] = []
-    for platform in _platforms(usable):
-        part = usable[usable["platform_id"].astype(object) == platform]
-        for metric in metrics:
-            flops_logs: list[float] = []
-            measured_logs: list[float] = []
-            for _, group in part.groupby(WORKLOAD_KEYS, sort=True):
-                ref = _reference_row(group, reference)
-                if ref is None:
-                    continue
-                others = group.drop(index=ref.name)
-                flops_ratio = _geometric_mean_ratio(others, ref, ["flops_per_output_token"])
-                measured_ratio = _geometric_mean_ratio(others, ref, [metric])
-                keep = np.isfinite(flops_ratio) & np.isfinite(measured_ratio)
-                flops_logs.extend(np.log(flops_ratio[keep]))
-                measured_logs.extend(np.log(measured_ratio[keep]))
-            x, y = np.array(flops_logs), np.array(measured_logs)
-            if x.size:
-                test = scipy_stats.mannwhitneyu(y, x, alternative="two-sided")
-                u, p = float(test.statistic), float(test.pvalue)
-            else:
-                u = p = np.nan
-            rows.append({
-                "platform_id": platform, "metric": metric, "n_configs": int(x.size),
-                "mean_log_ratio_flops": float(x.mean()) if x.size else np.nan,
-                "mean_log_ratio_measured": float(y.mean()) if y.size else np.nan,
-                "mannwhitney_u": u, "mannwhitney_p": p, "cohens_d": cohens_d(y, x),
-            })
-    return _frame("rank_difference_tests", rows)
-
-
 # 6. Transfer error per architecture family --------------------------------------------------
 
 
@@ -596,7 +436,7 @@ def family_transfer_error(
     return _frame("family_transfer_error", rows)
 
 
-# 7. The 2N formula, quantisation and phases ---------------------------------------------------
+# 7. The 2N formula ---------------------------------------------------------------------------
 
 
 def load_architectures(paths: Iterable[str | Path]) -> dict[str, dict]:
@@ -641,88 +481,6 @@ def two_n_formula_error(
     return _frame("two_n_error", rows)
 
 
-def _trial_values(measurements: pd.DataFrame, column: str) -> dict[tuple, np.ndarray]:
-    """Successful trials' values of `column`, by configuration key."""
-    ok = measurements[(measurements["status"].astype(object) == "ok").to_numpy(dtype=bool)]
-    return {
-        key: pd.to_numeric(group[column], errors="coerce").to_numpy(float, na_value=np.nan)
-        for key, group in ok.groupby(CONFIG_KEYS, sort=False)
-    }
-
-
-def quantisation_energy_effect(
-    measurements: pd.DataFrame,
-    summary: pd.DataFrame,
-    baseline: Mapping[str, str],
-) -> pd.DataFrame:
-    """Energy per output token of every quantised variant over its model's baseline variant
-    (`baseline`: quant and backend, e.g. the analysis reference's) on the same platform and
-    workload, with a bootstrap interval of the ratio of medians from the trials. Pairs
-    without energy on either side (source unavailable) are left out."""
-    stats.require_columns(
-        measurements, [*CONFIG_KEYS, "status", "energy_j_per_output_token"], "measurements"
-    )
-    trials = _trial_values(measurements, "energy_j_per_output_token")
-    usable = _usable(summary)
-    rows: list[dict] = []
-    for _, config in usable.iterrows():
-        if config["quant"] == baseline["quant"] and config["backend"] == baseline["backend"]:
-            continue
-        base_key = tuple(
-            baseline[k] if k in ("quant", "backend") else config[k] for k in CONFIG_KEYS
-        )
-        key = tuple(config[k] for k in CONFIG_KEYS)
-        if base_key not in trials or key not in trials:
-            continue
-        ratio, low, high = stats.bootstrap_ratio_of_medians(trials[key], trials[base_key])
-        if not np.isfinite(ratio):
-            continue  # no energy on one side (source unavailable): nothing to compare
-        rows.append({
-            **{k: config[k] for k in ("platform_id", "model", "backend", "quant", *WORKLOAD_KEYS)},
-            "baseline_quant": baseline["quant"], "baseline_backend": baseline["backend"],
-            "energy_ratio": ratio, "ci_low": low, "ci_high": high,
-            "energy_is_estimate": config.get("energy_is_estimate"),
-        })
-    return _frame("quantisation_energy", rows)
-
-
-def energy_phase_shares(measurements: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration, the share of one generate call's energy spent in prefill (median
-    over trials of prefill / (prefill + decode), bootstrap interval) and in decode. Trials
-    without both phases measured are left out; shares are not clipped to [0, 1], so noise
-    that makes a phase negative stays visible."""
-    stats.require_columns(
-        measurements, [*CONFIG_KEYS, "status", "energy_prefill_j", "energy_decode_j"],
-        "measurements",
-    )
-    prefill = _trial_values(measurements, "energy_prefill_j")
-    decode = _trial_values(measurements, "energy_decode_j")
-    estimate = (
-        measurements.groupby(CONFIG_KEYS, sort=False)["energy_is_estimate"].first().to_dict()
-        if "energy_is_estimate" in measurements.columns else {}
-    )
-    rows: list[dict] = []
-    for key in sorted(prefill, key=lambda k: tuple(map(str, k))):
-        p, d = prefill[key], decode[key]
-        keep = np.isfinite(p) & np.isfinite(d) & ((p + d) > 0)
-        if not keep.any():
-            continue
-        share = p[keep] / (p[keep] + d[keep])
-        low, high = stats.bootstrap_interval(share)
-        median = float(np.median(share))
-        flag = estimate.get(key)
-        rows.append({
-            **dict(zip(CONFIG_KEYS, key, strict=True)),
-            "n_trials": int(keep.sum()),
-            "energy_prefill_j_median": float(np.median(p[keep])),
-            "energy_decode_j_median": float(np.median(d[keep])),
-            "prefill_share_median": median, "prefill_share_ci_low": low,
-            "prefill_share_ci_high": high, "decode_share_median": 1.0 - median,
-            "energy_is_estimate": None if flag is None or pd.isna(flag) else bool(flag),
-        })
-    return _frame("energy_phase_shares", rows)
-
-
 # Everything, for the analyse and paper_figures rules -----------------------------------------
 
 
@@ -737,17 +495,23 @@ def run_all(
 ) -> dict[str, pd.DataFrame]:
     """Every analysis, keyed by `ANALYSES` names.
 
-    `config_analysis` is the config's ``analysis`` section (reference, compound_metrics).
-    `architectures` (name -> Hugging Face config) feeds the 2N-formula sweep at
-    `new_tokens`; `families` (model -> family) is used where the rows carry no
-    ``model_family``.
+    `config_analysis` is the config's ``analysis`` section: ``reference``,
+    ``compound_metrics``, ``flops_tolerance`` (default 0.005) and ``use_estimated_energy``
+    (default false: every energy number without a sensor behind it is emptied first,
+    `energy_analysis.sensor_energy_only`). `architectures` (name -> Hugging Face config)
+    feeds the 2N-formula sweep at `new_tokens`; `families` (model -> family) is used where
+    the rows carry no ``model_family``.
     """
     reference = config_analysis["reference"]
     metrics = list(config_analysis["compound_metrics"])
+    tolerance = float(config_analysis.get("flops_tolerance", FLOPS_TOLERANCE))
+    use_estimated = bool(config_analysis.get("use_estimated_energy", False))
+    measurements = sensor_energy_only(measurements, use_estimated)
+    summary = sensor_energy_only(summary, use_estimated)
     families = dict(families or {})
     if architectures:
         families = {name: cfg.get("model_type", name) for name, cfg in architectures.items()} | families
-    flops_ranks = flops_rank_comparison(summary)
+    flops_ranks = flops_rank_comparison(summary, tolerance=tolerance)
     compound = compound_efficiency(summary, reference, metrics)
     results = {
         "flops_ranks": flops_ranks,
@@ -757,10 +521,10 @@ def run_all(
         "ranking_transfer": ranking_transfer(summary, compound),
         "pareto": pareto_frontiers(summary),
         "pareto_transfer": pareto_transfer(summary),
-        "rank_difference_tests": rank_difference_tests(summary, reference),
+        "rank_difference_tests": rank_difference_tests(measurements, summary, tolerance=tolerance),
         "family_transfer_error": family_transfer_error(summary, families),
         "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
-        "quantisation_energy": quantisation_energy_effect(measurements, summary, reference),
+        "quantisation_energy": quantisation_energy_effect(measurements, summary),
         "energy_phase_shares": energy_phase_shares(measurements),
     }
     assert tuple(results) == ANALYSES

@@ -8,7 +8,7 @@ import sys
 
 # Each module listed here exposes `register_cli(subparsers)`, which adds its subcommand
 # and sets `func` on the parser to a callable taking the parsed args and returning an exit code.
-SUBCOMMAND_MODULES = ("config", "flops")
+SUBCOMMAND_MODULES = ("config", "flops", "analyse_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
             "energy_j_per_output_token",
         ],
         "extra_results": [],
+        # statistics and analysis (issue 12): FLOPs levels, sensor-only energy
+        "flops_tolerance": 0.005,
+        "use_estimated_energy": False,
     },
 }
 

@@ -4,8 +4,10 @@ Every figure function takes the study's tables (``measurements``, ``summary`` an
 analysis of `analysis.ANALYSES`, by name) and returns a matplotlib Figure. `FIGURES` maps a
 figure's name to its function and caption; the caption lives in
 ``workflow/report/<name>.rst`` (also used by ``snakemake --report``). Figures draw from one
-platform or many; energy that was estimated rather than measured is drawn with open markers
-and named in a footnote; random-weight models' perplexities are greyed out.
+platform or many. Energy figures draw sensor energy only (`energy_analysis.sensor_energy_only`);
+a platform without a sensor gets a panel saying so instead of a proxy, unless the study opted
+in to estimates, which are then drawn with open markers and named in a footnote.
+Random-weight models' perplexities are greyed out.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .energy_analysis import study_energy  # noqa: E402
 from .tables import METRIC_LABELS  # noqa: E402
 from .variants import BACKEND_NAMES, VARIANTS  # noqa: E402
 
@@ -92,6 +95,25 @@ def _message(text: str) -> Figure:
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 1.2))
     ax.axis("off")
     ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return fig
+
+
+def _sensorless_panels(axes: list[plt.Axes], sensorless: Mapping[str, str]) -> None:
+    """One panel per platform without sensor energy, saying so (no proxy is drawn)."""
+    for ax, (platform, sources) in zip(axes, sensorless.items(), strict=True):
+        ax.axis("off")
+        ax.text(0.5, 0.5, textwrap.fill(
+            f"{platform}: no sensor energy (source: {sources}). Estimates are not plotted; "
+            "a study may opt in with analysis.use_estimated_energy: true.", 40),
+            ha="center", va="center", fontsize=6, transform=ax.transAxes)
+
+
+def _sensorless_message(what: str, sensorless: Mapping[str, str]) -> Figure:
+    """Nothing to draw: one panel per platform without sensor energy, else `what`."""
+    if not sensorless:
+        return _message(what)
+    fig, axes = _grid(len(sensorless))
+    _sensorless_panels(axes, sensorless)
     return fig
 
 
@@ -220,18 +242,21 @@ def _log2_batch_axis(ax: plt.Axes, batches: Iterable[int]) -> None:
 # Figures ---------------------------------------------------------------------------------------
 
 
-def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: bool = True) -> Figure:
-    """Median `metric` (bootstrap 95% interval) against batch size, one panel per platform and
-    model, one line per quantisation and backend."""
+def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: bool = True,
+                     sensorless: Mapping[str, str] | None = None) -> Figure:
+    """Median `metric` (order-statistic interval) against batch size, one panel per platform
+    and model, one line per quantisation and backend; a panel per `sensorless` platform."""
+    sensorless = dict(sensorless or {})
     data = _ok(summary).copy()
     data = data[np.isfinite(pd.to_numeric(data[f"{metric}_median"], errors="coerce").astype(float))]
     if data.empty:
-        return _message(f"No successful measurement of {metric} in this study.")
+        return _sensorless_message(f"No successful measurement of {metric} in this study.", sensorless)
     data["label"] = _choice_label(data)
     styles = _choice_styles(summary)
     panels = list(data.groupby(["platform_id", "model"], sort=True))
-    fig, axes = _grid(len(panels))
-    for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
+    fig, axes = _grid(len(panels) + len(sensorless))
+    _sensorless_panels(axes[len(panels):], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels):
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
@@ -252,14 +277,17 @@ def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: boo
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
         ax.set_ylabel(ylabel)
-    _legend(fig, axes)
+    _legend(fig, axes[: len(panels)])
     _footnote(fig, [_estimate_note(data) if "energy" in metric else "",
-                    "Error bars: bootstrap 95% interval of the median over trials."])
+                    "Error bars: order-statistic interval of the median (over trials, or over replicate "
+                    "medians), exact coverage in the summary's ci_coverage."])
     return fig
 
 
 def energy_vs_batch(data: Tables) -> Figure:
-    return _metric_vs_batch(data["summary"], "energy_j_per_output_token", "Energy per output token (J)")
+    summary, sensorless = study_energy(data)
+    return _metric_vs_batch(summary, "energy_j_per_output_token", "Energy per output token (J)",
+                            sensorless=sensorless)
 
 
 def latency_vs_batch(data: Tables) -> Figure:
@@ -301,8 +329,8 @@ def flops_rank_vs_measured(data: Tables) -> Figure:
         ax.set_xlabel("Rank by FLOPs per output token")
         ax.set_ylabel("Rank by measurement")
     _legend(fig, axes)
-    _footnote(fig, ["Rank 1 = cheapest; shaded band: within two positions; "
-                    "outlined points disagree by two or more.",
+    _footnote(fig, ["Rank 1 = cheapest; FLOPs within the tolerance (0.5 % by default) are one level at its "
+                    "average rank; outlined points lie two or more positions outside their level's positions.",
                     _estimated_platforms_note(data["summary"])])
     return fig
 
@@ -347,13 +375,16 @@ def two_n_error(data: Tables) -> Figure:
 def quantisation_energy(data: Tables) -> Figure:
     """Energy per output token of each quantised variant over its model's baseline variant."""
     table = data["quantisation_energy"]
+    _, sensorless = study_energy(data)
     if table.empty:
-        return _message("No quantised variant has a baseline variant measured beside it.")
+        return _sensorless_message("No quantised variant has its backend's unquantised variant "
+                                   "measured beside it.", sensorless)
     table = table.assign(label=_choice_label(table))
     styles = _choice_styles(data["summary"])
     panels = list(table.groupby(["platform_id", "model"], sort=True))
-    fig, axes = _grid(len(panels))
-    for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
+    fig, axes = _grid(len(panels) + len(sensorless))
+    _sensorless_panels(axes[len(panels):], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels):
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
@@ -370,23 +401,25 @@ def quantisation_energy(data: Tables) -> Figure:
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
         ax.set_ylabel(f"Energy/token ÷ {base}")
-    _legend(fig, axes)
-    _footnote(fig, [_estimate_note(data["summary"]),
-                    "Below 1: the variant spends less energy per token than the baseline. "
-                    "Error bars: bootstrap 95% interval of the ratio of medians."])
+    _legend(fig, axes[: len(panels)])
+    _footnote(fig, [_estimate_note(table),
+                    "Below 1: the variant spends less energy per token than its backend's unquantised "
+                    "variant. Error bars: ratio of the medians' order-statistic intervals (coverage in the table)."])
     return fig
 
 
 def energy_phase_shares(data: Tables) -> Figure:
     """Prefill's share of one generate call's energy against batch size (decode is the rest)."""
     table = data["energy_phase_shares"]
+    _, sensorless = study_energy(data)
     if table.empty:
-        return _message("No trial measured prefill and decode energy apart.")
+        return _sensorless_message("No trial measured prefill and decode energy apart.", sensorless)
     table = table.assign(label=_choice_label(table))
     styles = _choice_styles(data["summary"])
     panels = list(table.groupby(["platform_id", "model"], sort=True))
-    fig, axes = _grid(len(panels), sharey=True)
-    for ax, ((platform, model), panel) in zip(axes, panels, strict=True):
+    fig, axes = _grid(len(panels) + len(sensorless), sharey=True)
+    _sensorless_panels(axes[len(panels):], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels):
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
@@ -404,14 +437,16 @@ def energy_phase_shares(data: Tables) -> Figure:
     # from noise stays visible)
     low = min(0.0, 100 * float(table["prefill_share_ci_low"].astype(float).min()))
     axes[0].set_ylim(bottom=low)
-    _legend(fig, axes)
-    _footnote(fig, [_estimate_note(data["summary"]),
-                    "Decode's share is the remainder (100 − prefill). Error bars: bootstrap 95% interval."])
+    _legend(fig, axes[: len(panels)])
+    _footnote(fig, [_estimate_note(table),
+                    "Decode's share is the remainder (100 − prefill). Error bars: order-statistic "
+                    "interval of the median (coverage in the table)."])
     return fig
 
 
 def ranking_transfer(data: Tables) -> Figure:
-    """Spearman's rho and Kendall's tau between every two platforms' rankings, per metric."""
+    """Spearman's rho (interval) and Kendall's tau between every two platforms' rankings,
+    per workload and metric."""
     table = data["ranking_transfer"]
     platforms = sorted(data["summary"]["platform_id"].dropna().astype(str).unique())
     if table.empty:
@@ -422,27 +457,24 @@ def ranking_transfer(data: Tables) -> Figure:
     pairs = list(table.groupby(["platform_a", "platform_b"], sort=True))
     fig, axes = _grid(len(pairs), max_cols=2, sharey=True)
     for ax, ((a, b), panel) in zip(axes, pairs, strict=True):
-        metrics = list(panel["metric"])
-        x = np.arange(len(metrics))
-        for offset, (name, colour, marker) in zip(
-            (-0.12, 0.12),
-            (("spearman", OKABE_ITO[0], "o"), ("kendall", OKABE_ITO[1], "s")),
-            strict=True,
-        ):
-            value = panel["spearman_rho" if name == "spearman" else "kendall_tau"].astype(float).to_numpy()
-            low = panel[f"{name}_ci_low"].astype(float).to_numpy()
-            high = panel[f"{name}_ci_high"].astype(float).to_numpy()
-            ax.errorbar(x + offset, value, yerr=[value - low, high - value], fmt=marker,
-                        color=colour, capsize=1.5,
-                        label="Spearman ρ" if name == "spearman" else "Kendall τ")
+        panel = panel.sort_values(["metric", *WORKLOAD_COLUMNS])
+        ticks = [f"{SHORT_LABELS.get(m, m)}\nb{int(batch)}" for m, batch in zip(panel["metric"], panel["batch_size"], strict=True)]
+        x = np.arange(len(panel))
+        rho = panel["spearman_rho"].astype(float).to_numpy()
+        low = panel["spearman_ci_low"].astype(float).to_numpy()
+        high = panel["spearman_ci_high"].astype(float).to_numpy()
+        ax.errorbar(x - 0.12, rho, yerr=[rho - low, high - rho], fmt="o", color=OKABE_ITO[0],
+                    capsize=1.5, label="Spearman ρ (95 % interval)")
+        ax.scatter(x + 0.12, panel["kendall_tau"].astype(float), marker="s", color=OKABE_ITO[1], s=10,
+                   label="Kendall τ")
         ax.axhline(0, color=GREY, lw=0.6)
-        ax.set_xticks(x, [SHORT_LABELS.get(m, m) for m in metrics])
+        ax.set_xticks(x, ticks, fontsize=5)
         ax.set_ylim(-1.05, 1.05)
         n = int(panel["n_configs"].max())
-        ax.set_title(f"{a} → {b} ({n} common configurations)")
+        ax.set_title(f"{a} → {b} (up to {n} common configurations per workload)")
         ax.set_ylabel("Rank correlation")
     _legend(fig, axes)
-    _footnote(fig, ["Error bars: bootstrap 95% intervals (configurations resampled).",
+    _footnote(fig, ["Per workload (b: batch size). Error bars: Bonett–Wright interval of Spearman's ρ.",
                     _estimated_platforms_note(data["summary"])])
     return fig
 
@@ -451,13 +483,15 @@ def pareto(data: Tables) -> Figure:
     """Perplexity against energy per output token per platform and batch size, with the
     Pareto frontier; random-weight models greyed out."""
     table = data["pareto"]
+    _, sensorless = study_energy(data)
     if table.empty:
-        return _message("No configuration has both a perplexity and an efficiency value.")
+        return _sensorless_message("No configuration has both a perplexity and an efficiency value.", sensorless)
     panels = list(table.groupby(["platform_id", "batch_size", "prompt_tokens", "output_tokens"], sort=True))
     styles = _colour_map(table["model"])
-    fig, axes = _grid(len(panels))
+    fig, axes = _grid(len(panels) + len(sensorless))
+    _sensorless_panels(axes[len(panels):], sensorless)
     any_random = False
-    for ax, ((platform, batch, prompt, output), panel) in zip(axes, panels, strict=True):
+    for ax, ((platform, batch, prompt, output), panel) in zip(axes, panels):
         for _, point in panel.iterrows():
             random = str(point.get("weights")) == "random"
             any_random |= random
@@ -476,11 +510,11 @@ def pareto(data: Tables) -> Figure:
         ax.set_title(f"{platform} · batch {int(batch)}, {int(prompt)}+{int(output)} tokens")
         ax.set_xlabel(_metric_label(panel["efficiency_metric"].iloc[0]))
         ax.set_ylabel("Perplexity (lower is better)")
-    _legend(fig, axes)
+    _legend(fig, axes[: len(panels)])
     _footnote(fig, [
         "Ringed points lie on the frontier. "
         + ("Grey: random-weight models; their perplexity measures nothing about quality." if any_random else ""),
-        _estimate_note(data["summary"]),
+        _estimate_note(table),
     ])
     return fig
 
@@ -490,7 +524,9 @@ def compound_efficiency(data: Tables) -> Figure:
     with each configuration's rank range over trials."""
     compound = data["compound"].dropna(subset=["compound"])
     if compound.empty:
-        return _message("The compound measure is empty: the reference or a metric is missing.")
+        uses_energy = data["compound"]["metrics"].astype(str).str.contains("energy").any()
+        return _sensorless_message("The compound measure is empty: the reference or a metric is missing.",
+                                   study_energy(data)[1] if uses_energy else {})
     stability = data["compound_stability"]
     panels = list(compound.groupby("platform_id", sort=True))
     styles = _colour_map(compound["batch_size"].astype(int).map("{:04d}".format))
@@ -517,10 +553,11 @@ def compound_efficiency(data: Tables) -> Figure:
 
 
 def rank_difference_tests(data: Tables) -> Figure:
-    """Cohen's d between measured and FLOPs-predicted log cost ratios, per platform and metric."""
-    table = data["rank_difference_tests"].dropna(subset=["cohens_d"])
+    """Cliff's delta of FLOPs-vs-measured rank shifts over trial-to-trial rank shifts, per
+    platform and metric, labelled with the one-sided Mann-Whitney p-value."""
+    table = data["rank_difference_tests"].dropna(subset=["effect_size"])
     if table.empty:
-        return _message("Too few configurations to compare FLOPs-based and measured costs.")
+        return _message("Too few ranked configurations to compare FLOPs and measured rank shifts.")
     fig, axes = _grid(1)
     ax = axes[0]
     platforms = sorted(table["platform_id"].unique())
@@ -529,17 +566,19 @@ def rank_difference_tests(data: Tables) -> Figure:
     for i, platform in enumerate(platforms):
         part = table[table["platform_id"] == platform].set_index("metric").reindex(metrics)
         x = np.arange(len(metrics)) + (i - (len(platforms) - 1) / 2) * width
-        ax.bar(x, part["cohens_d"].astype(float), width=width, color=OKABE_ITO[i % 8], label=platform)
-        for xi, (d, p) in zip(x, zip(part["cohens_d"], part["mannwhitney_p"], strict=True), strict=True):
+        ax.bar(x, part["effect_size"].astype(float), width=width, color=OKABE_ITO[i % 8], label=platform)
+        for xi, (d, p) in zip(x, zip(part["effect_size"], part["p_value"], strict=True), strict=True):
             if np.isfinite(d):
                 ax.annotate(f"p={p:.2g}", (xi, d), ha="center", va="bottom" if d >= 0 else "top",
                             fontsize=5)
     ax.axhline(0, color=GREY, lw=0.6)
+    ax.set_ylim(-1.05, 1.05)
     ax.set_xticks(np.arange(len(metrics)), [SHORT_LABELS.get(m, m) for m in metrics])
-    ax.set_ylabel("Cohen's d (measured − FLOPs)")
-    ax.set_title("FLOPs-predicted vs measured relative cost")
+    ax.set_ylabel("Cliff's δ (FLOPs shift vs trial shift)")
+    ax.set_title("Do FLOPs mis-rank beyond the measurement's own noise?")
     ax.legend()
-    _footnote(fig, ["Log cost ratios to the reference configuration; p: two-sided Mann–Whitney U.",
+    _footnote(fig, ["Above 0: configurations move further between FLOPs and measured ranks than single "
+                    "trials move around the medians; p: one-sided Mann–Whitney U.",
                     _estimated_platforms_note(data["summary"])])
     return fig
 
@@ -630,11 +669,15 @@ def render_all(data: Tables, directory: str | Path, names: Iterable[str] | None 
 
 
 def load_study(
-    measurements_path: str | Path, summary_path: str | Path, analysis_paths: Mapping[str, str | Path]
-) -> dict[str, pd.DataFrame]:
-    """The tables every figure and table function reads, by name."""
-    data = {"measurements": pd.read_parquet(measurements_path), "summary": pd.read_parquet(summary_path)}
+    measurements_path: str | Path, summary_path: str | Path, analysis_paths: Mapping[str, str | Path],
+    use_estimated_energy: bool = False,
+) -> dict[str, object]:
+    """The tables every figure and table function reads, by name, and whether the study
+    opted in to estimated energy (``use_estimated_energy``, the config's analysis key)."""
+    data: dict[str, object] = {"measurements": pd.read_parquet(measurements_path),
+                               "summary": pd.read_parquet(summary_path)}
     data.update({name: pd.read_parquet(path) for name, path in analysis_paths.items()})
+    data["use_estimated_energy"] = bool(use_estimated_energy)
     return data
 
 

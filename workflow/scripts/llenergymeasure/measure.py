@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import energy, environment
+from . import energy, environment, stats
 from .aggregate import as_schema_type
 from .backends import Backend, LoadInfo, get_backend
 from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
@@ -291,17 +291,6 @@ def timing_probe(backend: Backend, inputs: Any, new_tokens: int) -> list[float]:
     return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
 
 
-def _percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (numpy's default method)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100.0
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def trial_metrics(
     prefill: Window, full: Window, intervals: list[float], batch_size: int, new_tokens: int, idle: energy.IdleReading
 ) -> dict[str, Any]:
@@ -327,9 +316,9 @@ def trial_metrics(
         "ttft_s": ttft,
         "tpot_s": (latency - ttft) / (new_tokens - 1),
         "tpot_stream_mean_s": statistics.fmean(intervals) if intervals else None,
-        "tpot_p50_s": _percentile(intervals, 50),
-        "tpot_p90_s": _percentile(intervals, 90),
-        "tpot_p99_s": _percentile(intervals, 99),
+        "tpot_p50_s": stats.tail_percentile(intervals, 50),
+        "tpot_p90_s": stats.tail_percentile(intervals, 90),
+        "tpot_p99_s": stats.tail_percentile(intervals, 99),
         "tokens_per_s": output_tokens / latency,
         "energy_j": energy_j,
         "energy_j_per_output_token": None if energy_j is None else energy_j / output_tokens,

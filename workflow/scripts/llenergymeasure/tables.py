@@ -116,9 +116,20 @@ def _estimate_flag(frame: pd.DataFrame) -> pd.Series:
 # Tables -------------------------------------------------------------------------------------
 
 
+def _coverage(summary: pd.DataFrame) -> pd.Series:
+    """The interval's exact coverage in percent ("--" without an interval; shipped summaries
+    from before coverage was recorded say nothing)."""
+    if "ci_coverage" not in summary.columns:
+        return pd.Series(["--"] * len(summary), index=summary.index)
+    return summary["ci_coverage"].map(lambda v: number(100 * float(v), 4) if v is not None and not pd.isna(v) else "--")
+
+
 def summary_table(data: Tables) -> pd.DataFrame:
-    """Per configuration: energy per output token, throughput and latency (median [95% CI])."""
-    summary = data["summary"].sort_values(
+    """Per configuration: energy per output token (sensor energy only unless the study opted
+    in), throughput and latency (median [interval]) and the interval's exact coverage."""
+    from .energy_analysis import study_energy
+
+    summary = study_energy(data)[0].sort_values(
         ["platform_id", "model", "backend", "quant", "batch_size", "prompt_tokens"]
     )
     flag = _estimate_flag(summary)
@@ -138,6 +149,7 @@ def summary_table(data: Tables) -> pd.DataFrame:
                                    r["tokens_per_s_ci_high"]) for _, r in summary.iterrows()],
         "Latency (s)": [with_interval(r["latency_s_median"], r["latency_s_ci_low"],
                                       r["latency_s_ci_high"]) for _, r in summary.iterrows()],
+        "Cover. (%)": _coverage(summary),
         "OK/trials": summary["n_ok"].astype(int).astype(str) + "/" + summary["n_trials"].astype(int).astype(str),
         "CV>5%": summary["cv_flag"].map(lambda f: "yes" if bool(f) else ""),
     })
@@ -153,8 +165,11 @@ def flops_rank_agreement_table(data: Tables) -> pd.DataFrame:
         "Prompt": table["prompt_tokens"].astype(int).astype(str),
         "Metric": table["metric"].map(lambda m: METRIC_LABELS.get(m, m)),
         "Configs": table["n_configs"].astype(int).astype(str),
+        "Left out": table["n_excluded_flops"].astype(int).astype(str),
+        "FLOPs levels": table["n_flops_levels"].astype(int).astype(str),
         "Off by >=2": table["n_disagreements"].astype(int).astype(str),
-        "Spearman rho": table["spearman_rho"].map(number),
+        "Spearman rho [95% CI]": [with_interval(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"], 2)
+                                  for _, r in table.iterrows()],
     })
 
 
@@ -164,12 +179,12 @@ def ranking_transfer_table(data: Tables) -> pd.DataFrame:
         return _none(f"One platform in this study ({_platforms(data)}): no transfer to measure.")
     return pd.DataFrame({
         "Platforms": table["platform_a"] + " / " + table["platform_b"],
+        "Batch": table["batch_size"].astype(int).astype(str),
         "Metric": table["metric"].map(lambda m: METRIC_LABELS.get(m, m)),
         "n": table["n_configs"].astype(int).astype(str),
         "Spearman rho [95% CI]": [with_interval(r["spearman_rho"], r["spearman_ci_low"], r["spearman_ci_high"], 2)
                                   for _, r in table.iterrows()],
-        "Kendall tau [95% CI]": [with_interval(r["kendall_tau"], r["kendall_ci_low"], r["kendall_ci_high"], 2)
-                                 for _, r in table.iterrows()],
+        "Kendall tau": table["kendall_tau"].map(lambda v: number(v, 2)),
     })
 
 
@@ -194,9 +209,11 @@ def rank_difference_tests_table(data: Tables) -> pd.DataFrame:
     return pd.DataFrame({
         "Platform": table["platform_id"], "Metric": table["metric"].map(lambda m: METRIC_LABELS.get(m, m)),
         "n": table["n_configs"].astype(int).astype(str),
-        "Mean log ratio (FLOPs)": table["mean_log_ratio_flops"].map(number),
-        "Mean log ratio (measured)": table["mean_log_ratio_measured"].map(number),
-        "U": table["mannwhitney_u"].map(number), "p": table["mannwhitney_p"].map(lambda v: number(v, 2)),
+        "Trial shifts": table["n_trial_shifts"].astype(int).astype(str),
+        "Mean shift (FLOPs)": table["mean_flops_rank_shift"].map(lambda v: number(v, 2)),
+        "Mean shift (trials)": table["mean_trial_rank_shift"].map(lambda v: number(v, 2)),
+        "p (one-sided)": table["p_value"].map(lambda v: number(v, 2)),
+        "Cliff's delta": table["effect_size"].map(lambda v: number(v, 2)),
         "Cohen's d": table["cohens_d"].map(lambda v: number(v, 2)),
     })
 
@@ -251,42 +268,51 @@ def compound_table(data: Tables) -> pd.DataFrame:
 def quantisation_energy_table(data: Tables) -> pd.DataFrame:
     table = data["quantisation_energy"]
     if table.empty:
-        return _none("No quantised variant has a baseline variant measured beside it.")
+        return _none("No quantised variant has its backend's unquantised variant measured beside it "
+                     "(or no platform has sensor energy).")
     table = table.sort_values(["platform_id", "model", "quant", "batch_size"])
     flag = _estimate_flag(table)
     return pd.DataFrame({
         "Platform": table["platform_id"], "Model": table["model"],
         "Variant": table["quant"] + " (" + table["backend"] + ")",
         "Batch": table["batch_size"].astype(int).astype(str),
-        "Energy ratio [95% CI]": [
+        "Baseline": table["baseline_quant"],
+        "Energy ratio [interval]": [
             with_interval(r["energy_ratio"], r["ci_low"], r["ci_high"], 3) + f
             for (_, r), f in zip(table.iterrows(), flag, strict=True)
         ],
+        "Cover. (%)": _coverage(table),
     })
 
 
 # name -> (function, caption); captions are LaTeX captions (plain text, escaped on output).
 TABLES: dict[str, tuple[Callable[[Tables], pd.DataFrame], str]] = {
-    "summary": (summary_table, "Measured cost per configuration: medians over trials with "
-                "bootstrap 95% intervals. †: energy estimated, not measured by a sensor."),
+    "summary": (summary_table, "Measured cost per configuration: medians over trials (over replicate "
+                "medians where there are several) with distribution-free order-statistic intervals; "
+                "Cover. is each interval's exact coverage. Energy only where a sensor measured it, "
+                "unless the study opted in to estimates (†: estimated)."),
     "flops_rank_agreement": (flops_rank_agreement_table, "FLOPs per output token against measurement: "
-                             "configurations whose ranks differ by two or more positions, and Spearman's "
-                             "rho between the rankings, per platform and workload."),
-    "ranking_transfer": (ranking_transfer_table, "Ranking transfer between platforms: rank correlations "
-                         "with bootstrap 95% intervals over the configurations both measured."),
+                             "FLOPs within 0.5% form one level; configurations measured two or more "
+                             "positions outside their level's positions, and Spearman's rho (Bonett-Wright "
+                             "95% interval), per platform and workload."),
+    "ranking_transfer": (ranking_transfer_table, "Ranking transfer between platforms, per workload: "
+                         "Spearman's rho with its Bonett-Wright 95% interval and Kendall's tau over the "
+                         "configurations both measured."),
     "pareto_transfer": (pareto_transfer_table, "How well one platform's quality-efficiency Pareto "
                         "frontier predicts another's."),
-    "rank_difference_tests": (rank_difference_tests_table, "FLOPs-based against measured relative cost "
-                              "(log ratio to the reference configuration): Mann-Whitney U and Cohen's d."),
+    "rank_difference_tests": (rank_difference_tests_table, "Do FLOPs-vs-measured rank shifts exceed the "
+                              "measurement's own trial-to-trial rank shifts? One-sided Mann-Whitney U, "
+                              "Cliff's delta and Cohen's d."),
     "family_transfer_error": (family_transfer_error_table, "Transfer error per architecture family "
                               "between platforms."),
     "two_n_error": (two_n_error_table, "Error (%) of the 2N estimate against the exact FLOP count of "
                     "generate, by prompt length S (batch 1)."),
     "compound": (compound_table, "Compound efficiency: geometric mean of cost ratios to the reference "
                  "configuration, with its rank range over repeated trials."),
-    "quantisation_energy": (quantisation_energy_table, "Energy per output token of each quantised "
-                            "variant over its model's baseline variant, with bootstrap 95% intervals. "
-                            "†: energy estimated, not measured by a sensor."),
+    "quantisation_energy": (quantisation_energy_table, "Energy per output token of each variant over "
+                            "the unquantised variant of the same model on the same backend, with the ratio "
+                            "of the medians' order-statistic intervals and its coverage. †: energy estimated, "
+                            "not measured by a sensor."),
 }
 
 

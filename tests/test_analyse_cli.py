@@ -1,0 +1,71 @@
+"""`llenergymeasure analyse`: the study's analyses from someone's per-trial table, run for real."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from llenergymeasure import analysis, stats
+from llenergymeasure.config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
+
+SHIPPED = REPO_ROOT / "paper" / "data" / "measurements.parquet"
+
+
+def _analyse(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'workflow' / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "llenergymeasure.cli", "analyse", *args],
+                          capture_output=True, text=True, timeout=300, env=env, cwd="/")
+
+
+def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
+    out = tmp_path / "out"
+    result = _analyse(str(SHIPPED), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    # the rule's path, in this process: the aggregate's summary, then analyse_files
+    config = load_config(DEFAULT_CONFIG_PATH, has_cuda=False)
+    measurements = pd.read_parquet(SHIPPED)
+    summary = stats.summarise(measurements, cv_threshold=config["measurement"]["cv_flag_threshold"])
+    summary.to_parquet(tmp_path / "summary.parquet")
+    expected = analysis.analyse_files(
+        SHIPPED, tmp_path / "summary.parquet", analysis.analysis_paths(str(tmp_path / "rule")),
+        config["analysis"], sorted((REPO_ROOT / "config" / "models").glob("*.json")),
+        analysis.families_from_config(config["models"], REPO_ROOT), config["workload"]["new_tokens"],
+    )
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
+    for name in analysis.ANALYSES:
+        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"),
+                                      pd.read_parquet(tmp_path / "rule" / f"{name}.parquet"), obj=name)
+    agreement = pd.read_parquet(out / "flops_rank_agreement.parquet")
+    contract = ["platform_id", *stats.WORKLOAD_KEYS, "metric", "n_configs", "n_flops_levels",
+                "n_disagreements", "spearman_rho", "spearman_ci_low", "spearman_ci_high"]
+    assert set(contract) <= set(agreement.columns) and len(agreement) == len(expected["flops_rank_agreement"]) > 0
+    tests = pd.read_parquet(out / "rank_difference_tests.parquet")
+    assert {"platform_id", "metric", "n_configs", "test", "p_value", "effect_size"} <= set(tests.columns)
+    # the shipped energy is an estimate: no energy analysis uses it unless asked to
+    assert pd.read_parquet(out / "quantisation_energy.parquet").empty
+    opted = _analyse(str(SHIPPED), "--out", str(tmp_path / "opted"), "--use-estimated-energy",
+                     "--reference", "tiny-gpt2/none-float32/pytorch")
+    assert opted.returncode == 0, opted.stderr
+    quantisation = pd.read_parquet(tmp_path / "opted" / "quantisation_energy.parquet")
+    assert len(quantisation) > 0 and "gguf-f16" not in set(quantisation["quant"])
+    compound = pd.read_parquet(tmp_path / "opted" / "compound.parquet")
+    assert set(compound["reference"]) == {"tiny-gpt2/none-float32/pytorch"}
+
+
+def test_a_table_missing_columns_is_refused_in_one_line_naming_them(tmp_path):
+    table = pd.read_parquet(SHIPPED).drop(columns=["status", "latency_s"])
+    table.to_parquet(tmp_path / "theirs.parquet")
+    result = _analyse(str(tmp_path / "theirs.parquet"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "status" in lines[0] and "latency_s" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_a_malformed_reference_is_refused(tmp_path):
+    result = _analyse(str(SHIPPED), "--out", str(tmp_path / "out"), "--reference", "tiny-llama")
+    assert result.returncode == 2 and "MODEL/QUANT/BACKEND" in result.stderr

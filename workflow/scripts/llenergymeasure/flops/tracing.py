@@ -1,0 +1,147 @@
+"""FLOPs of generate() traced with PyTorch's FlopCounterMode on the meta device.
+
+The model transformers builds for the config (`structure.build_meta_model`: eager attention,
+batched experts) runs forwards on meta tensors, so nothing is computed or allocated and the
+counter sees exactly the matmuls the modules issue. One sequence is traced (every op is per
+sequence, so a batch of B costs B times as much; the family sweep checks this at B = 2):
+
+* the prefill forward over the S prompt tokens (`logits_to_keep=1`, as generate passes it);
+* decode forwards of one token at chosen cache lengths c. A layer's decode cost is affine in
+  the keys it attends to, which is affine in c except at a sliding window's edge (c = W - 1),
+  so the decode range c = S .. S+T-2 is cut at those edges into segments, each traced at both
+  ends and summed as an arithmetic series; one interior point per segment is traced too and
+  must lie on the line, else every step is traced (up to MAX_STEPS_TRACED) or the count is
+  refused. With a static cache (`static_cache_len`) every query attends the whole cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+
+from .structure import build_meta_model
+
+MAX_STEPS_TRACED = 64  # decode steps traced one by one when the affine check fails
+_TRACES: dict[tuple, "Trace"] = {}
+
+
+class TraceError(RuntimeError):
+    """The model could not be run under the counter on the meta device."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    prefill: int  # one sequence
+    decode: int  # one sequence, all T-1 steps
+    forwards: int  # forwards run (counted and cache-filling)
+    seconds: float  # wall time of the trace (model build excluded)
+    how: str  # "segments" or "every step"
+
+
+def _forward(model, tokens: int, cache, count: bool) -> tuple[int, object]:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    ids = torch.zeros((1, tokens), dtype=torch.long, device="meta")
+    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        kwargs["logits_to_keep"] = 1
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad():
+        if count:
+            with counter:
+                out = model(**kwargs)
+        else:
+            out = model(**kwargs)
+    return (counter.get_total_flops() if count else 0), out.past_key_values
+
+
+def _new_cache(model, static_cache_len: int | None):
+    if static_cache_len is None:
+        return None  # the model makes the cache generate would (dynamic, or its own hybrid kind)
+    from transformers import StaticCache
+
+    return StaticCache(config=model.config, max_cache_len=static_cache_len)
+
+
+class _DecodeCosts:
+    """f(c): FLOPs of one decode forward with c tokens already cached (memoised)."""
+
+    def __init__(self, model, prompt: int, prefill_cache, static_cache_len: int | None):
+        self.model, self.static = model, static_cache_len
+        self.known: dict[int, int] = {}
+        self.forwards = 0
+        self._prefill_cache = (prompt, prefill_cache)
+
+    def __call__(self, cached: int) -> int:
+        if cached not in self.known:
+            prompt, cache = self._prefill_cache
+            if cache is not None and cached == prompt:
+                self._prefill_cache = (prompt, None)  # reuse the prefill's cache once
+            else:
+                _, cache = _forward(self.model, cached, _new_cache(self.model, self.static), count=False)
+                self.forwards += 1
+            self.known[cached], _ = _forward(self.model, 1, cache, count=True)
+            self.forwards += 1
+        return self.known[cached]
+
+
+def _windows(cache) -> set[int]:
+    layers = getattr(cache, "layers", None) or []
+    found = {getattr(layer, "sliding_window", None) for layer in layers}
+    return {w for w in found if isinstance(w, int) and w > 0}
+
+
+def _segment_sum(cost: _DecodeCosts, lo: int, hi: int) -> int | None:
+    """Sum of f(c) for c in lo..hi if f is affine there (checked at an interior point), else None."""
+    f_lo, f_hi, n = cost(lo), cost(hi), hi - lo + 1
+    if n >= 3:
+        mid = (lo + hi) // 2
+        if cost(mid) * (hi - lo) != f_lo * (hi - mid) + f_hi * (mid - lo):
+            return None
+    if n == 1:
+        return f_lo
+    total = (f_lo + f_hi) * n
+    return total // 2 if total % 2 == 0 else None
+
+
+def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int | None = None) -> Trace:
+    """Trace prefill and decode of one sequence (see the module docstring); cached per shape."""
+    import json
+
+    key = (json.dumps(hf_config, sort_keys=True, default=str), prompt, new, static_cache_len)
+    if key in _TRACES:
+        return _TRACES[key]
+    try:
+        model = build_meta_model(hf_config)
+        start = time.perf_counter()
+        prefill, cache = _forward(model, prompt, _new_cache(model, static_cache_len), count=True)
+        cost = _DecodeCosts(model, prompt, cache, static_cache_len)
+        lo, hi = prompt, prompt + new - 2  # tokens cached before each decode step
+        decode, how = 0, "segments"
+        if hi >= lo:
+            edges = sorted(w - 1 for w in _windows(cache) if lo <= w - 1 < hi)
+            bounds, start_c = [], lo
+            for edge in edges:
+                bounds.append((start_c, edge))
+                start_c = edge + 1
+            bounds.append((start_c, hi))
+            parts = [_segment_sum(cost, a, b) for a, b in bounds]
+            if all(p is not None for p in parts):
+                decode = sum(parts)
+            elif hi - lo + 1 <= MAX_STEPS_TRACED:
+                decode, how = sum(cost(c) for c in range(lo, hi + 1)), "every step"
+            else:
+                raise TraceError(
+                    f"decode cost is not affine in the cache length between sliding-window edges and "
+                    f"{hi - lo + 1} steps exceed the {MAX_STEPS_TRACED} traced one by one"
+                )
+    except TraceError:
+        raise
+    except Exception as exc:  # any failure to run the module on meta tensors
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TraceError(f"the model could not be traced on the meta device ({type(exc).__name__}: {message[:200]})") from exc
+    trace = Trace(prefill, decode, 1 + cost.forwards, time.perf_counter() - start, how)
+    _TRACES[key] = trace
+    return trace

@@ -55,22 +55,26 @@ def _torch_available() -> bool:
 
 
 def _require_size_fields(hf_config: dict) -> None:
-    """A config.json must state its sizes: transformers would silently fill a 7B default."""
+    """A config.json must state the sizes its family has: transformers would fill a 7B default."""
     if not isinstance(hf_config, dict):
         raise FlopsConfigError("model config must be a JSON object (a Hugging Face config.json)")
-    aliases: dict[str, str] = {}
-    try:
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    family = hf_config.get("model_type")
+    if family in VERIFIED_FAMILIES or not _torch_available():
+        return  # parse_architecture names the missing field
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-        if hf_config.get("model_type") in CONFIG_MAPPING:
-            aliases = dict(getattr(CONFIG_MAPPING[hf_config["model_type"]], "attribute_map", {}) or {})
-    except ImportError:
-        pass
-    aliases.update({"hidden_size": aliases.get("hidden_size", "n_embd"), "num_hidden_layers": aliases.get("num_hidden_layers", "n_layer")})
+    if family not in CONFIG_MAPPING:
+        return  # the structure walk reports the unknown model_type
+    cls = CONFIG_MAPPING[family]
+    aliases = dict(getattr(cls, "attribute_map", {}) or {})
+    try:
+        defaults = cls().to_dict()
+    except Exception:  # noqa: BLE001 - a class without defaults has nothing to fill in silently
+        return
     for name in SIZE_FIELDS:
-        present = name in hf_config or aliases.get(name) in hf_config
-        if not present and "text_config" not in hf_config:
-            raise FlopsConfigError(f"model config lacks '{name}', which the FLOP count needs")
+        spelled = aliases.get(name, name)
+        if spelled in defaults and spelled not in hf_config and name not in hf_config:
+            raise FlopsConfigError(f"model config lacks '{spelled}', which the FLOP count needs")
 
 
 def _relative(a: int, b: int) -> float:

@@ -209,7 +209,7 @@ def read_structure(hf_config: dict) -> Structure:
             continue
         if isinstance(module, torch.nn.Linear) and not any(id(m) in in_stack for m in module.modules()):
             other += module.in_features * module.out_features
-    rotary = sum(b.numel() for name, b in model.named_buffers() if name.endswith("inv_freq") and name.count(".") <= 2)
+    rotary = sum(b.numel() for name, b in model.named_buffers() if name.split(".")[-1] == "inv_freq" and name.count(".") <= 2)
     params = {id(p): p for p in model.parameters()}  # tied tensors once
     total = sum(p.numel() for p in params.values())
     embedding_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
@@ -239,7 +239,7 @@ def count_structure(
     per_token = sum(layer.linear_macs for layer in structure.layers) + structure.other_linear_macs
     attn_pre = attn_dec = 0
     for layer in structure.layers:
-        per_key = 2 * 2 * batch * layer.attention_macs_per_key
+        per_key = 2 * batch * layer.attention_macs_per_key  # macs already hold QK^T and AV
         if static_cache_len is None:
             attn_pre += per_key * prompt * prompt
             attn_dec += per_key * _sum_min(prompt + 1, prompt + steps, layer.window)

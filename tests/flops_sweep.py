@@ -39,6 +39,9 @@ SHRINK = {  # standard name -> tiny value, applied only where the family's confi
 }
 
 
+_WIDTH_PARTS = ("size", "dim", "rank", "channels", "d_state", "d_model", "d_inner", "d_conv", "d_ff", "ssm", "width")
+
+
 class FamilyTimeout(Exception):
     pass
 
@@ -68,6 +71,13 @@ def tiny_config(model_type: str):
         key = aliases.get(name, name)
         if key in defaults or name in defaults:
             fields[key if key in defaults else name] = value
+    for key, value in defaults.items():  # other widths (SSM state, expert, projection sizes): shrunk too
+        if key in fields or isinstance(value, bool) or not isinstance(value, int):
+            continue
+        if any(part in key for part in _WIDTH_PARTS) and "position" not in key and "window" not in key and value > 256:
+            fields[key] = 64
+        elif "heads" in key and value > 8:
+            fields[key] = 4
     if defaults.get("sliding_window"):
         fields["sliding_window"] = WINDOW
     for key in ("attention_chunk_size",):
@@ -147,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
+    import torch
+
+    torch.set_num_threads(1)  # tiny matmuls: threads only contend on the 2-core CI machine
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -63,7 +63,7 @@ def tiny_config(model_type: str):
         return None, "encoder-decoder"
     if any(defaults.get(key) for key in SUB_CONFIG_KEYS):
         return None, "multimodal or composite (sub-configs)"
-    if "is_decoder" in defaults or "add_cross_attention" in defaults:
+    if "is_decoder" in defaults:  # BERT-style encoders that can be run as decoders
         return None, "encoder architecture registered for causal-LM use"
     aliases = dict(getattr(cls, "attribute_map", {}) or {})
     fields = {}

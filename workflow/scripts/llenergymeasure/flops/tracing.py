@@ -12,6 +12,8 @@ sequence, so a batch of B costs B times as much; the family sweep checks this at
   ends and summed as an arithmetic series; one interior point per segment is traced too and
   must lie on the line, else every step is traced (up to MAX_STEPS_TRACED) or the count is
   refused. With a static cache (`static_cache_len`) every query attends the whole cache.
+  A family whose generation_config turns the cache off (MPT) re-runs the whole sequence each
+  step: a quadratic in its length, fitted the same way with one point more.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ class Trace:
     how: str  # "segments" or "every step"
 
 
-def _forward(model, tokens: int, cache, count: bool) -> tuple[int, object]:
+def _forward(model, tokens: int, cache, count: bool, use_cache: bool = True) -> tuple[int, object]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     ids = torch.zeros((1, tokens), dtype=torch.long, device="meta")
-    kwargs = {"input_ids": ids, "use_cache": True, "past_key_values": cache}
+    kwargs = {"input_ids": ids, "use_cache": use_cache}
+    if use_cache:
+        kwargs["past_key_values"] = cache
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
         kwargs["logits_to_keep"] = 1
     counter = FlopCounterMode(display=False)
@@ -54,7 +58,7 @@ def _forward(model, tokens: int, cache, count: bool) -> tuple[int, object]:
                 out = model(**kwargs)
         else:
             out = model(**kwargs)
-    return (counter.get_total_flops() if count else 0), out.past_key_values
+    return (counter.get_total_flops() if count else 0), getattr(out, "past_key_values", None)
 
 
 def _new_cache(model, static_cache_len: int | None):
@@ -93,17 +97,45 @@ def _windows(cache) -> set[int]:
     return {w for w in found if isinstance(w, int) and w > 0}
 
 
-def _segment_sum(cost: _DecodeCosts, lo: int, hi: int) -> int | None:
-    """Sum of f(c) for c in lo..hi if f is affine there (checked at an interior point), else None."""
-    f_lo, f_hi, n = cost(lo), cost(hi), hi - lo + 1
-    if n >= 3:
-        mid = (lo + hi) // 2
-        if cost(mid) * (hi - lo) != f_lo * (hi - mid) + f_hi * (mid - lo):
-            return None
-    if n == 1:
-        return f_lo
-    total = (f_lo + f_hi) * n
-    return total // 2 if total % 2 == 0 else None
+def _segment_sum(cost, lo: int, hi: int, degree: int = 1) -> int | None:
+    """Sum of cost(c) for c in lo..hi if it is a polynomial of `degree` there (checked at one
+    more point than the fit needs), else None. Exact rational arithmetic."""
+    from fractions import Fraction
+
+    n = hi - lo + 1
+    if n <= degree + 2:
+        return sum(cost(c) for c in range(lo, hi + 1))
+    xs = sorted({lo + round(i * (hi - lo) / degree) for i in range(degree + 1)})
+    ys = [cost(x) for x in xs]
+
+    def at(c: int) -> Fraction:
+        total = Fraction(0)
+        for i, (xi, yi) in enumerate(zip(xs, ys)):
+            term = Fraction(yi)
+            for j, xj in enumerate(xs):
+                if j != i:
+                    term *= Fraction(c - xj, xi - xj)
+            total += term
+        return total
+
+    check = next(c for c in ((lo + hi) // 2, (lo + hi) // 2 + 1, lo + 1) if c not in xs)
+    if at(check) != cost(check):
+        return None
+    total = sum(at(c) for c in range(lo, hi + 1))
+    return int(total) if total.denominator == 1 else None
+
+
+def _uncached_costs(model, prompt: int):
+    """f(c): FLOPs of generate's step without a cache: a full forward over the c + 1 tokens so far."""
+    known: dict[int, int] = {}
+
+    def cost(cached: int) -> int:
+        if cached not in known:
+            known[cached], _ = _forward(model, cached + 1, None, count=True, use_cache=False)
+        return known[cached]
+
+    cost.known = known
+    return cost
 
 
 def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int | None = None) -> Trace:
@@ -116,18 +148,21 @@ def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int
     try:
         model = build_meta_model(hf_config)
         start = time.perf_counter()
-        prefill, cache = _forward(model, prompt, _new_cache(model, static_cache_len), count=True)
-        cost = _DecodeCosts(model, prompt, cache, static_cache_len)
+        # generate() follows the model's generation_config: some families (e.g. MPT) run without a
+        # cache, recomputing the whole sequence every step (cost quadratic in its length, no edges)
+        cached = static_cache_len is not None or getattr(model.generation_config, "use_cache", True) is not False
+        prefill, cache = _forward(model, prompt, _new_cache(model, static_cache_len), count=True, use_cache=cached)
+        cost = _DecodeCosts(model, prompt, cache, static_cache_len) if cached else _uncached_costs(model, prompt)
         lo, hi = prompt, prompt + new - 2  # tokens cached before each decode step
-        decode, how = 0, "segments"
+        decode, how = 0, "segments" if cached else "uncached"
         if hi >= lo:
-            edges = sorted(w - 1 for w in _windows(cache) if lo <= w - 1 < hi)
+            edges = sorted(w - 1 for w in _windows(cache) if lo <= w - 1 < hi) if cached else []
             bounds, start_c = [], lo
             for edge in edges:
                 bounds.append((start_c, edge))
                 start_c = edge + 1
             bounds.append((start_c, hi))
-            parts = [_segment_sum(cost, a, b) for a, b in bounds]
+            parts = [_segment_sum(cost, a, b, 1 if cached else 2) for a, b in bounds]
             if all(p is not None for p in parts):
                 decode = sum(parts)
             elif hi - lo + 1 <= MAX_STEPS_TRACED:
@@ -142,6 +177,7 @@ def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int
     except Exception as exc:  # any failure to run the module on meta tensors
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise TraceError(f"the model could not be traced on the meta device ({type(exc).__name__}: {message[:200]})") from exc
-    trace = Trace(prefill, decode, 1 + cost.forwards, time.perf_counter() - start, how)
+    forwards = cost.forwards if cached else len(cost.known)
+    trace = Trace(prefill, decode, 1 + forwards, time.perf_counter() - start, how)
     _TRACES[key] = trace
     return trace

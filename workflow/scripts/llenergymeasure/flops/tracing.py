@@ -41,12 +41,14 @@ class Trace:
     how: str  # "segments" or "every step"
 
 
-def _forward(model, tokens: int, cache, count: bool, use_cache: bool = True) -> tuple[int, object]:
+def _forward(model, tokens: int, cache, count: bool, use_cache: bool = True, past: int = 0) -> tuple[int, object]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     ids = torch.zeros((1, tokens), dtype=torch.long, device="meta")
-    kwargs = {"input_ids": ids, "use_cache": use_cache}
+    # generate always passes a mask over past + new tokens (without one, models probe the ids for padding)
+    mask = torch.ones((1, past + tokens), dtype=torch.long, device="meta")
+    kwargs = {"input_ids": ids, "attention_mask": mask, "use_cache": use_cache}
     if use_cache:
         kwargs["past_key_values"] = cache
     if "logits_to_keep" in inspect.signature(model.forward).parameters:
@@ -86,7 +88,7 @@ class _DecodeCosts:
             else:
                 _, cache = _forward(self.model, cached, _new_cache(self.model, self.static), count=False)
                 self.forwards += 1
-            self.known[cached], _ = _forward(self.model, 1, cache, count=True)
+            self.known[cached], _ = _forward(self.model, 1, cache, count=True, past=cached)
             self.forwards += 1
         return self.known[cached]
 
@@ -152,6 +154,11 @@ def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int
         # cache, recomputing the whole sequence every step (cost quadratic in its length, no edges)
         cached = static_cache_len is not None or getattr(model.generation_config, "use_cache", True) is not False
         prefill, cache = _forward(model, prompt, _new_cache(model, static_cache_len), count=True, use_cache=cached)
+        if cached and cache is None:
+            raise TraceError(
+                f"{type(model).__name__} returns no KV cache (recurrent or state-space layers, or "
+                "no cache support), which the tracer does not follow"
+            )
         cost = _DecodeCosts(model, prompt, cache, static_cache_len) if cached else _uncached_costs(model, prompt)
         lo, hi = prompt, prompt + new - 2  # tokens cached before each decode step
         decode, how = 0, "segments" if cached else "uncached"

@@ -102,7 +102,8 @@ def test_generate_matches_flop_counter(family: str, shape: str) -> None:
     whole = flops.count_generate(config, batch, prompt, new)
     assert_close(prefill["flops_total"], counted_generate(model, batch, prompt, 1), f"{family} prefill")
     assert_close(whole["flops_total"], counted_generate(model, batch, prompt, new), f"{family} generate")
-    assert (whole["method"], whole["confidence"], whole["reason"]) == ("analytical", "exact", None)
+    assert (whole["method"], whole["confidence"]) == ("analytical", "exact")
+    assert "equals the FlopCounterMode trace" in whole["reason"]
     assert prefill["flops_decode"] == 0 and whole["flops_prefill"] == prefill["flops_total"]
     assert whole["flops_total"] == whole["flops_prefill"] + whole["flops_decode"]
     parts = ("flops_linear", "flops_router", "flops_attention", "flops_lm_head", "flops_rotary")
@@ -173,25 +174,76 @@ def test_moe_active_parameters_are_top_k_experts() -> None:
     assert result["params_total"] == model_params(model)["total"]
 
 
-def test_unverified_family_with_standard_fields_is_flagged_estimate() -> None:
+def test_unnamed_family_is_read_from_its_modules_and_verified() -> None:
     model, config = build("qwen3", **{**BASE, "head_dim": 16})
     result = flops.count_generate(config, 2, 24, 5)
-    assert (result["method"], result["confidence"]) == ("analytical-generic", "estimate")
-    assert "qwen3" in result["reason"]
-    # qwen3 only adds element-wise q/k norms to the Llama layout, so the generic count holds
-    assert_close(result["flops_total"], counted_generate(model, 2, 24, 5), "qwen3 generic")
+    # qwen3 has no hand formula: the module walk counts it and the trace confirms it
+    assert (result["method"], result["confidence"]) == ("structure", "exact")
+    assert result["structure"]["qk_norm"] and result["structure"]["gated_mlp"]
+    assert_close(result["flops_total"], counted_generate(model, 2, 24, 5), "qwen3 structure")
 
 
-def test_unmodelled_structure_falls_back_to_2n_with_a_reason() -> None:
-    config = {
-        "model_type": "deepseek_v2", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "vocab_size": 128, "kv_lora_rank": 16, "q_lora_rank": 24,
-    }
+def test_non_gated_parallel_block_is_counted_from_the_model() -> None:
+    # phi: parallel attention/MLP block, non-gated MLP, partial rotary (the old engine's +25 %)
+    model, config = build("phi", **{**BASE, "partial_rotary_factor": 0.5})
+    result = flops.count_generate(config, 2, 24, 5)
+    assert result["confidence"] in ("exact", "traced")
+    assert not result["structure"]["gated_mlp"]
+    assert_close(result["flops_total"], counted_generate(model, 2, 24, 5), "phi")
+
+
+def test_unknown_family_is_refused_with_a_reason() -> None:
+    config = {**BASE, "model_type": "not_a_transformers_family"}
     result = flops.count_generate(config, 2, 10, 3)
-    assert (result["method"], result["confidence"]) == ("2n-fallback", "estimate")
-    assert "latent attention" in result["reason"]
-    assert result["flops_total"] == result["flops_2n_reference"] == 2 * result["params_non_embedding"] * 2 * 12
-    assert result["flops_attention"] is None
+    assert (result["method"], result["confidence"]) == ("none", "unsupported")
+    assert "not_a_transformers_family" in result["reason"]
+    assert result["flops_total"] is None and result["flops_per_output_token"] is None
+
+
+def test_without_torch_hand_formulas_are_unverified_and_others_refused(monkeypatch) -> None:
+    from llenergymeasure.flops import counting
+
+    monkeypatch.setattr(counting, "_torch_available", lambda: False)
+    named = flops.count_generate({**BASE, "model_type": "llama"}, 1, 8, 2)
+    assert named["confidence"] == "unverified" and named["flops_total"] > 0 and "not traced" in named["reason"]
+    other = flops.count_generate({**BASE, "model_type": "qwen3"}, 1, 8, 2)
+    assert other["confidence"] == "unsupported" and other["flops_total"] is None
+
+
+def test_moe_2n_reference_uses_active_parameters() -> None:
+    _, config = build("mixtral", **FAMILIES["mixtral"])
+    result = flops.count_generate(config, 2, 8, 3)
+    assert result["flops_2n_parameters"] == "params_active"
+    assert result["flops_2n_reference"] == 2 * result["params_active"] * 2 * (8 + 3 - 1)
+    assert result["params_active"] < result["params_non_embedding"]
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "gpt2", "qwen3"])
+def test_static_cache_attends_over_the_whole_cache(family: str) -> None:
+    from llenergymeasure.backends.pytorch_compiled import kv_room_tokens
+
+    fields = FAMILIES.get(family, {**BASE, "head_dim": 16})
+    model, config = build(family, **fields)
+    batch, prompt, new = 2, 10, 5
+    cache_len = prompt + kv_room_tokens({"max_new_tokens": 8})  # what pytorch-compiled allocates
+    ids = torch.randint(3, 128, (batch, prompt), generator=torch.Generator().manual_seed(1))
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
+                       do_sample=False, pad_token_id=0, cache_implementation="static", max_cache_len=cache_len)
+    static = flops.count_generate(config, batch, prompt, new, static_cache_len=cache_len)
+    dynamic = flops.count_generate(config, batch, prompt, new)
+    assert_close(static["flops_total"], counter.get_total_flops(), f"{family} static cache")
+    assert static["confidence"] == "exact" and static["flops_total"] > dynamic["flops_total"]
+
+
+def test_extra_projection_flops_are_added_per_processed_token() -> None:
+    config = {**BASE, "model_type": "llama"}
+    plain = flops.count_generate(config, 2, 16, 4)
+    adapted = flops.count_generate(config, 2, 16, 4, extra_flops_per_token=1000)
+    assert adapted["flops_prefill"] - plain["flops_prefill"] == 2 * 16 * 1000
+    assert adapted["flops_total"] - plain["flops_total"] == 2 * (16 + 3) * 1000
+    assert adapted["flops_linear"] - plain["flops_linear"] == 2 * (16 + 3) * 1000
 
 
 @pytest.mark.parametrize("missing", ["hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size"])
@@ -303,6 +355,7 @@ def test_annotate_adds_flops_and_utilisation_columns() -> None:
     assert math.isnan(out.loc[2, "mfu_prefill"]) and math.isnan(out.loc[2, "mbu_decode"])  # unknown hw
     assert out.loc[2, "flops_total"] == flops.count_generate(config, 4, 64, 8)["flops_total"]
     assert out.loc[0, "flops_method"] == "analytical" and out.loc[0, "flops_confidence"] == "exact"
+    assert "FlopCounterMode" in out.loc[0, "flops_reason"] and out.loc[0, "flops_2n_parameters"] == "params_active"
     assert list(rows.columns) == list(out.columns[: len(rows.columns)])  # input columns kept
 
 
@@ -322,6 +375,25 @@ def test_annotate_reports_integer_ops_only_where_int8_kernels_ran() -> None:
     assert out["int_ops_total"].isna().tolist() == [False, True, True]
     with pytest.raises(flops.FlopsConfigError, match="quant 'int3'"):
         flops.annotate(rows.assign(quant="int3"), config)
+
+
+def test_annotate_counts_compiled_rows_over_their_static_cache_and_keeps_refusals() -> None:
+    pd = pytest.importorskip("pandas")
+    shape = dict(batch_size=1, prompt_tokens=16, output_tokens=4, quant="none-float32", status="ok")
+    rows = pd.DataFrame([
+        {**shape, "backend": "pytorch", "backend_settings_json": "{}"},
+        {**shape, "backend": "pytorch-compiled", "backend_settings_json": json.dumps({"max_new_tokens": 32})},
+    ])
+    config = {**BASE, "model_type": "llama"}
+    out = flops.annotate(rows, config)
+    assert pd.isna(out.loc[0, "flops_static_cache_len"]) and out.loc[1, "flops_static_cache_len"] == 16 + 32
+    assert out.loc[1, "flops_total"] == flops.count_generate(config, 1, 16, 4, static_cache_len=48)["flops_total"]
+    assert out.loc[1, "flops_total"] > out.loc[0, "flops_total"]
+    with pytest.raises(flops.FlopsConfigError, match="max_new_tokens"):
+        flops.annotate(rows.assign(backend_settings_json="{}"), config)
+    refused = flops.annotate(rows, {**BASE, "model_type": "not_a_transformers_family"})
+    assert (refused["flops_confidence"] == "unsupported").all() and refused["flops_total"].isna().all()
+    assert refused["flops_reason"].str.contains("not_a_transformers_family").all()
 
 
 # ----------------------------------------------------------------------------- command line
@@ -358,7 +430,7 @@ def test_cli_table_is_human_readable(capsys) -> None:
     path = REPO_ROOT / "config" / "models" / "mixtral-8x7b.json"
     code, out, _ = run_flops_command(["--model-config", str(path), "--batch", "1", "--prompt", "128", "--new", "16"], capsys)
     assert code == 0
-    assert "flops_total" in out and "params_active" in out and "2N formula error" in out
+    assert "flops_total" in out and "params_active" in out and "2N formula (params_active) error" in out
 
 
 @pytest.mark.parametrize("argv, argument", [
@@ -397,3 +469,14 @@ def test_llenergymeasure_command_runs_the_flops_subcommand() -> None:
     assert printed["flops_total"] == flops.count_generate(json.loads(path.read_text()), 1, 4096, 1)["flops_total"]
     bad = subprocess.run([*command[:-1], "--quant", "int3"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "--quant" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_cli_unsupported_config_exits_non_zero_with_one_line(tmp_path, capsys) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**BASE, "model_type": "not_a_transformers_family"}))
+    code, out, err = run_flops_command(["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2"], capsys)
+    assert code == flops.cli.UNSUPPORTED_EXIT and out == ""
+    assert len(err.strip().splitlines()) == 1 and "unsupported" in err and "not_a_transformers_family" in err
+    code, out, err = run_flops_command(
+        ["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2", "--json"], capsys)
+    assert code == flops.cli.UNSUPPORTED_EXIT and json.loads(out)["confidence"] == "unsupported"

@@ -1,5 +1,6 @@
 rule flops:
-    """Annotate measured rows with exact analytical FLOPs, MFU and MBU."""
+    """Annotate measured rows with verified FLOPs (analytical count checked against a
+    FlopCounterMode trace of the meta-device model, or refused), MFU and MBU."""
     input:
         rows="results/measure/{model}/{quant}/{backend}.parquet",
         model=model_dir,
@@ -8,7 +9,7 @@ rule flops:
     log:
         "logs/flops/{model}/{quant}/{backend}.log",
     conda:
-        "../../envs/core.yaml"
+        "../../envs/pytorch.yaml"
     threads: 1
     script:
         "../scripts/flops.py"

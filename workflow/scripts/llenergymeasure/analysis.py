@@ -84,7 +84,7 @@ COLUMNS: dict[str, list[str]] = {
     ],
     "two_n_error": [
         "model", "family", "batch_size", "prompt_tokens", "output_tokens", "flops_total",
-        "flops_2n_reference", "relative_error",
+        "flops_2n_reference", "relative_error", "flops_confidence", "flops_2n_parameters",
     ],
     "quantisation_energy": ENERGY_COLUMNS["quantisation_energy"],
     "energy_phase_shares": ENERGY_COLUMNS["energy_phase_shares"],
@@ -459,7 +459,9 @@ def two_n_formula_error(
 ) -> pd.DataFrame:
     """The field's ``2 x non-embedding params x tokens`` estimate against the exact
     analytical count of `generate`, per architecture and prompt length (only lengths whose
-    prompt plus new tokens fit the architecture's context). relative_error = (2N - exact) / exact."""
+    prompt plus new tokens fit the architecture's context). relative_error = (2N - exact) / exact.
+    A count the engine refuses (`flops_confidence: unsupported`) has no error to report: its
+    row keeps empty FLOPs and says so in `flops_confidence`."""
     if not architectures:
         return _empty("two_n_error")
     from .flops import count_generate
@@ -471,12 +473,16 @@ def two_n_formula_error(
             if limit is not None and prompt + new_tokens > limit:
                 continue
             counted = count_generate(dict(hf_config), batch_size, prompt, new_tokens)
-            exact, estimate = float(counted["flops_total"]), float(counted["flops_2n_reference"])
+            exact, estimate = counted.get("flops_total"), counted.get("flops_2n_reference")
+            counted_ok = exact is not None and estimate is not None
             rows.append({
                 "model": name, "family": hf_config.get("model_type", name),
                 "batch_size": batch_size, "prompt_tokens": prompt, "output_tokens": new_tokens,
-                "flops_total": exact, "flops_2n_reference": estimate,
-                "relative_error": (estimate - exact) / exact,
+                "flops_total": float(exact) if counted_ok else None,
+                "flops_2n_reference": float(estimate) if estimate is not None else None,
+                "relative_error": (float(estimate) - float(exact)) / float(exact) if counted_ok else None,
+                "flops_confidence": counted.get("confidence"),
+                "flops_2n_parameters": counted.get("flops_2n_parameters"),
             })
     return _frame("two_n_error", rows)
 

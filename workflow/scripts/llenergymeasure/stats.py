@@ -81,6 +81,8 @@ CARRIED_COLUMNS: list[str] = [
     "flops_method",
     "flops_confidence",
     "flops_reason",
+    "flops_2n_parameters",
+    "flops_static_cache_len",
     "int_ops_total",
     "config_hash",
     "git_commit",

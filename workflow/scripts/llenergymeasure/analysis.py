@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from . import stats
+from . import adapter_analysis, stats
 from .stats import CHOICE_KEYS, CONFIG_KEYS, WORKLOAD_KEYS, StatsInputError
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ COLUMNS: dict[str, list[str]] = {
         "decode_share_median", "energy_is_estimate",
     ],
 }
+COLUMNS["adapter_overhead"] = adapter_analysis.COLUMNS  # LoRA adapters (adapter_analysis.py)
 ANALYSES: tuple[str, ...] = tuple(COLUMNS)
 
 
@@ -742,6 +743,9 @@ def run_all(
     `new_tokens`; `families` (model -> family) is used where the rows carry no
     ``model_family``.
     """
+    overhead = adapter_analysis.adapter_overhead(measurements)
+    # the implementation-choice analyses compare base models; adapters have their own
+    measurements, summary = adapter_analysis.base_rows(measurements), adapter_analysis.base_rows(summary)
     reference = config_analysis["reference"]
     metrics = list(config_analysis["compound_metrics"])
     families = dict(families or {})
@@ -762,6 +766,7 @@ def run_all(
         "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
         "quantisation_energy": quantisation_energy_effect(measurements, summary, reference),
         "energy_phase_shares": energy_phase_shares(measurements),
+        "adapter_overhead": overhead,
     }
     assert tuple(results) == ANALYSES
     for name, table in results.items():

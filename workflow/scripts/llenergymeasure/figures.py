@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .adapter_figures import adapter_overhead_figure  # noqa: E402
 from .tables import METRIC_LABELS  # noqa: E402
 from .variants import BACKEND_NAMES, VARIANTS  # noqa: E402
 
@@ -596,6 +597,7 @@ _FUNCTIONS: dict[str, Callable[[Tables], Figure]] = {
     "compound_efficiency": compound_efficiency,
     "rank_difference_tests": rank_difference_tests,
     "family_transfer_error": family_transfer_error,
+    "adapter_overhead": adapter_overhead_figure,  # LoRA adapters (adapter_figures.py)
 }
 # name -> (function, caption); the rules expand over these names.
 FIGURES: dict[str, tuple[Callable[[Tables], Figure], str]] = {
@@ -633,7 +635,11 @@ def load_study(
     measurements_path: str | Path, summary_path: str | Path, analysis_paths: Mapping[str, str | Path]
 ) -> dict[str, pd.DataFrame]:
     """The tables every figure and table function reads, by name."""
-    data = {"measurements": pd.read_parquet(measurements_path), "summary": pd.read_parquet(summary_path)}
+    from .adapter_analysis import base_rows
+
+    # base-model rows only: adapters are drawn from the adapter_overhead analysis
+    data = {"measurements": base_rows(pd.read_parquet(measurements_path)),
+            "summary": base_rows(pd.read_parquet(summary_path))}
     data.update({name: pd.read_parquet(path) for name, path in analysis_paths.items()})
     return data
 

@@ -19,6 +19,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 Tables = Mapping[str, pd.DataFrame]
+
+from .adapter_figures import adapter_overhead_table  # noqa: E402  (LoRA adapters)
 ESTIMATE_MARK = "†"  # dagger after a value: energy estimated, not measured by a sensor
 METRIC_LABELS = {
     "energy_j_per_output_token": "Energy per output token (J)",
@@ -287,6 +289,9 @@ TABLES: dict[str, tuple[Callable[[Tables], pd.DataFrame], str]] = {
     "quantisation_energy": (quantisation_energy_table, "Energy per output token of each quantised "
                             "variant over its model's baseline variant, with bootstrap 95% intervals. "
                             "†: energy estimated, not measured by a sensor."),
+    "adapter_overhead": (adapter_overhead_table, "LoRA adapter overhead: ratios of medians of tokens/s "
+                         "and J/token, unmerged over base, merged over base and unmerged over merged, "
+                         "with bootstrap 95% intervals; 'no sensor': energy was estimated, not measured."),
 }
 
 

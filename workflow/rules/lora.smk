@@ -1,30 +1,6 @@
 # LoRA adapters (llenergymeasure/lora.py): model -> adapter -> measure_adapter -> flops_adapter.
 # The base model's jobs keep their paths and params, so adding an adapter re-runs none of them.
 
-from llenergymeasure.lora import (
-    adapter_build_settings,
-    adapter_names,
-    adapter_workload,
-    expand_adapter_jobs,
-)
-
-ADAPTER_JOBS = list(expand_adapter_jobs(config))
-
-
-def adapter_rows():
-    """Every adapter job's FLOPs-annotated rows (unmerged and merged), for aggregate."""
-    return [
-        f"results/flops/{j.model}/{j.quant}/{j.backend}/adapter-{j.adapter}.parquet"
-        for j in ADAPTER_JOBS
-    ]
-
-
-def adapter_measurement_settings(wildcards):
-    """measurement_settings with the adapter's batch sizes: all its rows depend on."""
-    settings = measurement_settings(config, wildcards.backend)
-    settings["workload"] = adapter_workload(config, wildcards.model, wildcards.adapter)
-    return canonical_json(settings)
-
 
 rule adapter:
     """Build one LoRA adapter of one model (PEFT save_pretrained, safetensors) and its manifest."""

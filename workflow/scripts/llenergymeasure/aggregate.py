@@ -118,8 +118,8 @@ def aggregate(row_files: Iterable[str | Path], measurements_out: str | Path, sum
     from .io import write_parquet_atomic
 
     schema = load_measurements_schema()
-    rows = adapter_analysis.with_adapter_columns(read_row_files(row_files))
-    measurements = conform(merge_platforms(rows, extra_results), schema)
+    rows = merge_platforms(adapter_analysis.with_adapter_columns(read_row_files(row_files)), extra_results)
+    measurements = conform(adapter_analysis.with_adapter_columns(rows), schema)  # older tables: base rows
     summary = adapter_analysis.summarise(measurements, cv_threshold=cv_threshold)
     write_parquet_atomic(measurements_out, measurements)
     write_parquet_atomic(summary_out, summary)

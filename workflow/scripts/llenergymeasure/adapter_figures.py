@@ -62,9 +62,9 @@ def adapter_overhead_figure(data: Tables):
         merge = pd.to_numeric(part["adapter_merge_s"], errors="coerce").dropna()
         if len(merge):
             notes.append(f"{backend}: merge_and_unload took {merge.median():.3g} s (outside the measured windows).")
-    handles, names = axes[0].get_legend_handles_labels() if axes else ([], [])
-    if handles:
-        fig.legend(handles, names, loc="upper right", fontsize=6, frameon=False, ncols=len(names))
+    drawn = [ax for ax in axes if ax.get_legend_handles_labels()[0]]
+    if drawn:
+        drawn[0].legend(fontsize=5, loc="best", frameon=False)
     base._footnote(fig, notes)
     fig.tight_layout()
     return fig

@@ -5,6 +5,7 @@
 #   snakemake --cores 1 paper_figures           every paper figure from paper/data/, no GPU
 #
 # DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figures
+#      model -> adapter -> measure_adapter -> flops_adapter -> aggregate  (LoRA adapters)
 
 
 import sys
@@ -40,6 +41,7 @@ include: "workflow/rules/quantise.smk"
 include: "workflow/rules/gguf.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/flops.smk"
+include: "workflow/rules/lora.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/figures.smk"

@@ -2,6 +2,7 @@ rule aggregate:
     """One tidy per-trial Parquet and a per-configuration summary, checked against the schema."""
     input:
         measured_rows(),
+        adapter_rows(),
     output:
         measurements="results/aggregate/measurements.parquet",
         summary="results/aggregate/summary.parquet",

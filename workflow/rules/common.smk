@@ -93,3 +93,30 @@ def gguf_f16_source(wildcards):
     if wildcards.quant == "gguf-f16":
         return []
     return f"results/variants/{wildcards.model}/gguf-f16/model.gguf"
+
+
+# --- LoRA adapters (llenergymeasure/lora.py): the adapter jobs of workflow/rules/lora.smk
+
+from llenergymeasure.lora import (
+    adapter_build_settings,
+    adapter_names,
+    adapter_workload,
+    expand_adapter_jobs,
+)
+
+ADAPTER_JOBS = list(expand_adapter_jobs(config))
+
+
+def adapter_rows():
+    """Every adapter job's FLOPs-annotated rows (unmerged and merged), for aggregate."""
+    return [
+        f"results/flops/{j.model}/{j.quant}/{j.backend}/adapter-{j.adapter}.parquet"
+        for j in ADAPTER_JOBS
+    ]
+
+
+def adapter_measurement_settings(wildcards):
+    """measurement_settings with the adapter's batch sizes: all its rows depend on."""
+    settings = measurement_settings(config, wildcards.backend)
+    settings["workload"] = adapter_workload(config, wildcards.model, wildcards.adapter)
+    return canonical_json(settings)

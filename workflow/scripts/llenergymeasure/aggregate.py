@@ -13,6 +13,7 @@ from typing import Any, Iterable
 import yaml
 
 from .config import REPO_ROOT
+from .lora import KEY_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def merge_platforms(frame: Any, extra_folders: Iterable[str | Path]) -> Any:
         frames.append(other.drop(columns=["schema_version"], errors="ignore"))
     merged = pd.concat(frames, ignore_index=True)
     keys = ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "trial"]
+    keys += [key for key in KEY_COLUMNS if key in merged]  # LoRA adapters: a base row and an adapter's differ
     duplicated = merged.duplicated(subset=keys, keep="first")
     if duplicated.any():
         log.warning("dropping %d duplicated trial rows found in merged results", int(duplicated.sum()))
@@ -112,13 +114,13 @@ def merge_platforms(frame: Any, extra_folders: Iterable[str | Path]) -> Any:
 def aggregate(row_files: Iterable[str | Path], measurements_out: str | Path, summary_out: str | Path,
               extra_results: Iterable[str | Path] = (), cv_threshold: float = 0.05) -> tuple[Any, Any]:
     """Concatenate, conform, summarise; write both tables atomically."""
-    from . import stats
+    from . import adapter_analysis
     from .io import write_parquet_atomic
 
     schema = load_measurements_schema()
-    rows = merge_platforms(read_row_files(row_files), extra_results)
-    measurements = conform(rows, schema)
-    summary = stats.summarise(measurements, cv_threshold=cv_threshold)
+    rows = merge_platforms(adapter_analysis.with_adapter_columns(read_row_files(row_files)), extra_results)
+    measurements = conform(adapter_analysis.with_adapter_columns(rows), schema)  # older tables: base rows
+    summary = adapter_analysis.summarise(measurements, cv_threshold=cv_threshold)
     write_parquet_atomic(measurements_out, measurements)
     write_parquet_atomic(summary_out, summary)
     log.info("aggregated %d rows into %d configurations", len(measurements), len(summary))

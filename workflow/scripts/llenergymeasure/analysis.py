@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from . import intervals, stats
+from . import adapter_analysis, intervals, stats
 from .energy_analysis import COLUMNS as ENERGY_COLUMNS
 from .energy_analysis import energy_phase_shares, quantisation_energy_effect, sensor_energy_only
 from .intervals import rank_correlations
@@ -89,6 +89,7 @@ COLUMNS: dict[str, list[str]] = {
     "quantisation_energy": ENERGY_COLUMNS["quantisation_energy"],
     "energy_phase_shares": ENERGY_COLUMNS["energy_phase_shares"],
 }
+COLUMNS["adapter_overhead"] = adapter_analysis.COLUMNS  # LoRA adapters (adapter_analysis.py)
 ANALYSES: tuple[str, ...] = tuple(COLUMNS)
 
 
@@ -508,6 +509,9 @@ def run_all(
     feeds the 2N-formula sweep at `new_tokens`; `families` (model -> family) is used where
     the rows carry no ``model_family``.
     """
+    overhead = adapter_analysis.adapter_overhead(measurements)
+    # the implementation-choice analyses compare base models; adapters have their own
+    measurements, summary = adapter_analysis.base_rows(measurements), adapter_analysis.base_rows(summary)
     reference = config_analysis["reference"]
     metrics = list(config_analysis["compound_metrics"])
     tolerance = float(config_analysis.get("flops_tolerance", FLOPS_TOLERANCE))
@@ -532,6 +536,7 @@ def run_all(
         "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
         "quantisation_energy": quantisation_energy_effect(measurements, summary),
         "energy_phase_shares": energy_phase_shares(measurements),
+        "adapter_overhead": overhead,
     }
     assert tuple(results) == ANALYSES
     for name, table in results.items():

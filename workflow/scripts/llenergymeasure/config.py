@@ -230,7 +230,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if not MODEL_NAME_RE.match(name):
             raise ConfigError(f"models.{name}: model names use lowercase letters, digits, '.', '_', '-' (no paths)")
         source = entry.get("source", "config")
-        model_type = None
+        model_type = arch = None
         if source == "config":
             arch = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
@@ -259,6 +259,10 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
                 problem = check_supported(quant, has_cuda, model_type)
                 if problem:
                     raise ConfigError(f"{field}[{index}]: {problem}")
+        if entry.get("adapters"):
+            from .lora import check_adapters
+
+            check_adapters(config, name, arch, root)
 
     for section, key in (("quantisation", "calibration"), ("evaluation", None)):
         block = config[section][key] if key else config[section]

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .adapter_figures import adapter_overhead_figure  # noqa: E402
 from .energy_analysis import study_energy  # noqa: E402
 from .tables import METRIC_LABELS  # noqa: E402
 from .variants import BACKEND_NAMES, VARIANTS  # noqa: E402
@@ -635,6 +636,7 @@ _FUNCTIONS: dict[str, Callable[[Tables], Figure]] = {
     "compound_efficiency": compound_efficiency,
     "rank_difference_tests": rank_difference_tests,
     "family_transfer_error": family_transfer_error,
+    "adapter_overhead": adapter_overhead_figure,  # LoRA adapters (adapter_figures.py)
 }
 # name -> (function, caption); the rules expand over these names.
 FIGURES: dict[str, tuple[Callable[[Tables], Figure], str]] = {
@@ -673,9 +675,12 @@ def load_study(
     use_estimated_energy: bool = False,
 ) -> dict[str, object]:
     """The tables every figure and table function reads, by name, and whether the study
-    opted in to estimated energy (``use_estimated_energy``, the config's analysis key)."""
-    data: dict[str, object] = {"measurements": pd.read_parquet(measurements_path),
-                               "summary": pd.read_parquet(summary_path)}
+    opted in to estimated energy (``use_estimated_energy``, the config's analysis key).
+    Base-model rows only: adapters are drawn from the adapter_overhead analysis."""
+    from .adapter_analysis import base_rows
+
+    data: dict[str, object] = {"measurements": base_rows(pd.read_parquet(measurements_path)),
+                               "summary": base_rows(pd.read_parquet(summary_path))}
     data.update({name: pd.read_parquet(path) for name, path in analysis_paths.items()})
     data["use_estimated_energy"] = bool(use_estimated_energy)
     return data

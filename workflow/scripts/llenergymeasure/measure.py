@@ -36,6 +36,7 @@ from .aggregate import as_schema_type
 from .backends import Backend, LoadInfo, get_backend
 from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
 from .io import write_json_atomic, write_parquet_atomic
+from .lora import ROW_COLUMNS, base_row_fields
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ MEASURED_COLUMNS: dict[str, str] = {
     "platform_id": "string",
     "config_hash": "string",
     "git_commit": "string",
+    **ROW_COLUMNS,  # LoRA adapters (lora.py): 'none' on base-model rows
 }
 
 # Latencies of the last this-many warmup runs give the rolling coefficient of variation.
@@ -379,8 +381,10 @@ def write_rows(rows: list[dict[str, Any]], output: str | Path) -> None:
 # -- the job ---------------------------------------------------------------------------------
 
 
-def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str, env_output: str) -> None:
-    """Measure every configured shape of one variant on one backend; write rows and environment."""
+def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str, env_output: str,
+            adapter_dir: str | None = None) -> None:
+    """Measure every configured shape of one variant on one backend; write rows and environment.
+    With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged."""
     started = time.time()
     protocol = resolve_protocol(config)
     with open(variant_path) as handle:
@@ -408,6 +412,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "platform_id": env["platform_id"],
         "config_hash": env["config_hash"],
         "git_commit": env["git_commit"],
+        **base_row_fields(),
     }
     shapes = [(b, p) for b in protocol.batch_sizes for p in protocol.prompt_tokens]
     rows: list[dict[str, Any]] = []
@@ -453,11 +458,21 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
             meter.cancel()
             logger.error("idle baseline failed: %s", _error_text(exc))
         logger.info("idle baseline: %s W over %.2f s (%s)", idle.watts, idle.seconds, idle.source)
-        for batch_size, prompt_tokens in shapes:
-            shape_rows, record = _measure_shape(runner, meter, protocol, idle, base_row, batch_size, prompt_tokens)
-            rows.extend(shape_rows)
-            shape_records.append(record)
-            gpu_states.append(environment.capture_gpu_state(f"after b{batch_size} p{prompt_tokens}"))
+        for fields, prepare in _phases(adapter_dir):
+            phase_row = {**base_row, **fields}
+            try:  # e.g. put an adapter on the model or merge it: outside every window
+                phase_row.update(prepare(runner))
+            except Exception as exc:
+                error = _error_text(exc)
+                logger.error("preparing %s failed: %s", fields, error)
+                rows += [{**phase_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
+                         for b, p in shapes]
+                continue
+            for batch_size, prompt_tokens in shapes:
+                shape_rows, record = _measure_shape(runner, meter, protocol, idle, phase_row, batch_size, prompt_tokens)
+                rows.extend(shape_rows)
+                shape_records.append({**record, "adapter": phase_row["adapter"], "adapter_merged": phase_row["adapter_merged"]})
+                gpu_states.append(environment.capture_gpu_state(f"after b{batch_size} p{prompt_tokens}"))
         _close(runner)
 
     write_rows(rows, output)
@@ -478,6 +493,16 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     )
     write_json_atomic(env_output, env)
     logger.info("wrote %d rows (%d failed) to %s", len(rows), env["failed_rows"], output)
+
+
+def _phases(adapter_dir: str | None) -> list:
+    """The model states measured in turn, as (row fields, preparation): the base model alone,
+    or an adapter unmerged then merged (lora_build.measurement_phases)."""
+    if adapter_dir is None:
+        return [({}, lambda runner: {})]
+    from .lora_build import measurement_phases
+
+    return measurement_phases(adapter_dir)
 
 
 def _close(runner: Backend | None) -> None:

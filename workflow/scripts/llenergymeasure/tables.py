@@ -19,6 +19,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 Tables = Mapping[str, pd.DataFrame]
+
+from .adapter_figures import adapter_overhead_table  # noqa: E402  (LoRA adapters)
 ESTIMATE_MARK = "†"  # dagger after a value: energy estimated, not measured by a sensor
 METRIC_LABELS = {
     "energy_j_per_output_token": "Energy per output token (J)",
@@ -313,6 +315,9 @@ TABLES: dict[str, tuple[Callable[[Tables], pd.DataFrame], str]] = {
                             "the unquantised variant of the same model on the same backend, with the ratio "
                             "of the medians' order-statistic intervals and its coverage. †: energy estimated, "
                             "not measured by a sensor."),
+    "adapter_overhead": (adapter_overhead_table, "LoRA adapter overhead: ratios of medians of tokens/s "
+                         "and J/token, unmerged over base, merged over base and unmerged over merged, "
+                         "with order-statistic intervals (their coverage bound is the ci_coverage column); 'no sensor': energy was estimated, not measured."),
 }
 
 

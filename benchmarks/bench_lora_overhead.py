@@ -1,0 +1,98 @@
+"""What does an unmerged LoRA adapter cost on this machine, against merged and the base model?
+
+Loads one variant three times in one process with the pytorch backend: the base model, the
+model with an adapter unmerged (PEFT) and with it merged (`merge_and_unload`). Then, round
+after round, in a rotating order on the same inputs, each runs one window of
+`generate(inputs, new_tokens)` repeated for `--window` seconds. Prints tokens per wall second
+and per CPU second of this process (other processes on a shared machine move the first far
+more than the second), and the ratio of medians with a bootstrap 95% interval
+(stats.bootstrap_ratio_of_medians) of unmerged/base, merged/base and unmerged/merged, and the
+median of the per-round paired ratios with its bootstrap 95% interval (windows of one round run
+seconds apart under the same load, so their ratio drifts less than the rates do).
+
+    python benchmarks/bench_lora_overhead.py \
+        --variant results/variants/tiny-llama/none-float32/variant.json \
+        --adapter results/adapters/tiny-llama/lora-r8
+
+Both come from the pipeline (`snakemake results/adapters/tiny-llama/lora-r8` and the variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
+
+from llenergymeasure import stats  # noqa: E402
+from llenergymeasure.backends import get_backend  # noqa: E402
+from llenergymeasure.lora_build import measurement_phases  # noqa: E402
+
+
+def window(backend, inputs, new_tokens: int, seconds: float, tokens_per_call: int) -> tuple[float, float]:
+    """(tokens per wall second, tokens per CPU second of this process) over one window."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    calls = 0
+    while True:
+        backend.generate(inputs, new_tokens)
+        calls += 1
+        if time.perf_counter() - wall >= seconds:
+            break
+    return calls * tokens_per_call / (time.perf_counter() - wall), calls * tokens_per_call / (time.process_time() - cpu)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True)
+    parser.add_argument("--adapter", required=True)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--window", type=float, default=0.5)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--new", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    variant = json.loads(Path(args.variant).read_text())
+    settings = {"threads": args.threads}
+    backends = {}
+    for state in ("base", "unmerged", "merged"):
+        backend = get_backend("pytorch")(settings, "cpu")
+        backend.load(variant)
+        backends[state] = backend
+    (_, unmerge), (_, merge) = measurement_phases(args.adapter)
+    unmerge(backends["unmerged"])
+    unmerge(backends["merged"])
+    print("merge:", merge(backends["merged"]))
+    inputs = backends["base"].prepare_inputs(args.batch, args.prompt, seed=0)
+    tokens = args.batch * args.new
+    for backend in backends.values():  # warm-up
+        window(backend, inputs, args.new, args.window, tokens)
+    rates: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s in backends}
+    order = list(backends)
+    for round_index in range(args.rounds):
+        for state in order[round_index % 3:] + order[: round_index % 3]:
+            wall, cpu = window(backends[state], inputs, args.new, args.window, tokens)
+            rates[state]["wall"].append(wall)
+            rates[state]["cpu"].append(cpu)
+        print(f"round {round_index}: " + "  ".join(f"{s} {rates[s]['wall'][-1]:.1f}" for s in order), flush=True)
+    print(f"\nb={args.batch} s={args.prompt} t={args.new}, {args.rounds} rounds x {args.window} s windows, "
+          f"{args.threads} torch thread(s)")
+    for clock in ("wall", "cpu"):
+        medians = {s: statistics.median(rates[s][clock]) for s in order}
+        print(f"{clock:4s} tok/s median: " + ", ".join(f"{s} {medians[s]:.1f}" for s in order))
+        for top, bottom in (("unmerged", "base"), ("merged", "base"), ("unmerged", "merged")):
+            ratio, low, high = stats.bootstrap_ratio_of_medians(rates[top][clock], rates[bottom][clock])
+            # the same round's windows ran seconds apart, under the same load: their ratio drifts less
+            paired = [a / b for a, b in zip(rates[top][clock], rates[bottom][clock])]
+            paired_low, paired_high = stats.bootstrap_interval(paired)
+            print(f"  {clock} {top}/{bottom}: ratio of medians {ratio:.3f} [{low:.3f}, {high:.3f}]; "
+                  f"median paired ratio {statistics.median(paired):.3f} [{paired_low:.3f}, {paired_high:.3f}]")
+
+
+if __name__ == "__main__":
+    main()

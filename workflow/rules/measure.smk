@@ -10,6 +10,8 @@ rule measure:
         "logs/measure/{model}/{quant}/{backend}.log",
     conda:
         backend_env
+    wildcard_constraints:
+        backend=IN_PROCESS_BACKENDS,
     # Measurements never overlap: profiles/default allows one gpu and one measure_slot at a
     # time, and a measure job takes every core so nothing else runs beside it on a workstation.
     threads: workflow.cores
@@ -21,3 +23,35 @@ rule measure:
         settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
     script:
         "../scripts/measure.py"
+
+
+rule measure_vllm:
+    """The measure job of the vllm backend, run as a command in the vLLM interpreter: .venv-vllm
+    (or $LLEM_VLLM_PYTHON), or with --sdm conda the device's env (envs/vllm-cpu.yaml, envs/vllm.yaml).
+    vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv."""
+    input:
+        variant=variant_manifest,
+        model=model_dir,
+    output:
+        rows="results/measure/{model}/{quant}/{backend}.parquet",
+        environment="results/measure/{model}/{quant}/{backend}.env.json",
+    log:
+        "logs/measure/{model}/{quant}/{backend}.log",
+    conda:
+        vllm_env
+    wildcard_constraints:
+        backend="vllm",
+    threads: workflow.cores
+    resources:
+        gpu=uses_gpu,
+        measure_slot=1,
+    params:
+        settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
+        python=vllm_python,
+        adapter=adapter_script("measure.py"),
+    shell:
+        "{params.python} {params.adapter:q} --rule measure_vllm"
+        " --input variant={input.variant:q} --output rows={output.rows:q}"
+        " --output environment={output.environment:q} --param settings={params.settings:q}"
+        " --wildcard model={wildcards.model} --wildcard quant={wildcards.quant}"
+        " --wildcard backend={wildcards.backend} > {log:q} 2>&1"

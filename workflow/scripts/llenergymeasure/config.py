@@ -67,10 +67,12 @@ BACKEND_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
                          "dynamic": (bool, type(None))},
     "llamacpp": {"threads": int, "max_new_tokens": int, "flash_attn": str, "verbose": bool,
                  "extra_buffer_types": (str, bool), "n_gpu_layers": int, "n_ubatch": int},
-    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str,
-             "gpu_memory_utilization": (int, float), "enforce_eager": bool, "tensor_parallel_size": int},
+    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str, "threads": int,
+             "gpu_memory_utilization": (int, float), "kv_cache_memory_bytes": int, "enforce_eager": bool,
+             "tensor_parallel_size": int, "max_num_seqs": int, "cpu_threads_bind": str},
 }
-POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size")
+POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size",
+                     "kv_cache_memory_bytes", "max_num_seqs")
 
 
 class ConfigError(ValueError):
@@ -248,11 +250,17 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
             if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
                 raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
             allowed = quants_for_backend(backend)
+            on_this_device = quants_for_backend(backend, "cuda" if has_cuda else "cpu")
             for index, quant in enumerate(quants):
                 if quant not in VARIANTS:
                     raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
                 if quant not in allowed:
                     raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                if quant not in on_this_device:
+                    raise ConfigError(
+                        f"{field}[{index}]: {backend} on CPU cannot run {quant!r} (not verified with its CPU build); "
+                        f"allowed on CPU: {', '.join(on_this_device)}; measure it on a GPU or with pytorch"
+                    )
                 problem = check_supported(quant, has_cuda, model_type)
                 if problem:
                     raise ConfigError(f"{field}[{index}]: {problem}")

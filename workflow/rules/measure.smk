@@ -8,10 +8,10 @@ rule measure:
         environment="results/measure/{model}/{quant}/{backend}.env.json",
     log:
         "logs/measure/{model}/{quant}/{backend}.log",
-    conda:
-        backend_env
     wildcard_constraints:
         backend=IN_PROCESS_BACKENDS,
+    conda:
+        backend_env
     # Measurements never overlap: profiles/default allows one gpu and one measure_slot at a
     # time, and a measure job takes every core so nothing else runs beside it on a workstation.
     threads: workflow.cores
@@ -28,7 +28,8 @@ rule measure:
 rule measure_vllm:
     """The measure job of the vllm backend, run as a command in the vLLM interpreter: .venv-vllm
     (or $LLEM_VLLM_PYTHON), or with --sdm conda the device's env (envs/vllm-cpu.yaml, envs/vllm.yaml).
-    vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv."""
+    vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv.
+    """
     input:
         variant=variant_manifest,
         model=model_dir,
@@ -37,10 +38,10 @@ rule measure_vllm:
         environment="results/measure/{model}/{quant}/{backend}.env.json",
     log:
         "logs/measure/{model}/{quant}/{backend}.log",
-    conda:
-        vllm_env
     wildcard_constraints:
         backend="vllm",
+    conda:
+        vllm_env
     threads: workflow.cores
     resources:
         gpu=uses_gpu,

@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import yaml
 
 from .quantise import check_supported
+from .serving.settings import DEFAULTS as SERVING_DEFAULTS
+from .serving.settings import check_serving
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, quants_for_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -47,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "evaluation": {"text": "data/text/evaluation.txt", "sequence_length": 128, "max_sequences": 4},
     "backend_settings": {},
+    "scenarios": ["offline"],
+    "serving": SERVING_DEFAULTS,
     "analysis": {
         "reference": None,
         "compound_metrics": [
@@ -224,6 +228,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         has_cuda = False
     workload = config["workload"]
     longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
+    positions: dict[str, int | None] = {}
 
     for name, entry in config["models"].items():
         if not MODEL_NAME_RE.match(name):
@@ -233,7 +238,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if source == "config":
             arch = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
-            limit = max_positions(arch)
+            limit = positions[name] = max_positions(arch)
             if limit is not None and longest > limit:
                 raise ConfigError(
                     f"workload: prompt_tokens + new_tokens = {longest} exceeds models.{name}'s "
@@ -264,6 +269,8 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
                 problem = check_supported(quant, has_cuda, model_type)
                 if problem:
                     raise ConfigError(f"{field}[{index}]: {problem}")
+
+    check_serving(config, positions, ConfigError)
 
     for section, key in (("quantisation", "calibration"), ("evaluation", None)):
         block = config[section][key] if key else config[section]

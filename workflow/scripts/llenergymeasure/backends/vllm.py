@@ -112,7 +112,10 @@ def runtime_environment(device: str, settings: dict[str, Any], in_process: bool)
     """Environment variables vLLM reads at engine start (set before the engine is built)."""
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0" if in_process else "1"}
     if device == "cpu":
-        env["OMP_NUM_THREADS"] = str(int(settings.get("threads") or usable_cores()))
+        # in-process, torch runs the model in this process: give it the job's threads (vLLM would
+        # drop it to one); a server's worker gets its threads from vLLM's own CPU binding instead
+        if in_process or settings.get("threads"):
+            env["OMP_NUM_THREADS"] = str(int(settings.get("threads") or usable_cores()))
         if settings.get("cpu_threads_bind"):
             env["VLLM_CPU_OMP_THREADS_BIND"] = str(settings["cpu_threads_bind"])
     return env
@@ -204,7 +207,7 @@ class VllmBackend(Backend):
         ids = rng.integers(FIRST_ORDINARY_TOKEN, self.vocab_size, size=(batch_size, prompt_tokens))
         return [{"prompt_token_ids": [int(t) for t in row]} for row in ids]
 
-    def _params(self, new_tokens: int) -> Any:
+    def sampling_params(self, new_tokens: int) -> Any:
         from vllm import SamplingParams
 
         return SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
@@ -214,7 +217,7 @@ class VllmBackend(Backend):
                  on_token: Callable[[], None] | None = None) -> int:
         if on_token is not None:
             return self._generate_stepwise(inputs, new_tokens, on_token)
-        outputs = self.llm.generate(inputs, self._params(new_tokens), use_tqdm=False)
+        outputs = self.llm.generate(inputs, self.sampling_params(new_tokens), use_tqdm=False)
         counts = {len(output.outputs[0].token_ids) for output in outputs}
         if counts != {new_tokens} or len(outputs) != len(inputs):
             raise RuntimeError(f"vllm produced {sorted(counts)} tokens for {len(outputs)} sequences, expected {new_tokens}")
@@ -225,7 +228,7 @@ class VllmBackend(Backend):
         from vllm.sampling_params import RequestOutputKind
 
         engine = self.llm.llm_engine
-        params = self._params(new_tokens)
+        params = self.sampling_params(new_tokens)
         params.output_kind = RequestOutputKind.DELTA
         produced: Counter[str] = Counter()
         for prompt in inputs:

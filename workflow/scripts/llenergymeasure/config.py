@@ -73,7 +73,8 @@ BACKEND_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
                  "extra_buffer_types": (str, bool), "n_gpu_layers": int, "n_ubatch": int},
     "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str, "threads": int,
              "gpu_memory_utilization": (int, float), "kv_cache_memory_bytes": int, "enforce_eager": bool,
-             "tensor_parallel_size": int, "max_num_seqs": int, "cpu_threads_bind": str},
+             "tensor_parallel_size": int, "max_num_seqs": int, "cpu_threads_bind": str,
+             "server_executor": str},
 }
 POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size",
                      "kv_cache_memory_bytes", "max_num_seqs")

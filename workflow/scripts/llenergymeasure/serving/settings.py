@@ -46,6 +46,9 @@ def check_serving(config: dict[str, Any], positions: dict[str, int | None], erro
     if not serving_enabled(config):
         return
     serving = config["serving"]
+    executor = ((config.get("backend_settings") or {}).get("vllm") or {}).get("server_executor", "mp")
+    if executor not in ("mp", "uni"):
+        raise error(f"backend_settings.vllm.server_executor: {executor!r} is not allowed; allowed: mp (vLLM's default), uni")
     if not any(True for _ in serving_jobs(config)):
         raise error(f"scenarios: serving needs a model with a serving backend ({', '.join(SERVING_BACKENDS)}) "
                     "in models.<name>.backends; add one or remove serving")

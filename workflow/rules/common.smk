@@ -67,9 +67,9 @@ def vllm_env(wildcards):
 
 
 def vllm_python(wildcards):
-    """The interpreter of vLLM jobs: the conda env's under --sdm conda, else the vLLM venv."""
+    """The interpreter of vLLM jobs: under --sdm conda the env's own (the script's, ""), else the vLLM venv."""
     if uses_conda():
-        return "python"
+        return ""
     python = os.environ.get("LLEM_VLLM_PYTHON") or str(
         Path(workflow.basedir) / ".venv-vllm" / "bin" / "python"
     )
@@ -147,7 +147,6 @@ def offline_outputs():
         *all_analysis_outputs(),
         *all_figure_outputs(),
     ]
-
 
 
 def serving_rows():

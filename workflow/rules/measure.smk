@@ -26,8 +26,9 @@ rule measure:
 
 
 rule measure_vllm:
-    """The measure job of the vllm backend, run as a command in the vLLM interpreter: .venv-vllm
-    (or $LLEM_VLLM_PYTHON), or with --sdm conda the device's env (envs/vllm-cpu.yaml, envs/vllm.yaml).
+    """The measure job of the vllm backend, in the vLLM interpreter: the adapter runs itself in
+    params.python (.venv-vllm or $LLEM_VLLM_PYTHON), or with --sdm conda in the device's env
+    (envs/vllm-cpu.yaml, envs/vllm.yaml).
     vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv.
     """
     input:
@@ -50,9 +51,5 @@ rule measure_vllm:
         settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
         python=vllm_python,
         adapter=adapter_script("measure.py"),
-    shell:
-        "{params.python} {params.adapter:q} --rule measure_vllm"
-        " --input variant={input.variant:q} --output rows={output.rows:q}"
-        " --output environment={output.environment:q} --param settings={params.settings:q}"
-        " --wildcard model={wildcards.model} --wildcard quant={wildcards.quant}"
-        " --wildcard backend={wildcards.backend} > {log:q} 2>&1"
+    script:
+        "../scripts/measure.py"

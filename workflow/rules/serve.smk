@@ -27,13 +27,8 @@ rule serve:
         settings=serving_settings,
         python=vllm_python,
         adapter=adapter_script("serve.py"),
-    shell:
-        "{params.python} {params.adapter:q} --rule serve"
-        " --input variant={input.variant:q} --output rows={output.rows:q}"
-        " --output requests={output.requests:q} --output environment={output.environment:q}"
-        " --param settings={params.settings:q} --param server_log={log.server:q}"
-        " --wildcard model={wildcards.model} --wildcard quant={wildcards.quant}"
-        " --wildcard backend={wildcards.backend} > {log.job:q} 2>&1"
+    script:
+        "../scripts/serve.py"
 
 
 rule serving_figures:

@@ -1,12 +1,12 @@
-"""Adapter of rule `measure`: every configured shape of one variant on one backend.
+"""Adapter of rules `measure` and `measure_vllm`: every configured shape of one variant on one backend.
 
-Rule `measure_vllm` runs it as a command in the vLLM interpreter (see `adapter.command_line_job`).
-The main guard matters there: a process vLLM spawns re-imports this file as `__mp_main__`, and
-must not run the job again."""
+measure_vllm names vLLM's interpreter in `params.python`; the adapter then runs itself there
+(`adapter.in_rule_interpreter`). The main guard matters there: a process vLLM spawns
+re-imports this file as `__mp_main__`, and must not run the job again."""
 
 import json
 
-from llenergymeasure.adapter import command_line_job, run_rule
+from llenergymeasure.adapter import command_line_job, in_rule_interpreter, run_rule
 from llenergymeasure.measure import run_job
 
 
@@ -26,4 +26,7 @@ def main(snakemake):
 
 
 if __name__ == "__main__":
-    main(globals().get("snakemake") or command_line_job())
+    if "snakemake" in globals():
+        in_rule_interpreter(globals()["snakemake"], main)
+    else:
+        main(command_line_job())

@@ -1,9 +1,10 @@
-"""Adapter of rule `serve`: the serving scenario for one variant (run as a command in the vLLM
-interpreter, see `adapter.command_line_job`; the main guard keeps spawned processes from re-running it)."""
+"""Adapter of rule `serve`: the serving scenario for one variant, in vLLM's interpreter
+(`params.python`, see `adapter.in_rule_interpreter`; the main guard keeps processes vLLM
+spawns from re-running the job)."""
 
 import json
 
-from llenergymeasure.adapter import command_line_job, run_rule
+from llenergymeasure.adapter import command_line_job, in_rule_interpreter, run_rule
 from llenergymeasure.serving.job import run_serving_job
 
 
@@ -19,10 +20,13 @@ def main(snakemake):
             output=snakemake.output.rows,
             requests_output=snakemake.output.requests,
             env_output=snakemake.output.environment,
-            server_log=snakemake.params.server_log,
+            server_log=snakemake.log.server,
         ),
     )
 
 
 if __name__ == "__main__":
-    main(globals().get("snakemake") or command_line_job())
+    if "snakemake" in globals():
+        in_rule_interpreter(globals()["snakemake"], main)
+    else:
+        main(command_line_job())

@@ -245,3 +245,23 @@ def test_no_server_is_left_after_a_forced_failure_or_a_killed_job(tmp_path):
             job.kill()
         for pid in _vllm_processes_under(model):  # never leave a server to other tests
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_energy_slices_are_back_to_back_and_cover_a_window():
+    """The slicer on a real meter (the CPU-TDP estimate, the one meter every machine has; serving
+    rows never use it, but the slicing is the same for Zeus NVML/RAPL meters)."""
+    from llenergymeasure.energy import cpu_tdp_meter
+    from llenergymeasure.serving.job import EnergySlices
+
+    with EnergySlices(cpu_tdp_meter(), slice_s=0.05) as sliced:
+        start = time.perf_counter()
+        while time.perf_counter() - start < 0.4:  # keep this process busy so every slice accrues CPU time
+            sum(range(1000))
+        end = time.perf_counter()
+    slices = sliced.slices
+    assert len(slices) >= 3  # slices stretch when the busy loop holds the GIL
+    assert all(later[0] == earlier[1] for earlier, later in zip(slices, slices[1:]))  # no gaps
+    inner = (slices[1][0], slices[-2][1])
+    joules = steady.window_energy(slices, *inner)
+    assert joules is not None and joules > 0
+    assert joules <= sum(j for _, _, j in slices) and end > start

@@ -68,13 +68,15 @@ class EnergySlices:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        mark = time.perf_counter()  # each slice starts where the last ended: they tile the run
         while not self._stop.is_set():
-            began = time.perf_counter()
             self.meter.begin()
             self._stop.wait(self.slice_s)
             reading = self.meter.end()
-            if reading.joules is not None:
-                self.slices.append((began, time.perf_counter(), reading.joules))
+            now = time.perf_counter()
+            if reading.joules is not None:  # a slice that read nothing leaves a gap: no window energy then
+                self.slices.append((mark, now, reading.joules))
+            mark = now
 
     def __enter__(self) -> EnergySlices:
         self._thread.start()

@@ -45,6 +45,7 @@ include: "workflow/rules/lora.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/serve.smk"
 
 
 # Cheap table and figure rules run on the submitting host, never as cluster jobs.
@@ -54,12 +55,11 @@ localrules:
     analyse,
     figures,
     paper_figures,
+    serving_figures,
 
 
 rule all:
     default_target: True
     input:
-        "results/aggregate/measurements.parquet",
-        "results/aggregate/summary.parquet",
-        all_analysis_outputs(),
-        all_figure_outputs(),
+        offline_outputs(),
+        serving_figure_outputs(),

@@ -2,7 +2,8 @@
 
 Loads one variant once, then alternates, round after round, in the same process on the same
 inputs:
-  bare     a plain loop of `backend.generate(inputs, new_tokens)` for `--window` seconds;
+  bare     a plain loop of `backend.generate(inputs, new_tokens)` for `--window` seconds (for
+           vllm: the engine's own `LLM.generate(inputs, SamplingParams)`, past our backend);
   harness  one trial as the protocol runs it (prefill window, full window with the selected
            energy meter and peak-memory reading, streamed probe), whose tokens/s is what a
            row would say.
@@ -14,6 +15,9 @@ processes cannot move.
     python benchmarks/bench_overhead.py --variant results/variants/tiny-llama/none-float32/variant.json
 
 The variant comes from the pipeline (`snakemake results/variants/tiny-llama/none-float32/variant.json`).
+vLLM runs in its own venv:
+
+    .venv-vllm/bin/python benchmarks/bench_overhead.py --backend vllm --settings '{"max_prompt_tokens": 64, "max_new_tokens": 32}'
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
@@ -42,13 +46,22 @@ class Rate:
     cpu: float
 
 
+def bare_call(backend: Backend, inputs: Any, new_tokens: int) -> Callable[[], Any]:
+    """The engine's own generate call: vLLM's `LLM.generate` directly, else the backend's generate."""
+    if backend.name == "vllm":
+        params = backend.sampling_params(new_tokens)
+        return lambda: backend.llm.generate(inputs, params, use_tqdm=False)
+    return lambda: backend.generate(inputs, new_tokens)
+
+
 def bare_rate(backend: Backend, inputs: Any, batch_size: int, new_tokens: int, seconds: float) -> Rate:
     """A plain generate loop lasting at least `seconds`."""
+    call = bare_call(backend, inputs, new_tokens)
     backend.synchronize()
     cpu_start, start = time.process_time(), time.perf_counter()
     calls = 0
     while True:
-        backend.generate(inputs, new_tokens)
+        call()
         calls += 1
         if time.perf_counter() - start >= seconds:
             break

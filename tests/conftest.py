@@ -17,10 +17,19 @@ if str(SCRIPTS) not in sys.path:
 
 BIN = Path(sys.executable).parent
 SNAKEMAKE = str(BIN / "snakemake")
+# vLLM runs in its own venv (install.sh builds .venv-vllm); tests that need it fail loudly without it.
+VLLM_PYTHON = Path(os.environ.get("LLEM_VLLM_PYTHON") or REPO_ROOT / ".venv-vllm" / "bin" / "python")
+
+
+def vllm_python() -> Path:
+    """The vLLM venv's interpreter; a clear failure (never a skip) where it is missing."""
+    if not VLLM_PYTHON.is_file():
+        pytest.fail(f"the vLLM venv is missing ({VLLM_PYTHON}): run install.sh, or set LLEM_VLLM_PYTHON")
+    return VLLM_PYTHON
 
 # What a fresh clone holds: never results/, logs/, .snakemake/ or the venv.
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache", "*.egg-info", "report.html"
+    ".git", ".venv", ".venv-vllm", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache", "*.egg-info", "report.html"
 )
 
 
@@ -34,6 +43,7 @@ def run_snakemake(workdir: Path, *args: str, timeout: float = 900, env: dict | N
     """Run the venv's snakemake in `workdir`, capturing output."""
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
+    full_env.setdefault("LLEM_VLLM_PYTHON", str(VLLM_PYTHON))  # a copy has no .venv-vllm of its own
     return subprocess.run(
         [SNAKEMAKE, *args], cwd=workdir, capture_output=True, text=True, timeout=timeout, env=full_env
     )

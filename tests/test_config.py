@@ -23,7 +23,8 @@ def test_default_config_is_valid_and_expands_the_documented_sweep():
     config = load_config(REPO_ROOT / "config" / "config.yaml", has_cuda=False)
     jobs = list(expand_jobs(config))
     assert {j.model for j in jobs} == {"tiny-llama", "tiny-gpt2"}
-    assert {j.backend for j in jobs} == {"pytorch", "llamacpp"}
+    assert {j.backend for j in jobs} == {"pytorch", "llamacpp", "vllm"}
+    assert [j.quant for j in jobs if j.backend == "vllm"] == ["none-float32"]  # the cheap vllm job only
     assert {"none-float32", "none-bfloat16", "bnb-int8", "bnb-nf4"} <= {j.quant for j in jobs}
     assert config["workload"] == {"batch_sizes": [1, 4], "prompt_tokens": [64], "new_tokens": 32}
     assert config["measurement"]["trials"] == 5  # [min, max] of 5 covers the median 93.75 %

@@ -15,6 +15,8 @@ ENVS = sorted((REPO_ROOT / "envs").glob("*.yaml"))
 RULE_FILES = sorted((REPO_ROOT / "workflow" / "rules").glob("*.smk"))
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([A-Za-z0-9_.+\-]+)$")
 CONDA_PIN = re.compile(r"^([A-Za-z0-9_.\-]+)=([0-9][A-Za-z0-9_.*\-]*)$")
+# pip options an env may carry besides pins: PyTorch's CPU index, where torch's +cpu builds live
+PIP_OPTIONS = {"--extra-index-url https://download.pytorch.org/whl/cpu"}
 
 
 def _dependencies(env: Path) -> tuple[list[str], list[str]]:
@@ -42,7 +44,7 @@ def test_env_parses_and_pins_everything(env):
     for dep in conda:
         assert CONDA_PIN.match(dep), f"{env.name}: conda dependency {dep!r} is not pinned (name=version)"
     for dep in pip:
-        assert PIN.match(dep), f"{env.name}: pip dependency {dep!r} is not pinned (name==version)"
+        assert dep in PIP_OPTIONS or PIN.match(dep), f"{env.name}: pip dependency {dep!r} is not pinned (name==version)"
 
 
 def _declared_envs(text: str) -> list[str]:
@@ -68,6 +70,8 @@ def test_env_functions_point_at_existing_envs():
         assert (REPO_ROOT / "envs" / f"{spec.env}.yaml").is_file(), f"variant {spec.name}: envs/{spec.env}.yaml missing"
     common = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
     backend_envs = dict(re.findall(r'"([a-z-]+)": "([a-z]+)"', common.split("def backend_env", 1)[1].split("def ", 1)[0]))
-    assert set(backend_envs) == set(BACKEND_NAMES)
-    for env in backend_envs.values():
+    assert set(backend_envs) | {"vllm"} == set(BACKEND_NAMES)  # vllm jobs: rule measure_vllm, vllm_env
+    vllm_envs = re.findall(r'"\.\./\.\./envs/([a-z-]+)\.yaml"', common.split("def vllm_env", 1)[1].split("def ", 1)[0])
+    assert sorted(vllm_envs) == ["vllm", "vllm-cpu"]
+    for env in [*backend_envs.values(), *vllm_envs]:
         assert (REPO_ROOT / "envs" / f"{env}.yaml").is_file(), f"backend env envs/{env}.yaml missing"

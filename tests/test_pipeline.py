@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import BIN, REPO_ROOT, run_snakemake
 
-EXPENSIVE_RULES = {"model", "quantise", "gguf", "measure"}
+EXPENSIVE_RULES = {"model", "quantise", "gguf", "measure", "measure_vllm"}
 
 
 def _planned_jobs(output: str) -> dict[str, int]:
@@ -46,10 +46,11 @@ def test_dry_run_plans_the_whole_dag(workflow_copy):
     result = run_snakemake(workflow_copy, "-n", "--cores", "2", timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     jobs = _planned_jobs(result.stdout)
-    # 2 models; tiny-llama: 4 pytorch + 2 gguf variants; tiny-gpt2: 4 pytorch variants
+    # 2 models; tiny-llama: 4 pytorch + 2 gguf variants + vllm none-float32; tiny-gpt2: 4 pytorch variants
     assert jobs["model"] == 2
     assert jobs["measure"] == 10
-    assert jobs["flops"] == 10
+    assert jobs["measure_vllm"] == 1
+    assert jobs["flops"] == 11
     assert jobs["aggregate"] == 1
     assert jobs.get("quantise", 0) + jobs.get("gguf", 0) == 10
 
@@ -83,8 +84,9 @@ def test_default_pipeline_end_to_end(workflow_copy):
         "flops_prefill flops_decode flops_total device_name"
     ).split()
     assert set(required) <= set(rows.columns)
-    # 10 jobs x 2 batch sizes x 1 prompt length x 5 trials
-    assert len(rows) == 10 * 2 * 5
+    # 11 jobs (one of them vllm) x 2 batch sizes x 1 prompt length x 5 trials
+    assert len(rows) == 11 * 2 * 5
+    assert (rows.backend == "vllm").sum() == 2 * 5
     ok = rows[rows.status == "ok"]
     assert len(ok) == len(rows), rows.loc[rows.status != "ok", ["model", "quant", "backend", "error"]].to_string()
     assert (ok.output_tokens == 32).all() and (ok.prompt_tokens == 64).all()
@@ -98,7 +100,7 @@ def test_default_pipeline_end_to_end(workflow_copy):
     assert ok.loc[ok.energy_source == "unavailable", "energy_j"].isna().all()
 
     summary = pd.read_parquet(workflow_copy / "results" / "aggregate" / "summary.parquet")
-    assert len(summary) == 10 * 2
+    assert len(summary) == 11 * 2
     figures = list((workflow_copy / "results" / "figures").glob("*.pdf"))
     assert len(figures) >= 2
     for pdf in figures:

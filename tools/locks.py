@@ -247,7 +247,8 @@ def write_env_lock(lock: Lock, compiled: str) -> None:
     """Replace the `pip:` section of the env file with the compiled pins, keeping the rest."""
     pins = [line.strip() for line in compiled.splitlines() if PIN.match(line.strip())]
     note = f"      # GENERATED from envs/{lock.source.name} by `bash install.sh --relock`: do not edit by hand.\n"
-    body = note + "".join(f"      - {pin}\n" for pin in pins)
+    options = [f"--extra-index-url {PYTORCH_CPU_INDEX}"] if lock.cpu_torch else []  # torch +cpu under conda
+    body = note + "".join(f"      - {line}\n" for line in options + pins)
     text = lock.target.read_text()
     if not PIP_SECTION.search(text):
         raise SystemExit(f"{lock.target}: no '  - pip:' section to write the lock into")
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(torch_sources()))
         return 0
     if args.print_env:
-        print("\n".join(env_pip_lines(ENVS / f"{args.print_env}.yaml")))
+        # pins only: install.sh passes the torch source itself (an unreachable index would stop uv)
+        print("\n".join(line for line in env_pip_lines(ENVS / f"{args.print_env}.yaml") if PIN.match(line)))
         return 0
     relock(args.uv, set(args.names) or None)
     return 0

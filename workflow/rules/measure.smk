@@ -8,6 +8,8 @@ rule measure:
         environment="results/measure/{model}/{quant}/{backend}.env.json",
     log:
         "logs/measure/{model}/{quant}/{backend}.log",
+    wildcard_constraints:
+        backend=IN_PROCESS_BACKENDS,
     conda:
         backend_env
     # Measurements never overlap: profiles/default allows one gpu and one measure_slot at a
@@ -19,5 +21,35 @@ rule measure:
     params:
         # only what the rows depend on: growing the sweep re-runs nothing already measured
         settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
+    script:
+        "../scripts/measure.py"
+
+
+rule measure_vllm:
+    """The measure job of the vllm backend, in the vLLM interpreter: the adapter runs itself in
+    params.python (.venv-vllm or $LLEM_VLLM_PYTHON), or with --sdm conda in the device's env
+    (envs/vllm-cpu.yaml, envs/vllm.yaml).
+    vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv.
+    """
+    input:
+        variant=variant_manifest,
+        model=model_dir,
+    output:
+        rows="results/measure/{model}/{quant}/{backend}.parquet",
+        environment="results/measure/{model}/{quant}/{backend}.env.json",
+    log:
+        "logs/measure/{model}/{quant}/{backend}.log",
+    wildcard_constraints:
+        backend="vllm",
+    conda:
+        vllm_env
+    threads: workflow.cores
+    resources:
+        gpu=uses_gpu,
+        measure_slot=1,
+    params:
+        settings=lambda wc: canonical_json(measurement_settings(config, wc.backend)),
+        python=vllm_python,
+        adapter=adapter_script("measure.py"),
     script:
         "../scripts/measure.py"

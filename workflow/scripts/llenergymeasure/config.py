@@ -16,6 +16,8 @@ from typing import Any, Iterator
 import yaml
 
 from .quantise import check_supported
+from .serving.settings import DEFAULTS as SERVING_DEFAULTS
+from .serving.settings import check_serving
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, quants_for_backend
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -47,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "evaluation": {"text": "data/text/evaluation.txt", "sequence_length": 128, "max_sequences": 4},
     "backend_settings": {},
+    "scenarios": ["offline"],
+    "serving": SERVING_DEFAULTS,
     "analysis": {
         "reference": None,
         "compound_metrics": [
@@ -70,10 +74,13 @@ BACKEND_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
                          "dynamic": (bool, type(None))},
     "llamacpp": {"threads": int, "max_new_tokens": int, "flash_attn": str, "verbose": bool,
                  "extra_buffer_types": (str, bool), "n_gpu_layers": int, "n_ubatch": int},
-    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str,
-             "gpu_memory_utilization": (int, float), "enforce_eager": bool, "tensor_parallel_size": int},
+    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str, "threads": int,
+             "gpu_memory_utilization": (int, float), "kv_cache_memory_bytes": int, "enforce_eager": bool,
+             "tensor_parallel_size": int, "max_num_seqs": int, "cpu_threads_bind": str,
+             "server_executor": str},
 }
-POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size")
+POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size",
+                     "kv_cache_memory_bytes", "max_num_seqs")
 
 
 class ConfigError(ValueError):
@@ -225,6 +232,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         has_cuda = False
     workload = config["workload"]
     longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
+    positions: dict[str, int | None] = {}
 
     for name, entry in config["models"].items():
         if not MODEL_NAME_RE.match(name):
@@ -234,7 +242,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if source == "config":
             arch = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
-            limit = max_positions(arch)
+            limit = positions[name] = max_positions(arch)
             if limit is not None and longest > limit:
                 raise ConfigError(
                     f"workload: prompt_tokens + new_tokens = {longest} exceeds models.{name}'s "
@@ -251,11 +259,17 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
             if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
                 raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
             allowed = quants_for_backend(backend)
+            on_this_device = quants_for_backend(backend, "cuda" if has_cuda else "cpu")
             for index, quant in enumerate(quants):
                 if quant not in VARIANTS:
                     raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
                 if quant not in allowed:
                     raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                if quant not in on_this_device:
+                    raise ConfigError(
+                        f"{field}[{index}]: {backend} on CPU cannot run {quant!r} (not verified with its CPU build); "
+                        f"allowed on CPU: {', '.join(on_this_device)}; measure it on a GPU or with pytorch"
+                    )
                 problem = check_supported(quant, has_cuda, model_type)
                 if problem:
                     raise ConfigError(f"{field}[{index}]: {problem}")
@@ -263,6 +277,8 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
             from .lora import check_adapters
 
             check_adapters(config, name, arch, root)
+
+    check_serving(config, positions, ConfigError)
 
     for section, key in (("quantisation", "calibration"), ("evaluation", None)):
         block = config[section][key] if key else config[section]

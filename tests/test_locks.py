@@ -123,3 +123,31 @@ def test_an_input_the_lock_does_not_satisfy_is_caught():
         "numpy==2.4.5: the lock has 2.4.6",
         "scipy: not in the lock",
     ]
+
+
+VLLM_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
+UV = str(Path(sys.executable).parent / "uv")
+
+
+def _vllm_venv_lock() -> locks.Lock:
+    return next(lock for lock in LOCKS if lock.name == "vllm-cpu")
+
+
+def test_the_vllm_venv_is_exactly_its_lock():
+    assert VLLM_PYTHON.is_file(), "install.sh builds .venv-vllm; run it"
+    listing = subprocess.run(
+        [str(VLLM_PYTHON), "-c", "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    installed = locks.lock_pins(listing)
+    pins = locks.pins_of(_vllm_venv_lock())
+    assert {name: installed.get(name) for name in pins} == pins
+    assert set(installed) - set(pins) == {"llenergymeasure"}
+
+
+def test_pip_check_of_the_vllm_venv_has_only_its_explained_findings(capsys):
+    assert locks.check_environment(str(VLLM_PYTHON), "vllm-cpu", UV) == 0
+    printed = capsys.readouterr().out
+    assert "known:" in printed and "torchvision" in printed
+    # the same findings, unexplained for another environment, fail the check
+    assert locks.check_environment(str(VLLM_PYTHON), "venv", UV) == 1

@@ -17,6 +17,8 @@ rule gguf:
     conda:
         "../../envs/llamacpp.yaml"
     threads: min(4, workflow.cores)
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     params:
         evaluation=config["evaluation"],
     script:

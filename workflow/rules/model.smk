@@ -10,6 +10,8 @@ rule model:
     conda:
         "../../envs/pytorch.yaml"
     threads: 1
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     params:
         # only what the weights depend on, not which backends or variants measure them
         settings=lambda wc: canonical_json(model_build_settings(config, wc.model)),

@@ -18,6 +18,8 @@ rule quantise:
     conda:
         variant_env
     threads: quantise_threads
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     # Calibration (llm-compressor uses the GPU whenever one is visible) and the perplexity
     # pass run on the study's device, so on CUDA every quantise job holds the GPU.
     resources:

@@ -17,5 +17,7 @@ run_rule(
         variant_path=snakemake.input.variant,
         output=snakemake.output.rows,
         env_output=snakemake.output.environment,
+        replicate=int(snakemake.wildcards.replicate),
+        gpu_resource=snakemake.resources.get("gpu", 0),
     ),
 )

@@ -7,11 +7,11 @@ rule model:
         directory("results/models/{model}"),
     log:
         "logs/model/{model}.log",
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     conda:
         "../../envs/pytorch.yaml"
     threads: 1
-    # builds rank above every measure replicate (common.smk)
-    priority: BUILD_PRIORITY
     params:
         # only what the weights depend on, not which backends or variants measure them
         settings=lambda wc: canonical_json(model_build_settings(config, wc.model)),

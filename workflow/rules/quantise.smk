@@ -15,11 +15,11 @@ rule quantise:
         "logs/quantise/{model}/{quant}.log",
     wildcard_constraints:
         quant=_python_built_quants(),
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     conda:
         variant_env
     threads: quantise_threads
-    # builds rank above every measure replicate (common.smk)
-    priority: BUILD_PRIORITY
     # Calibration (llm-compressor uses the GPU whenever one is visible) and the perplexity
     # pass run on the study's device, so on CUDA every quantise job holds the GPU.
     resources:

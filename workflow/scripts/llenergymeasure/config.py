@@ -38,10 +38,10 @@ DEFAULTS: dict[str, Any] = {
         "energy_source": "auto",
         # replicates and warm-up to a steady state (issue 12; documented in the config schema)
         "replicates": 3,
-        "warmup_runs": 5,
+        "warmup_runs": 3,
         "warmup_min_s": {"cuda": 30.0, "cpu": 1.0},
         "warmup_cv_threshold": 0.05,
-        "warmup_max_s": {"cuda": 120.0, "cpu": 10.0},
+        "warmup_max_s": {"cuda": 120.0, "cpu": 5.0},
     },
     "quantisation": {
         "bnb_compute_dtype": "float32",

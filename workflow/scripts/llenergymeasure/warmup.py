@@ -5,10 +5,10 @@ shape, so that every code path a trial takes (prefill, a full-length decode, the
 grown to its final size, llama.cpp's compute buffers) has run before trial 0. Warm-up goes
 on while any of these holds:
 
-* fewer than `warmup_runs` calls (at least `WARMUP_CV_WINDOW` where a CV stop is set);
+* fewer than `warmup_runs` calls;
 * less than `warmup_min_s` seconds (the time floor: CPU frequency, GPU clocks, temperature);
-* with `warmup_cv_threshold`: the coefficient of variation of the last `WARMUP_CV_WINDOW`
-  latencies is above the threshold,
+* with `warmup_cv_threshold`: fewer than `WARMUP_CV_WINDOW` calls, or the coefficient of
+  variation of the last `WARMUP_CV_WINDOW` latencies is above the threshold,
 
 and stops at `warmup_max_s` whatever the CV (it never cuts the fixed count short). Every row
 records the calls, the seconds, the final rolling CV and `warmup_converged`: True when the CV
@@ -53,7 +53,6 @@ def warm_up(backend: Backend, inputs: Any, new_tokens: int, runs: int, min_s: fl
             cv_threshold: float | None, max_s: float) -> Warmup:
     """Call `generate(inputs, new_tokens)` until steady (see the module docstring)."""
     latencies: list[float] = []
-    least = max(runs, WARMUP_CV_WINDOW) if cv_threshold is not None else runs
     start = time.perf_counter()
 
     def steady() -> bool:
@@ -62,7 +61,7 @@ def warm_up(backend: Backend, inputs: Any, new_tokens: int, runs: int, min_s: fl
 
     while True:
         elapsed = time.perf_counter() - start
-        if len(latencies) >= least:
+        if len(latencies) >= runs:
             if elapsed >= max_s:
                 break
             if elapsed >= min_s and (cv_threshold is None or steady()):

@@ -67,6 +67,16 @@ def test_dry_run_plans_one_measure_and_flops_job_per_replicate(tmp_path):
     assert len(set(re.findall(r"results/flops/(\S+?/replicate-\d+)\.parquet", dry.stdout))) == 6
 
 
+def test_a_bad_stated_power_stops_the_plan_in_one_line(tmp_path):
+    workdir = copy_workflow(tmp_path / "repo")
+    dry = run_snakemake(workdir, "-n", "--cores", "1", env={**_env(), "LLEM_CPU_TDP_W": "85W"}, timeout=300)
+    assert dry.returncode != 0
+    lines = [line for line in (dry.stdout + dry.stderr).splitlines() if "LLEM_CPU_TDP_W" in line]
+    assert lines == ["environment error: LLEM_CPU_TDP_W='85W': expected the processor's power in watts, a positive "
+                     "float; fix it or unset it (energy is then unavailable)"], dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert "rule " not in dry.stdout
+
+
 @pytest.mark.pipeline
 def test_replicates_run_interleaved_and_growing_them_runs_only_the_new_ones(tmp_path):
     workdir = copy_workflow(tmp_path / "repo")

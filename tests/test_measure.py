@@ -266,7 +266,8 @@ def test_warmup_runs_the_measured_call_and_stops_on_convergence_or_at_the_cap(ti
     assert loose.runs == measure.WARMUP_CV_WINDOW and loose.cv is not None and loose.converged is True
     assert backend.calls == [base.new_tokens] * loose.runs  # the trials' own call, not a 2-token stand-in
     capped = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_cv_threshold=1e-12, warmup_max_s=0.2))
-    assert 0.2 <= capped.seconds < 1.0 and capped.runs > measure.WARMUP_CV_WINDOW and capped.converged is False
+    # the cap ends it after the call running at 0.2 s (a loaded machine can stretch that call)
+    assert 0.2 <= capped.seconds < 5.0 and capped.runs > measure.WARMUP_CV_WINDOW and capped.converged is False
     assert capped.row() == {"warmup_runs": capped.runs, "warmup_s": capped.seconds, "warmup_cv": capped.cv,
                             "warmup_converged": False}
     timed = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_runs=2, warmup_min_s=0.1, warmup_cv_threshold=None))

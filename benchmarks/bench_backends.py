@@ -33,7 +33,7 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-from llenergymeasure import energy, environment, flops, hardware, measure  # noqa: E402
+from llenergymeasure import energy, environment, flops, hardware, job_gpus, measure  # noqa: E402
 from llenergymeasure.backends import BACKENDS, get_backend  # noqa: E402
 from llenergymeasure.config import cuda_visible  # noqa: E402
 
@@ -50,7 +50,7 @@ def device_name(device: str) -> str | None:
     if device == "cuda":
         gpus = environment.capture_gpu_state("bench")["gpus"]
         return gpus[0].get("name") if gpus else None
-    return energy.cpu_model_name()
+    return environment.cpu_model_name()
 
 
 def measure_backend(name: str, variant: dict[str, Any], args: argparse.Namespace, device: str,
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(args.results.resolve().parent)  # variant manifests hold paths relative to the workflow directory
     device = ("cuda" if cuda_visible() else "cpu") if args.device == "auto" else args.device
     dtype = args.dtype or ("bfloat16" if device == "cuda" else "float32")
-    meter = energy.select_meter(device)
+    gpus = job_gpus.pin_job_gpus(1) if device == "cuda" else None  # before any backend initialises CUDA
+    meter = energy.select_meter(device, gpus)
     rows, skipped = [], []
     for name in args.backends:
         if name not in BACKENDS:

@@ -34,7 +34,7 @@ from typing import Any, Callable
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-from llenergymeasure import energy, measure  # noqa: E402
+from llenergymeasure import energy, job_gpus, measure  # noqa: E402
 from llenergymeasure.backends import Backend, get_backend  # noqa: E402
 
 
@@ -86,15 +86,14 @@ def harness_rate(backend: Backend, meter: energy.EnergyMeter, inputs: Any, batch
     return Rate(tokens / full.elapsed_s, tokens / cpu)
 
 
-def compare(backend: Backend, device: str, batch_size: int, prompt_tokens: int, new_tokens: int,
-            window_s: float, rounds: int, seed: int = 0) -> dict[str, Any]:
+def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size: int, prompt_tokens: int,
+            new_tokens: int, window_s: float, rounds: int, seed: int = 0) -> dict[str, Any]:
     """Alternate bare loops and harness trials; return per-round figures and medians."""
     protocol = measure.Protocol(
         device=device, batch_sizes=(batch_size,), prompt_tokens=(prompt_tokens,), new_tokens=new_tokens,
         seed=seed, trials=1, warmup_runs=2, warmup_min_s=0.0, warmup_cv_threshold=None, warmup_max_s=60.0,
         min_window_s=window_s, idle_baseline_s=0.0, energy_source="auto",
     )
-    meter = energy.select_meter(device)
     inputs = backend.prepare_inputs(batch_size, prompt_tokens, seed)
     measure.warm_up(backend, inputs, protocol)
     bare: list[Rate] = []
@@ -151,9 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.variant.is_file():
         parser.error(f"--variant: {args.variant} does not exist; build one with the pipeline, e.g. "
                      "`snakemake results/variants/tiny-llama/none-float32/variant.json`, or pass another")
+    # one GPU, pinned before the backend initialises CUDA, so the meter reads that GPU only
+    gpus = job_gpus.pin_job_gpus(1) if args.device == "cuda" else None
+    meter = energy.select_meter(args.device, gpus)
     backend = get_backend(args.backend)(json.loads(args.settings), args.device)
     backend.load(json.loads(args.variant.read_text()))
-    result = compare(backend, args.device, args.batch_size, args.prompt_tokens, args.new_tokens, args.window, args.rounds)
+    result = compare(backend, meter, args.device, args.batch_size, args.prompt_tokens, args.new_tokens, args.window, args.rounds)
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

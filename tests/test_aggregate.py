@@ -84,3 +84,18 @@ def test_shipped_paper_data_follows_the_schema():
     shipped = pd.read_parquet(REPO_ROOT / "paper" / "data" / "measurements.parquet")
     assert list(shipped.columns) == [*SCHEMA["columns"]]
     assert (shipped["schema_version"] == SCHEMA["version"]).all()
+
+
+def test_replicates_with_the_same_trial_numbers_are_all_kept(tmp_path):
+    """Each replicate numbers its trials from 0: (replicate, trial) is the trial, so replicates
+    2 and 3 are not duplicates of replicate 1 (they were dropped before the replicate column)."""
+    files = []
+    for replicate in (1, 2, 3):
+        path = tmp_path / f"replicate-{replicate}.parquet"
+        _rows("cpu-a", n=2).assign(replicate=replicate).to_parquet(path)
+        files.append(path)
+    measurements, summary = aggregate(files, tmp_path / "m.parquet", tmp_path / "s.parquet")
+    assert len(measurements) == 6 and sorted(measurements["replicate"].unique()) == [1, 2, 3]
+    assert len(summary) == 1
+    repeated = merge_platforms(pd.concat([_rows("cpu-a").assign(replicate=1)] * 2), [])
+    assert len(repeated) == 2  # the same replicate twice is still a duplicate

@@ -41,7 +41,7 @@ def test_missing_optional_sections_get_defaults():
         "measurement": {"trials": 2},
     }
     config = load_config(minimal, has_cuda=False)
-    assert config["measurement"]["warmup_runs"] == 2
+    assert config["measurement"]["warmup_runs"] == 3 and config["measurement"]["replicates"] == 3
     assert config["measurement"]["min_window_s"]["cuda"] == 5.0
     assert config["evaluation"]["text"] == "data/text/evaluation.txt"
 

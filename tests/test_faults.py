@@ -22,7 +22,7 @@ from conftest import BIN, SNAKEMAKE, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.pipeline
 
-ROW_KEYS = ["model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "trial"]
+ROW_KEYS = ["model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "replicate", "trial"]
 AGGREGATE = "results/aggregate/measurements.parquet"
 
 # Three measure jobs of a few seconds each, so that a kill can land inside the measure stage.
@@ -36,7 +36,8 @@ KILL_STUDY = {
                        "backends": {"pytorch": ["none-float32"]}},
     },
     "workload": {"batch_sizes": [1, 2], "prompt_tokens": [16], "new_tokens": 4},
-    "measurement": {"trials": 3, "warmup_runs": 1, "min_window_s": {"cpu": 0.2}, "idle_baseline_s": {"cpu": 0.5}},
+    "measurement": {"trials": 3, "replicates": 1, "warmup_runs": 1, "warmup_cv_threshold": None,
+                    "min_window_s": {"cpu": 0.2}, "idle_baseline_s": {"cpu": 0.5}},
 }
 KILL_JOBS = 3
 KILL_ROWS = KILL_JOBS * 2 * 3  # jobs x batch sizes x trials
@@ -57,7 +58,8 @@ FAIL_STUDY = {
                         "revision": "0" * 40, "backends": {"pytorch": ["none-float32"]}},
     },
     "workload": {"batch_sizes": [1, HUGE_BATCH], "prompt_tokens": [16], "new_tokens": 4},
-    "measurement": {"trials": 2, "warmup_runs": 1, "min_window_s": {"cpu": 0.05}, "idle_baseline_s": {"cpu": 0.2}},
+    "measurement": {"trials": 2, "replicates": 1, "warmup_runs": 1, "warmup_cv_threshold": None,
+                    "min_window_s": {"cpu": 0.05}, "idle_baseline_s": {"cpu": 0.2}},
 }
 
 
@@ -89,8 +91,8 @@ def _measure_outputs(workdir: Path) -> dict[Path, int]:
 KILL_OUTPUTS = {
     "model": ("models/*/model_manifest.json", 2),
     "quantise": ("variants/*/*/variant.json", 3),
-    "measure": ("measure/*/*/*.parquet", 3),
-    "flops": ("flops/*/*/*.parquet", 3),
+    "measure": ("measure/*/*/*/replicate-*.parquet", 3),
+    "flops": ("flops/*/*/*/replicate-*.parquet", 3),
 }
 
 
@@ -103,8 +105,7 @@ def _finished(workdir: Path) -> dict[str, dict[Path, int]]:
 def _running_measure(workdir: Path) -> bool:
     """A measure job has started (its log exists) and not yet written its rows."""
     for log in (workdir / "logs" / "measure").rglob("*.log"):
-        model, quant = log.parent.parent.name, log.parent.name
-        rows = workdir / "results" / "measure" / model / quant / f"{log.stem}.parquet"
+        rows = workdir / "results" / log.relative_to(workdir / "logs").with_suffix(".parquet")
         if not rows.exists() and log.stat().st_size > 0:
             return True
     return False

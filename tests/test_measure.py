@@ -5,6 +5,7 @@ loading is done here, from a directory this test writes, instead of through `qua
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -17,6 +18,7 @@ import pytest
 from llenergymeasure import energy, measure
 from llenergymeasure.backends import LoadInfo
 from llenergymeasure.backends.pytorch import PyTorchBackend
+from llenergymeasure.job_gpus import JobGpus
 
 N_POSITIONS = 16  # GPT-2 has learned positions: a longer sequence cannot run
 
@@ -77,17 +79,26 @@ def tiny_backend(monkeypatch):
     monkeypatch.setattr(measure, "get_backend", lambda name: TinyBackend)
 
 
-def _run(config, variant_path, out_dir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _run(config, variant_path, out_dir: Path, **job: Any) -> tuple[pd.DataFrame, dict[str, Any]]:
     output, env_output = out_dir / "pytorch.parquet", out_dir / "pytorch.env.json"
-    measure.run_job(config, "tiny", "none-float32", "pytorch", str(variant_path), str(output), str(env_output))
+    measure.run_job(config, "tiny", "none-float32", "pytorch", str(variant_path), str(output), str(env_output), **job)
     return pd.read_parquet(output), json.loads(env_output.read_text())
 
 
-def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_backend, tmp_path):
+@pytest.fixture(autouse=True)
+def _no_stated_power(monkeypatch):
+    monkeypatch.delenv("LLEM_CPU_TDP_W", raising=False)
+    monkeypatch.delenv("LLEM_CPU_TDP_THREADS", raising=False)
+
+
+def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_backend, tmp_path, monkeypatch):
+    # a stated power, so that the energy arithmetic has numbers to check on a sensorless machine
+    monkeypatch.setenv("LLEM_CPU_TDP_W", "120")
+    monkeypatch.setenv("LLEM_CPU_TDP_THREADS", "2")
     out_dir = tmp_path / "measure" / "tiny" / "none-float32"
     out_dir.mkdir(parents=True)
     (out_dir / "pytorch.parquet").write_text("stale partial output")  # replaced whole, not appended
-    rows, env = _run(_config(), tiny_variant, out_dir)
+    rows, env = _run(_config(warmup_cv_threshold=0.5, warmup_max_s=2.0), tiny_variant, out_dir, replicate=2)
 
     assert sorted(p.name for p in out_dir.iterdir()) == ["pytorch.env.json", "pytorch.parquet"]  # no temp files left
     assert list(rows.columns) == list(measure.MEASURED_COLUMNS)
@@ -99,9 +110,16 @@ def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_ba
     assert set(failed["prompt_tokens"]) == {N_POSITIONS + 4} and set(ok["prompt_tokens"]) == {4}
     assert failed["error"].str.len().min() > 0 and failed["latency_s"].isna().all() and failed["energy_j"].isna().all()
 
-    expected_source = energy.select_meter("cpu").source
+    expected_source = energy.select_meter("cpu").source  # RAPL where readable, else the stated-power estimate
+    assert (rows["replicate"] == 2).all() and env["job"]["replicate"] == 2
     for row in ok.to_dict("records"):
         assert row["energy_source"] == expected_source and pd.isna(row["error"])
+        if expected_source == energy.SOURCE_ESTIMATE:
+            assert row["energy_is_estimate"] and row["energy_assumption"].startswith("LLEM_CPU_TDP_W=120 W")
+            assert "x 60 W" in row["energy_assumption"]
+        assert pd.isna(row["energy_unavailable_reason"]) and pd.isna(row["energy_gpu_indices"])
+        assert row["warmup_converged"] in (True, False) and row["warmup_runs"] >= 1
+        assert not row["warmup_converged"] or (row["warmup_runs"] >= measure.WARMUP_CV_WINDOW and row["warmup_cv"] <= 0.5)
         assert row["energy_j"] > 0 and row["energy_uncertainty_j"] > 0
         assert row["energy_decode_j"] == pytest.approx(row["energy_j"] - row["energy_prefill_j"])
         assert row["energy_decode_uncertainty_j"] == pytest.approx(
@@ -140,14 +158,40 @@ def test_load_failure_gives_one_failed_row_per_shape(tiny_backend, tmp_path):
     assert env["load_info"] is None and env["failed_rows"] == 4
 
 
+EMPTY_ENERGY = ["energy_j", "energy_j_per_output_token", "energy_uncertainty_j", "energy_prefill_j", "energy_decode_j",
+                "energy_net_j", "idle_power_w", "energy_per_device_json", "energy_cpu_j", "energy_dram_j", "energy_assumption"]
+
+
 def test_forced_energy_source_none_leaves_energy_empty(tiny_variant, tiny_backend, tmp_path):
     config = _config(energy_source="none", trials=1)
     config["workload"].update(batch_sizes=[1], prompt_tokens=[4])
     rows, _ = _run(config, tiny_variant, tmp_path)
     assert len(rows) == 1 and rows["status"].iloc[0] == "ok"
     assert rows["energy_source"].iloc[0] == "unavailable"
-    assert rows[["energy_j", "energy_prefill_j", "energy_decode_j", "energy_net_j"]].isna().all().all()
+    assert rows["energy_unavailable_reason"].iloc[0] == "energy_source none requested"
+    assert rows[EMPTY_ENERGY].isna().all().all()
     assert rows["latency_s"].iloc[0] > 0
+
+
+@pytest.mark.skipif(energy.rapl_packages()[0] > 0, reason="RAPL is readable here, so a CPU job is measured")
+def test_no_sensor_and_no_stated_power_gives_empty_energy_with_the_reason(tiny_variant, tiny_backend, tmp_path):
+    config = _config(trials=1)
+    config["workload"].update(batch_sizes=[1], prompt_tokens=[4])
+    rows, env = _run(config, tiny_variant, tmp_path)
+    row = rows.iloc[0]
+    assert row["status"] == "ok" and row["latency_s"] > 0
+    assert row["energy_source"] == "unavailable" and not row["energy_is_estimate"]
+    assert rows[EMPTY_ENERGY].isna().all().all()  # empty, never 0 J
+    assert "no CPU energy sensor" in row["energy_unavailable_reason"] and "LLEM_CPU_TDP_W" in row["energy_unavailable_reason"]
+    assert env["energy_meter"]["source"] == "unavailable"
+
+
+@pytest.mark.parametrize("raw", ["eighty", "-1"])
+def test_bad_stated_power_fails_before_loading_in_one_line(tiny_variant, tiny_backend, tmp_path, monkeypatch, raw):
+    monkeypatch.setenv("LLEM_CPU_TDP_W", raw)
+    with pytest.raises(energy.EnergySourceError, match=r"^LLEM_CPU_TDP_W=.*positive float; fix it or unset it") as error:
+        _run(_config(), tiny_variant, tmp_path)
+    assert "\n" not in str(error.value) and not (tmp_path / "pytorch.parquet").exists()
 
 
 @pytest.mark.parametrize(
@@ -170,7 +214,8 @@ def test_bad_settings_fail_before_loading(change, message, tmp_path):
 
 def _window(reps: int, seconds: float, joules: float | None, uncertainty: float | None) -> measure.Window:
     source = energy.SOURCE_ESTIMATE if joules is not None else energy.SOURCE_UNAVAILABLE
-    reading = energy.EnergyReading(joules, {"cpu": joules} if joules else {}, seconds, uncertainty, source, joules is not None)
+    reading = energy.EnergyReading(joules, {"cpu": joules} if joules else {}, seconds, uncertainty, source, joules is not None,
+                                   reason=None if joules is not None else "test: nothing read")
     return measure.Window(reps, seconds, reading)
 
 
@@ -192,19 +237,72 @@ def test_trial_metrics_divide_windows_by_repetitions_and_propagate_uncertainty()
     unmeasured = measure.trial_metrics(prefill, _window(2, 1.0, None, None), [], 2, 5, idle)
     assert unmeasured["energy_j"] is None and unmeasured["energy_decode_j"] is None
     assert unmeasured["energy_source"] == "unavailable" and unmeasured["tpot_p50_s"] is None
+    assert unmeasured["energy_cpu_j"] is None and unmeasured["energy_unavailable_reason"] == "test: nothing read"
 
 
-def test_warmup_stops_on_convergence_or_at_the_cap(tiny_variant):
-    backend = TinyBackend({}, "cpu")
+def test_host_rapl_energy_is_per_call_and_apart_from_gpu_joules():
+    gpu = energy.EnergyReading(60.0, {"gpu1": 60.0}, 1.0, 6.0, energy.SOURCE_ZEUS_NVML, False, cpu_j=10.0, dram_j=2.0)
+    full = measure.Window(2, 1.0, gpu)
+    idle = energy.IdleReading(None, 0.0, energy.SOURCE_ZEUS_NVML)
+    metrics = measure.trial_metrics(full, full, [0.1], batch_size=1, new_tokens=2, idle=idle)
+    assert metrics["energy_j"] == 30.0 and metrics["energy_cpu_j"] == 5.0 and metrics["energy_dram_j"] == 1.0
+    assert json.loads(metrics["energy_per_device_json"]) == {"gpu1": 30.0}
+
+
+class _CountingBackend(TinyBackend):
+    """Records the new-token count of every generate call."""
+
+    calls: list[int]
+
+    def generate(self, inputs, new_tokens, on_token=None):
+        self.calls.append(new_tokens)
+        return super().generate(inputs, new_tokens, on_token)
+
+
+def test_warmup_runs_the_measured_call_and_stops_on_convergence_or_at_the_cap(tiny_variant):
+    backend = _CountingBackend({}, "cpu")
     backend.load(json.loads(tiny_variant.read_text()))
     inputs = backend.prepare_inputs(1, 4, seed=0)
     base = measure.resolve_protocol(_config())
-    loose = measure.warm_up(backend, inputs, base.__class__(**{**base.__dict__, "warmup_cv_threshold": 10.0}))
-    assert loose.runs == measure.WARMUP_CV_WINDOW and loose.cv is not None
-    capped = measure.warm_up(backend, inputs, base.__class__(**{**base.__dict__, "warmup_cv_threshold": 1e-12, "warmup_max_s": 0.2}))
-    assert 0.2 <= capped.seconds < 1.0 and capped.runs > measure.WARMUP_CV_WINDOW
-    timed = measure.warm_up(backend, inputs, base.__class__(**{**base.__dict__, "warmup_runs": 2, "warmup_min_s": 0.1}))
-    assert timed.seconds >= 0.1 and timed.runs >= 2
+    backend.calls = []
+    loose = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_cv_threshold=10.0))
+    assert loose.runs == measure.WARMUP_CV_WINDOW and loose.cv is not None and loose.converged is True
+    assert backend.calls == [base.new_tokens] * loose.runs  # the trials' own call, not a 2-token stand-in
+    capped = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_cv_threshold=1e-12, warmup_max_s=0.2))
+    # the cap ends it after the call running at 0.2 s (a loaded machine can stretch that call)
+    assert 0.2 <= capped.seconds < 5.0 and capped.runs > measure.WARMUP_CV_WINDOW and capped.converged is False
+    assert capped.row() == {"warmup_runs": capped.runs, "warmup_s": capped.seconds, "warmup_cv": capped.cv,
+                            "warmup_converged": False}
+    timed = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_runs=2, warmup_min_s=0.1, warmup_cv_threshold=None))
+    assert timed.seconds >= 0.1 and timed.runs >= 2 and timed.converged is None
+    fixed = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_runs=7, warmup_cv_threshold=10.0, warmup_max_s=0.0))
+    assert fixed.runs == 7  # the cap never cuts the fixed count short
+
+
+class _SteppingBackend:
+    """A backend whose generate takes 30 ms for the first calls and 10 ms after (a cold start)."""
+
+    def __init__(self, cold_calls: int):
+        self.cold_calls = cold_calls
+        self.count = 0
+
+    def generate(self, inputs, new_tokens, on_token=None):
+        self.count += 1
+        time.sleep(0.03 if self.count <= self.cold_calls else 0.01)
+        return new_tokens
+
+    def synchronize(self):
+        pass
+
+
+def test_cv_stop_waits_until_the_cold_calls_leave_the_window():
+    from llenergymeasure import warmup
+
+    result = warmup.warm_up(_SteppingBackend(cold_calls=3), None, 4, runs=1, min_s=0.0, cv_threshold=0.2, max_s=5.0)
+    # the rolling window of 5 must hold no 30 ms call: at least 3 + 5 calls
+    assert result.converged is True and result.runs >= 3 + warmup.WARMUP_CV_WINDOW and result.cv <= 0.2
+    fixed = warmup.warm_up(_SteppingBackend(cold_calls=3), None, 4, runs=2, min_s=0.0, cv_threshold=None, max_s=5.0)
+    assert fixed.runs == 2 and fixed.converged is None  # the old default: two calls, still cold
 
 
 def test_a_window_whose_work_fails_is_cancelled_so_the_next_opens(tiny_variant):
@@ -214,7 +312,7 @@ def test_a_window_whose_work_fails_is_cancelled_so_the_next_opens(tiny_variant):
         def generate(self, inputs, new_tokens, on_token=None):
             raise RuntimeError("CUDA out of memory (simulated)")
 
-    meter = energy.ZeusMeter(_StandInZeusMonitor(gpu={0: 2.0}), "nvml", 0.1, "counter")
+    meter = energy.ZeusMeter(_StandInZeusMonitor(gpu={0: 2.0}), "nvml", 0.1, "counter", JobGpus((0,)))
     with pytest.raises(RuntimeError, match="out of memory"):
         measure.measure_window(OutOfMemory({}, "cpu"), meter, None, 2, 0.01)
     backend = TinyBackend({}, "cpu")
@@ -229,4 +327,68 @@ def test_protocol_takes_unset_measurement_settings_from_the_config_defaults():
     protocol = measure.resolve_protocol({"device": "cpu", "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
                                          "measurement": {"trials": 1}})
     assert protocol.min_window_s == DEFAULTS["measurement"]["min_window_s"]["cpu"]
-    assert protocol.warmup_max_s == DEFAULTS["measurement"]["warmup_max_s"] and protocol.energy_source == "auto"
+    assert protocol.warmup_max_s == DEFAULTS["measurement"]["warmup_max_s"]["cpu"] and protocol.energy_source == "auto"
+    assert protocol.warmup_cv_threshold == DEFAULTS["measurement"]["warmup_cv_threshold"] == 0.05
+    scalar = measure.resolve_protocol({"device": "cpu", "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
+                                       "measurement": {"trials": 1, "warmup_max_s": 7}})
+    assert scalar.warmup_max_s == 7.0  # one figure for every device is still accepted
+
+
+def test_schema_documents_the_defaults_the_code_applies():
+    """config.DEFAULTS fills the measurement keys; the schema must state the same defaults."""
+    from llenergymeasure.config import DEFAULTS, load_schema
+
+    properties = load_schema()["properties"]["measurement"]["properties"]
+    documented = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
+    assert {"replicates", "warmup_runs", "warmup_min_s", "warmup_cv_threshold", "warmup_max_s"} <= set(documented)
+    for key, value in documented.items():
+        assert DEFAULTS["measurement"][key] == value, key
+
+
+class _CpuComputeOnCudaLabel(TinyBackend):
+    """The tiny model computing on the CPU for a job labelled cuda: only the GPU's driver
+    (the NVML stand-in) is pretend, so the job's pinning and metering run for real."""
+
+    def synchronize(self):
+        pass
+
+    def peak_memory_reset(self):
+        pass
+
+    def peak_memory_bytes(self):
+        return None
+
+    def close(self):
+        self.model = None
+
+
+def test_a_cuda_job_pinned_to_gpu_1_of_two_records_and_meters_gpu_1_only(tiny_variant, tmp_path, monkeypatch):
+    import os
+
+    from nvml_standin import two_gpus
+    from zeus.device.gpu.nvidia import nvml_is_available
+
+    saved = {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER")}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    nvml = two_gpus().install(monkeypatch)
+    monkeypatch.setattr(measure, "get_backend", lambda name: _CpuComputeOnCudaLabel)
+    try:
+        config = _config(trials=1)
+        config.update(device="cuda")
+        config["measurement"].update(min_window_s={"cuda": 0.03}, idle_baseline_s={"cuda": 0.05}, warmup_min_s={"cuda": 0.0},
+                                     warmup_max_s={"cuda": 2.0})
+        config["workload"].update(batch_sizes=[1], prompt_tokens=[4])
+        rows, env = _run(config, tiny_variant, tmp_path, gpu_resource=1)
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+        nvml_is_available.cache_clear()
+    row = rows.iloc[0]
+    assert row["status"] == "ok" and row["device"] == "cuda"
+    assert row["energy_source"] == "zeus-nvml" and row["energy_gpu_indices"] == "1"
+    assert list(json.loads(row["energy_per_device_json"])) == ["gpu1"]
+    assert nvml.gpus[0].reads == 0 and nvml.gpus[1].reads > 0  # GPU 0 was never metered
+    # GPU 1's counter advances 20 J per read; one window reads it twice (begin, end)
+    assert row["energy_j"] * row["window_repetitions"] == pytest.approx(20.0)
+    assert env["job"]["gpus"]["nvml_indices"] == [1] and env["energy_meter"]["gpus"] == "1"
+    assert env["scheduler"]["CUDA_VISIBLE_DEVICES"] == "1"

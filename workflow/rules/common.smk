@@ -6,6 +6,7 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.settings.types import DeploymentMethod
 
+from llenergymeasure.energy import EnergySourceError, stated_cpu_power
 from llenergymeasure.config import (
     canonical_json,
     expand_jobs,
@@ -14,12 +15,20 @@ from llenergymeasure.config import (
     model_variants,
     resolve_device,
 )
+from llenergymeasure.job_gpus import gpus_needed
 from llenergymeasure.serving.figures import FIGURES as SERVING_FIGURES
 from llenergymeasure.serving.settings import serving_jobs
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
 
 DEVICE = resolve_device(config)
 JOBS = list(expand_jobs(config))
+REPLICATES = config["measurement"]["replicates"]
+
+# A malformed LLEM_CPU_TDP_W is refused when the DAG is planned, before any job runs.
+try:
+    stated_cpu_power()
+except EnergySourceError as error:
+    raise SystemExit(f"environment error: {error}")
 
 
 def _alternation(names):
@@ -30,6 +39,7 @@ wildcard_constraints:
     model=_alternation(config["models"]),
     quant=_alternation(VARIANTS),
     backend=_alternation(BACKEND_NAMES),
+    replicate=r"[1-9][0-9]*",
 
 
 def model_dir(wildcards):
@@ -43,8 +53,34 @@ def variant_manifest(wildcards):
 
 
 def measured_rows():
-    """Every job's FLOPs-annotated rows, the input of aggregate."""
-    return [f"results/flops/{j.model}/{j.quant}/{j.backend}.parquet" for j in JOBS]
+    """Every replicate of every job's FLOPs-annotated rows, the input of aggregate."""
+    return [
+        f"results/flops/{j.model}/{j.quant}/{j.backend}/replicate-{r}.parquet"
+        for r in range(1, REPLICATES + 1)
+        for j in JOBS
+    ]
+
+
+# --- replicates: the order measure jobs run in
+#
+# Replicate r of every configuration runs before replicate r + 1 of any, and each replicate
+# rotates the order of the configurations by one, so that no configuration always meets the
+# machine in the same state (first after the builds, last before the end). Snakemake picks the
+# ready job of highest priority: within replicate r the layer spans (R - r + 1, R - r + 2), and
+# the builds (model, quantise, gguf) rank above every measure job, so a build never waits
+# behind a later replicate. Priorities only order jobs: growing `replicates` re-runs nothing.
+
+BUILD_PRIORITY = REPLICATES + 2
+_JOB_POSITION = {(j.model, j.quant, j.backend): index for index, j in enumerate(JOBS)}
+
+
+def measure_priority(wildcards):
+    """Replicate-major, configuration order rotated by one per replicate (see above)."""
+    replicate = int(wildcards.replicate)
+    count = len(JOBS)
+    index = _JOB_POSITION[(wildcards.model, wildcards.quant, wildcards.backend)]
+    position = (index - (replicate - 1)) % count  # 0 runs first in this replicate
+    return (REPLICATES - replicate + 1) + (count - position) / (count + 1)
 
 
 # Backends that run inside the main interpreter (rule measure); vllm runs in its own (rule measure_vllm).
@@ -102,6 +138,17 @@ def variant_env(wildcards):
 def uses_gpu(wildcards=None):
     """1 when jobs run on a GPU, so profiles/default runs one GPU job at a time."""
     return 1 if DEVICE == "cuda" else 0
+
+
+def measure_gpus(wildcards):
+    """GPUs a measure job takes: one, or the backend's own spread (vLLM tensor parallelism).
+
+    The job pins itself to that many of the GPUs it may use (llenergymeasure.job_gpus) and
+    meters exactly those."""
+    if DEVICE != "cuda":
+        return 0
+    settings = (config.get("backend_settings") or {}).get(wildcards.backend) or {}
+    return gpus_needed(wildcards.backend, settings, 1)
 
 
 # --- variants: the quantise rule builds every variant but gguf-*, which the gguf rule makes

@@ -2,12 +2,12 @@ rule flops:
     """Annotate measured rows with verified FLOPs (analytical count checked against a
     FlopCounterMode trace of the meta-device model, or refused), MFU and MBU."""
     input:
-        rows="results/measure/{model}/{quant}/{backend}.parquet",
+        rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
         model=model_dir,
     output:
-        "results/flops/{model}/{quant}/{backend}.parquet",
+        "results/flops/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
     log:
-        "logs/flops/{model}/{quant}/{backend}.log",
+        "logs/flops/{model}/{quant}/{backend}/replicate-{replicate}.log",
     conda:
         "../../envs/pytorch.yaml"
     threads: 1

@@ -14,6 +14,8 @@ rule gguf:
         "logs/gguf/{model}/{quant}.log",
     wildcard_constraints:
         quant="gguf-[a-z0-9_]+",
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     conda:
         "../../envs/llamacpp.yaml"
     threads: min(4, workflow.cores)

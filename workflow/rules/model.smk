@@ -7,6 +7,8 @@ rule model:
         directory("results/models/{model}"),
     log:
         "logs/model/{model}.log",
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     conda:
         "../../envs/pytorch.yaml"
     threads: 1

@@ -15,6 +15,8 @@ rule quantise:
         "logs/quantise/{model}/{quant}.log",
     wildcard_constraints:
         quant=_python_built_quants(),
+    # builds rank above every measure replicate (common.smk)
+    priority: BUILD_PRIORITY
     conda:
         variant_env
     threads: quantise_threads

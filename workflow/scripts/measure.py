@@ -21,6 +21,8 @@ def main(snakemake):
             variant_path=snakemake.input.variant,
             output=snakemake.output.rows,
             env_output=snakemake.output.environment,
+            replicate=int(snakemake.wildcards.replicate),
+            gpu_resource=int(getattr(snakemake.resources, "gpu", 0) or 0),
         ),
     )
 

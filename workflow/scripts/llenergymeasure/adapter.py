@@ -54,11 +54,11 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
     return pairs
 
 
-OPTIONS = ("input", "output", "log", "params", "wildcards")
+OPTIONS = ("input", "output", "log", "params", "wildcards", "resources")
 
 
 def command_line_job(argv: list[str] | None = None) -> SimpleNamespace:
-    """A `snakemake`-like object from `--rule R --input k=v --output k=v --log k=v --params k=v --wildcards k=v`."""
+    """A `snakemake`-like object from `--rule R --input k=v --output k=v --log k=v --params k=v --wildcards k=v --resources k=v`."""
     parser = argparse.ArgumentParser(description="run a rule's adapter outside Snakemake's script: directive")
     parser.add_argument("--rule", required=True)
     for option in OPTIONS:

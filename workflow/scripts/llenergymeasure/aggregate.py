@@ -102,7 +102,10 @@ def merge_platforms(frame: Any, extra_folders: Iterable[str | Path]) -> Any:
         other = pd.read_parquet(Path(folder) / "measurements.parquet")
         frames.append(other.drop(columns=["schema_version"], errors="ignore"))
     merged = pd.concat(frames, ignore_index=True)
-    keys = ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "trial"]
+    # a trial is one (replicate, trial) of one configuration; tables from before replicates lack the column
+    keys = ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "replicate", "trial"]
+    if "replicate" not in merged.columns:
+        keys.remove("replicate")
     keys += [key for key in KEY_COLUMNS if key in merged]  # LoRA adapters: a base row and an adapter's differ
     duplicated = merged.duplicated(subset=keys, keep="first")
     if duplicated.any():

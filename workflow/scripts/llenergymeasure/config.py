@@ -34,14 +34,16 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "measurement": {
         "trials": 5,
-        "warmup_runs": 2,
-        "warmup_min_s": {"cuda": 30.0, "cpu": 0.0},
-        "warmup_cv_threshold": None,
-        "warmup_max_s": 120.0,
         "min_window_s": {"cuda": 5.0, "cpu": 0.25},
         "idle_baseline_s": {"cuda": 5.0, "cpu": 1.0},
         "cv_flag_threshold": 0.05,
         "energy_source": "auto",
+        # replicates and warm-up to a steady state (issue 12; documented in the config schema)
+        "replicates": 3,
+        "warmup_runs": 3,
+        "warmup_min_s": {"cuda": 30.0, "cpu": 1.0},
+        "warmup_cv_threshold": 0.05,
+        "warmup_max_s": {"cuda": 120.0, "cpu": 5.0},
     },
     "quantisation": {
         "bnb_compute_dtype": "float32",
@@ -371,7 +373,8 @@ def measurement_settings(config: dict[str, Any], backend: str) -> dict[str, Any]
         "seed": config["seed"],
         "device": config["device"],
         "workload": config["workload"],
-        "measurement": config["measurement"],
+        # how many replicates run is not what one measures: adding replicates re-runs none
+        "measurement": {key: value for key, value in config["measurement"].items() if key != "replicates"},
         "backend_settings": {backend: (config.get("backend_settings") or {}).get(backend) or {}},
     }
 

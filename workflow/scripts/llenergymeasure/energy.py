@@ -1,21 +1,26 @@
 """Energy meters: where a joule comes from, and how sure we are of it.
 
-`select_meter(device)` picks the best source this machine offers, in this order:
+`select_meter(device, gpus)` picks the source for one job, in this order:
 
-1. ``zeus-nvml``  (device ``cuda``): Zeus `ZeusMonitor` on the GPUs, reading NVML's
-   total-energy counter (Volta and newer; Zeus integrates polled power on older GPUs).
-   Per-GPU joules and their sum.
-2. ``zeus-rapl``  (device ``cpu``): CPU package energy from RAPL through Zeus.
-3. ``estimate-cpu-tdp`` (device ``cpu``): this process's CPU time x the processor's TDP per
-   logical CPU. This is CodeCarbon's ``cpu_load`` model in its per-process form
-   (power = TDP x process CPU-time share of the package), re-implemented here so that the
-   TDP can be looked up per *thread* (robust in VMs and containers that see a slice of a
-   package). Labelled ``is_estimate=True`` with a stated relative uncertainty.
-4. ``unavailable``: no energy; ``joules is None``.
+1. ``zeus-nvml``  (device ``cuda``): Zeus `ZeusMonitor` on exactly the job's GPUs
+   (`job_gpus.JobGpus`, pinned through CUDA_VISIBLE_DEVICES), reading NVML's total-energy
+   counter (Volta and newer; Zeus integrates polled power on older GPUs). Where RAPL is
+   readable, the same window also reads the host's CPU package and DRAM counters: they go
+   to ``energy_cpu_j`` and ``energy_dram_j``, never into the GPU joules.
+2. ``zeus-rapl``  (device ``cpu``): CPU package energy from RAPL through Zeus (DRAM apart).
+3. ``estimate-cpu-tdp`` (device ``cpu``): only when the user states the processor's power in
+   ``LLEM_CPU_TDP_W`` (and optionally ``LLEM_CPU_TDP_THREADS``, the logical CPUs it covers):
+   this process's CPU seconds x watts / threads, CodeCarbon's ``cpu_load`` model in its
+   per-process form. Labelled ``is_estimate=True``; every row records the assumption.
+4. ``unavailable``: no energy; ``joules is None`` and a reason. Nothing is ever invented:
+   there is no built-in TDP, no table, no generic wattage.
 
 A GPU job never falls back to CPU-side sources: a CPU package joule is not a GPU joule.
 A sensor that read nothing (counter did not advance, no CPU time accrued) gives
 ``joules=None`` and ``source="unavailable"`` for that window, never 0 J.
+
+The Zeus meters (1, 2) are in zeus_meters.py; the estimate (3) and the unavailable source (4)
+are here, with the classes every meter shares.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from __future__ import annotations
 import abc
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
+
+from .job_gpus import JobGpus
 
 logger = logging.getLogger(__name__)
 
@@ -38,37 +44,12 @@ SOURCE_UNAVAILABLE = "unavailable"
 # `measurement.energy_source` values (config schema) accepted by `select_meter(prefer=...)`.
 PREFER_CHOICES = ("auto", "zeus", "rapl", "estimate", "none")
 
-# NVML's total-energy counter is refreshed about every 100 ms, so either end of a window can be
-# stale by up to one period: the window's uncertainty is the mean power x this period.
-NVML_COUNTER_PERIOD_S = 0.1
-# RAPL energy status registers update about every 1 ms.
-RAPL_COUNTER_PERIOD_S = 0.001
-
-# Relative uncertainty of the CPU-time x TDP estimate: TDP is a rated sustained power, while
-# a loaded package draws roughly 0.5-1.5x of it (turbo, AVX frequency licences, idle cores).
+# Relative uncertainty of the CPU-time x stated-power estimate: a rated power is a sustained
+# figure, while a loaded package draws roughly 0.5-1.5x of it (turbo, AVX licences, idle cores).
 ESTIMATE_REL_UNCERTAINTY = 0.5
-# With no TDP known for this processor: CodeCarbon's generic 85 W constant, far less certain.
-GENERIC_TDP_W = 85.0
-GENERIC_REL_UNCERTAINTY = 1.0
 
-# TDP (or Intel "processor base power") and hardware threads per package, from the vendors'
-# product specification pages (Intel ARK, AMD product pages). Keyed by a normalised model
-# name fragment; matched as a whole word in the normalised `/proc/cpuinfo` model name.
-CPU_TDP_TABLE: dict[str, tuple[float, int]] = {
-    "amd epyc 7742": (225.0, 128),
-    "amd epyc 7h12": (280.0, 128),
-    "amd epyc 7763": (280.0, 128),
-    "amd epyc 9554": (360.0, 128),
-    "amd epyc 9654": (360.0, 192),
-    "amd ryzen 9 5950x": (105.0, 32),
-    "xeon gold 6338": (205.0, 64),
-    "xeon platinum 8358": (250.0, 64),
-    "xeon platinum 8380": (270.0, 80),
-    "xeon platinum 8468": (350.0, 96),
-    "xeon platinum 8480": (350.0, 112),
-    "core i9-13900k": (125.0, 32),
-}
-CPU_TDP_TABLE_SOURCE = "vendor product specifications (Intel ARK / AMD product pages)"
+CPU_POWER_ENV = "LLEM_CPU_TDP_W"
+CPU_THREADS_ENV = "LLEM_CPU_TDP_THREADS"
 
 
 class EnergySourceError(RuntimeError):
@@ -79,12 +60,15 @@ class EnergySourceError(RuntimeError):
 class EnergyReading:
     """Energy of one measured window."""
 
-    joules: float | None  # total over the devices; None when nothing was read
-    per_device: dict[str, float]  # e.g. {"gpu0": 812.3, "gpu1": 799.0} or {"cpu0": ...}
+    joules: float | None  # the job's device energy (GPU joules, or CPU package joules); None: nothing read
+    per_device: dict[str, float]  # e.g. {"gpu1": 812.3} or {"cpu0": ..., "cpu1": ...}
     elapsed_s: float
     uncertainty_j: float | None
     source: str
     is_estimate: bool
+    cpu_j: float | None = None  # RAPL CPU package energy of the host (every job where RAPL reads)
+    dram_j: float | None = None  # RAPL DRAM energy of the host
+    reason: str | None = None  # why `joules` is None
 
 
 @dataclass(frozen=True)
@@ -98,6 +82,55 @@ class IdleReading:
     uncertainty_w: float | None = None
 
 
+@dataclass(frozen=True)
+class StatedCpuPower:
+    """The processor's power as the user states it: the only basis of an estimate."""
+
+    watts: float
+    threads: int
+    threads_stated: bool
+
+    @property
+    def watts_per_cpu_second(self) -> float:
+        return self.watts / self.threads
+
+    def assumption(self) -> str:
+        """The assumption recorded on every estimated row."""
+        threads = f"{CPU_THREADS_ENV}={self.threads}" if self.threads_stated else f"{self.threads} logical CPUs seen by the OS"
+        return (
+            f"{CPU_POWER_ENV}={self.watts:g} W stated by the user over {threads}: "
+            f"energy = process CPU seconds x {self.watts_per_cpu_second:.4g} W, "
+            f"relative uncertainty {ESTIMATE_REL_UNCERTAINTY:.0%}"
+        )
+
+
+def _positive_env(environ: Mapping[str, str], name: str, kind: type, meaning: str) -> Any:
+    raw = environ.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise EnergySourceError(
+            f"{name}={raw!r}: expected {meaning}, a positive {kind.__name__}; fix it or unset it (energy is then unavailable)"
+        )
+    return value
+
+
+def stated_cpu_power(environ: Mapping[str, str] | None = None) -> StatedCpuPower | None:
+    """The user's `LLEM_CPU_TDP_W` (and `LLEM_CPU_TDP_THREADS`), checked; None when unset."""
+    environ = os.environ if environ is None else environ
+    watts = _positive_env(environ, CPU_POWER_ENV, float, "the processor's power in watts")
+    threads = _positive_env(environ, CPU_THREADS_ENV, int, "the logical CPUs that power covers")
+    if watts is None:
+        if threads is not None:
+            raise EnergySourceError(f"{CPU_THREADS_ENV} is set but {CPU_POWER_ENV} is not; set both or neither")
+        return None
+    return StatedCpuPower(watts, threads or os.cpu_count() or 1, threads is not None)
+
+
 class EnergyMeter(abc.ABC):
     """One energy source. `begin()`/`end()` bracket a window; windows do not nest."""
 
@@ -106,6 +139,16 @@ class EnergyMeter(abc.ABC):
 
     def __init__(self) -> None:
         self._started: float | None = None
+
+    @property
+    def gpu_label(self) -> str | None:
+        """NVML indices of the GPUs this meter reads ("1", "0,1"); None when it reads no GPU."""
+        return None
+
+    @property
+    def assumption(self) -> str | None:
+        """What an estimate assumes (recorded on every row); None for sensors."""
+        return None
 
     def begin(self) -> None:
         """Start a window (call after the device has finished queued work)."""
@@ -143,10 +186,11 @@ class EnergyMeter(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Source, whether it is an estimate, and how it works (recorded with every job)."""
-        return {"source": self.source, "is_estimate": self.is_estimate}
+        return {"source": self.source, "is_estimate": self.is_estimate, "gpus": self.gpu_label,
+                "assumption": self.assumption}
 
-    def _unread(self, elapsed: float) -> EnergyReading:
-        return EnergyReading(None, {}, elapsed, None, SOURCE_UNAVAILABLE, False)
+    def _unread(self, elapsed: float, reason: str, cpu_j: float | None = None, dram_j: float | None = None) -> EnergyReading:
+        return EnergyReading(None, {}, elapsed, None, SOURCE_UNAVAILABLE, False, cpu_j, dram_j, reason)
 
     @abc.abstractmethod
     def _start_counters(self) -> None: ...
@@ -156,7 +200,7 @@ class EnergyMeter(abc.ABC):
 
 
 class UnavailableMeter(EnergyMeter):
-    """No energy source: every window reads None."""
+    """No energy source: every window reads None, with the reason."""
 
     def __init__(self, reason: str) -> None:
         super().__init__()
@@ -166,7 +210,7 @@ class UnavailableMeter(EnergyMeter):
         pass
 
     def _read(self, elapsed: float) -> EnergyReading:
-        return self._unread(elapsed)
+        return self._unread(elapsed, self.reason)
 
     def idle_power(self, seconds: float) -> IdleReading:
         return IdleReading(None, 0.0, SOURCE_UNAVAILABLE)  # nothing to wait for
@@ -175,81 +219,22 @@ class UnavailableMeter(EnergyMeter):
         return {**super().describe(), "reason": self.reason}
 
 
-class ZeusMeter(EnergyMeter):
-    """Energy counters through Zeus: NVML on GPUs or RAPL on CPU packages.
-
-    `monitor` is a `zeus.monitor.ZeusMonitor` (tests may pass an object with the same
-    `begin_window`/`end_window` methods beside the real no-device path)."""
-
-    _WINDOW = "llenergymeasure"
-
-    def __init__(self, monitor: Any, kind: str, counter_period_s: float, method: str) -> None:
-        super().__init__()
-        if kind not in ("nvml", "rapl"):
-            raise ValueError(f"ZeusMeter kind must be 'nvml' or 'rapl', got {kind!r}")
-        self.monitor = monitor
-        self.kind = kind
-        self.source = SOURCE_ZEUS_NVML if kind == "nvml" else SOURCE_ZEUS_RAPL
-        self.counter_period_s = counter_period_s
-        self.method = method
-
-    def _start_counters(self) -> None:
-        # The caller synchronises the device; Zeus need not (it would import torch.cuda).
-        self.monitor.begin_window(self._WINDOW, sync_execution=False)
-
-    def _cancel_counters(self) -> None:
-        self.monitor.end_window(self._WINDOW, sync_execution=False, cancel=True)
-
-    def _read(self, elapsed: float) -> EnergyReading:
-        measurement = self.monitor.end_window(self._WINDOW, sync_execution=False)
-        if self.kind == "nvml":
-            counted = {f"gpu{index}": float(j) for index, j in (measurement.gpu_energy or {}).items()}
-            extra: dict[str, float] = {}
-        else:
-            counted = {f"cpu{index}": float(j) for index, j in (measurement.cpu_energy or {}).items()}
-            # DRAM is kept for the record but not added: the source is "CPU package energy".
-            extra = {f"dram{index}": float(j) for index, j in (measurement.dram_energy or {}).items()}
-        if not counted or any(j <= 0.0 for j in counted.values()):
-            # A counter that did not advance read nothing: not a measurement of 0 J.
-            logger.warning("%s: a counter did not advance over a %.3f s window (%s)", self.source, elapsed, counted)
-            return self._unread(elapsed)
-        joules = sum(counted.values())
-        uncertainty = joules / elapsed * self.counter_period_s if elapsed > 0 else None
-        return EnergyReading(joules, {**counted, **extra}, elapsed, uncertainty, self.source, False)
-
-    def describe(self) -> dict[str, Any]:
-        indices = self.monitor.gpu_indices if self.kind == "nvml" else self.monitor.cpu_indices
-        return {
-            **super().describe(),
-            "library": "zeus",
-            "method": self.method,
-            "indices": list(indices),
-            "counter_period_s": self.counter_period_s,
-            "uncertainty": "mean power x counter update period per window",
-        }
-
-
 class CpuTdpEstimateMeter(EnergyMeter):
-    """Process CPU time x TDP per logical CPU (CodeCarbon's cpu_load model, per process).
+    """Process CPU time x the user's stated processor power per logical CPU.
 
-    energy = tdp_w / tdp_threads x (CPU seconds of this process and its children)."""
+    energy = watts / threads x (CPU seconds of this process and its children)."""
 
     source = SOURCE_ESTIMATE
     is_estimate = True
 
-    def __init__(self, tdp_w: float, tdp_threads: int, tdp_source: str, rel_uncertainty: float) -> None:
+    def __init__(self, stated: StatedCpuPower) -> None:
         super().__init__()
-        if tdp_w <= 0 or tdp_threads <= 0:
-            raise ValueError(f"CPU TDP estimate needs tdp_w > 0 and tdp_threads > 0, got {tdp_w}, {tdp_threads}")
-        self.tdp_w = tdp_w
-        self.tdp_threads = tdp_threads
-        self.tdp_source = tdp_source
-        self.rel_uncertainty = rel_uncertainty
+        self.stated = stated
         self._cpu_start = 0.0
 
     @property
-    def watts_per_cpu_second(self) -> float:
-        return self.tdp_w / self.tdp_threads
+    def assumption(self) -> str:
+        return self.stated.assumption()
 
     def _start_counters(self) -> None:
         children = children_cpu_seconds()  # read first: its own cost stays outside the window
@@ -259,20 +244,17 @@ class CpuTdpEstimateMeter(EnergyMeter):
         own = time.process_time()  # read first: the children scan stays outside the window
         cpu_seconds = own + children_cpu_seconds() - self._cpu_start
         if cpu_seconds <= 0.0:
-            return self._unread(elapsed)
-        joules = self.watts_per_cpu_second * cpu_seconds
-        return EnergyReading(
-            joules, {"cpu": joules}, elapsed, joules * self.rel_uncertainty, self.source, True
-        )
+            return self._unread(elapsed, "no CPU time accrued in the window")
+        joules = self.stated.watts_per_cpu_second * cpu_seconds
+        return EnergyReading(joules, {"cpu": joules}, elapsed, joules * ESTIMATE_REL_UNCERTAINTY, self.source, True)
 
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "method": "process CPU seconds x TDP / threads (CodeCarbon cpu_load model, process mode)",
-            "tdp_w": self.tdp_w,
-            "tdp_threads": self.tdp_threads,
-            "tdp_source": self.tdp_source,
-            "relative_uncertainty": self.rel_uncertainty,
+            "method": "process CPU seconds x stated watts / threads (CodeCarbon cpu_load model, process mode)",
+            "watts": self.stated.watts,
+            "threads": self.stated.threads,
+            "relative_uncertainty": ESTIMATE_REL_UNCERTAINTY,
             "covers": "CPU package share of this process only (no DRAM, no idle share of other cores)",
         }
 
@@ -300,167 +282,81 @@ def process_cpu_seconds() -> float:
     return time.process_time() + children_cpu_seconds()
 
 
-def cpu_model_name() -> str | None:
-    """The processor's model name from /proc/cpuinfo, else platform.processor()."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+def select_meter(device: str, gpus: JobGpus | None = None, prefer: str = "auto") -> EnergyMeter:
+    """The energy meter of a job on `device` ("cuda": its pinned `gpus`; or "cpu").
 
-    return platform.processor() or None
-
-
-def _normalise_cpu_name(name: str) -> str:
-    name = re.sub(r"\((r|tm)\)", " ", name.lower())
-    name = re.sub(r"@.*$", " ", name)
-    name = re.sub(r"\b(cpu|processor|\d+-core)\b", " ", name)
-    return re.sub(r"\s+", " ", name).strip()
-
-
-def lookup_cpu_tdp(model_name: str | None) -> tuple[float, int, str] | None:
-    """(TDP watts, threads per package, provenance) for a known processor, else None."""
-    if not model_name:
-        return None
-    normalised = _normalise_cpu_name(model_name)
-    for key, (tdp_w, threads) in CPU_TDP_TABLE.items():
-        if re.search(rf"(^|\s){re.escape(key)}[a-z+]?(\s|$)", normalised):
-            return tdp_w, threads, f"{CPU_TDP_TABLE_SOURCE}: {key}"
-    return None
-
-
-def _positive_env(name: str, kind: type) -> Any:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or value <= 0:
-        raise EnergySourceError(f"{name}={raw!r}: expected a positive {kind.__name__}; unset it or fix the value")
-    return value
-
-
-def cpu_tdp_meter() -> CpuTdpEstimateMeter:
-    """The CPU-time x TDP estimate, with TDP from `LLEM_CPU_TDP_W` (and `LLEM_CPU_TDP_THREADS`,
-    the logical CPUs that TDP covers; default: the CPUs this OS sees), else the table, else
-    CodeCarbon's generic 85 W over the visible CPUs (flagged, with a larger uncertainty)."""
-    visible = os.cpu_count() or 1
-    tdp_env = _positive_env("LLEM_CPU_TDP_W", float)
-    threads_env = _positive_env("LLEM_CPU_TDP_THREADS", int)
-    if tdp_env is not None:
-        return CpuTdpEstimateMeter(
-            tdp_env, threads_env or visible, "LLEM_CPU_TDP_W environment variable", ESTIMATE_REL_UNCERTAINTY
-        )
-    model = cpu_model_name()
-    found = lookup_cpu_tdp(model)
-    if found is not None:
-        tdp_w, threads, provenance = found
-        return CpuTdpEstimateMeter(tdp_w, threads_env or threads, provenance, ESTIMATE_REL_UNCERTAINTY)
-    logger.warning(
-        "no TDP known for CPU %r: using CodeCarbon's generic %.0f W over %d visible CPUs "
-        "(set LLEM_CPU_TDP_W and LLEM_CPU_TDP_THREADS for a better estimate)",
-        model, GENERIC_TDP_W, threads_env or visible,
-    )
-    return CpuTdpEstimateMeter(
-        GENERIC_TDP_W, threads_env or visible,
-        f"generic {GENERIC_TDP_W:.0f} W (CodeCarbon default) for unknown CPU {model!r}",
-        GENERIC_REL_UNCERTAINTY,
-    )
-
-
-def zeus_gpu_meter(gpu_indices: list[int] | None = None) -> ZeusMeter:
-    """Zeus on NVIDIA GPUs; raises EnergySourceError (one line) when Zeus finds none."""
-    from zeus.device import get_gpus
-    from zeus.device.gpu.common import ZeusGPUInitError
-    from zeus.monitor import ZeusMonitor
-
-    try:
-        gpus = get_gpus()
-    except ZeusGPUInitError as exc:
-        raise EnergySourceError(f"energy source zeus: Zeus found no GPU ({exc}); use energy_source auto") from None
-    if len(gpus) == 0:
-        raise EnergySourceError("energy source zeus: Zeus found no GPU; use energy_source auto")
-    try:
-        monitor = ZeusMonitor(gpu_indices=gpu_indices, cpu_indices=[])
-    except ValueError as exc:
-        raise EnergySourceError(f"energy source zeus: GPU indices {gpu_indices} not usable ({exc})") from None
-    counter = all(monitor.gpus.supports_get_total_energy_consumption(i) for i in monitor.gpu_indices)
-    method = "NVML total-energy counter" if counter else "NVML power polling integrated by Zeus (pre-Volta GPU)"
-    return ZeusMeter(monitor, "nvml", NVML_COUNTER_PERIOD_S, method)
-
-
-def zeus_rapl_meter() -> ZeusMeter:
-    """Zeus on RAPL CPU packages; raises EnergySourceError (one line) when not readable."""
-    from zeus.device import get_cpus
-    from zeus.device.cpu.common import ZeusCPUInitError, ZeusCPUNoPermissionError
-    from zeus.monitor import ZeusMonitor
-
-    try:
-        cpus = get_cpus()
-    except ZeusCPUNoPermissionError:
-        raise EnergySourceError(
-            "energy source rapl: RAPL exists but is not readable; grant read access to "
-            "/sys/class/powercap/intel-rapl (or run zeusd) or use energy_source estimate"
-        ) from None
-    except ZeusCPUInitError as exc:
-        raise EnergySourceError(f"energy source rapl: this machine exposes no RAPL ({exc}); use energy_source estimate") from None
-    if len(cpus) == 0:
-        raise EnergySourceError("energy source rapl: Zeus found no RAPL package; use energy_source estimate")
-    monitor = ZeusMonitor(gpu_indices=[], cpu_indices=list(range(len(cpus))))
-    return ZeusMeter(monitor, "rapl", RAPL_COUNTER_PERIOD_S, "RAPL package energy counter")
-
-
-def select_meter(device: str, gpu_indices: list[int] | None = None, prefer: str = "auto") -> EnergyMeter:
-    """The best energy meter for `device` ("cuda" or "cpu").
-
-    prefer: "auto" (best available), or force "zeus" (NVML), "rapl", "estimate", "none".
-    A forced source that is not available raises EnergySourceError."""
+    prefer: "auto" (the order in the module docstring), or force "zeus" (NVML, cuda jobs),
+    "rapl" or "estimate" (cpu jobs), "none". A forced source that cannot be used raises
+    EnergySourceError; so does a malformed LLEM_CPU_TDP_W, whatever the source."""
     if prefer not in PREFER_CHOICES:
         raise EnergySourceError(f"measurement.energy_source: {prefer!r} is not a source; allowed: {', '.join(PREFER_CHOICES)}")
     if device not in ("cuda", "cpu"):
         raise EnergySourceError(f"device: {device!r} is not measurable; allowed: cuda, cpu")
+    from .zeus_meters import rapl_packages, zeus_gpu_meter, zeus_rapl_meter
+
+    stated = stated_cpu_power()
     if prefer == "none":
         return UnavailableMeter("energy_source none requested")
+
+    if device == "cuda":
+        if prefer in ("rapl", "estimate"):
+            raise EnergySourceError(
+                f"measurement.energy_source: {prefer!r} measures cpu jobs; a cuda job's joules are its GPUs' "
+                "(RAPL host energy goes to energy_cpu_j and energy_dram_j); use auto or zeus"
+            )
+        try:
+            return zeus_gpu_meter(gpus or JobGpus(()))
+        except EnergySourceError as exc:
+            if prefer == "zeus":
+                raise
+            logger.warning("no GPU energy source: %s", exc)
+            return UnavailableMeter(str(exc))
+
     if prefer == "zeus":
-        return zeus_gpu_meter(gpu_indices)
+        raise EnergySourceError("measurement.energy_source: 'zeus' reads GPUs and this is a cpu job; use auto or rapl")
     if prefer == "rapl":
         return zeus_rapl_meter()
     if prefer == "estimate":
-        return cpu_tdp_meter()
-
-    if device == "cuda":
-        try:
-            return zeus_gpu_meter(gpu_indices)
-        except EnergySourceError as exc:
-            logger.warning("no GPU energy source: %s", exc)
-            return UnavailableMeter(str(exc))
-    try:
+        if stated is None:
+            raise EnergySourceError(
+                f"measurement.energy_source: 'estimate' needs {CPU_POWER_ENV}, the processor's power in watts; "
+                "set it or use auto"
+            )
+        return CpuTdpEstimateMeter(stated)
+    _, why_not = rapl_packages()
+    if not why_not:
         return zeus_rapl_meter()
-    except EnergySourceError as exc:
-        logger.info("RAPL not used: %s", exc)
-    return cpu_tdp_meter()  # always possible on CPU; a malformed LLEM_CPU_TDP_W raises
+    if stated is not None:
+        return CpuTdpEstimateMeter(stated)
+    reason = f"no CPU energy sensor: {why_not}; no {CPU_POWER_ENV} stated for an estimate"
+    logger.info("energy unavailable: %s", reason)
+    return UnavailableMeter(reason)
 
 
 __all__ = [
-    "CPU_TDP_TABLE",
     "CpuTdpEstimateMeter",
     "EnergyMeter",
     "EnergyReading",
     "EnergySourceError",
     "IdleReading",
+    "StatedCpuPower",
     "UnavailableMeter",
-    "ZeusMeter",
-    "cpu_model_name",
-    "cpu_tdp_meter",
-    "lookup_cpu_tdp",
     "children_cpu_seconds",
     "process_cpu_seconds",
     "select_meter",
-    "zeus_gpu_meter",
-    "zeus_rapl_meter",
+    "stated_cpu_power",
 ]
+
+# The Zeus meters live in zeus_meters.py (which builds on the classes above); they are reachable
+# here too, imported on first use so that this module never imports Zeus by itself.
+_ZEUS_NAMES = ("NVML_COUNTER_PERIOD_S", "RAPL_COUNTER_PERIOD_S", "ZeusMeter", "rapl_packages", "zeus_gpu_meter",
+               "zeus_rapl_meter")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ZEUS_NAMES:
+        from . import zeus_meters
+
+        return getattr(zeus_meters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -22,8 +22,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .energy import cpu_model_name
-
 logger = logging.getLogger(__name__)
 
 # Distribution names whose versions are recorded (None when not installed).
@@ -116,6 +114,18 @@ def library_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def cpu_model_name() -> str | None:
+    """The processor's model name from /proc/cpuinfo, else platform.processor()."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def cpu_info() -> dict[str, Any]:

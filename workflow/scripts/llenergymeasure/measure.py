@@ -1,8 +1,9 @@
 """The measurement protocol of one measure job: one variant on one backend, every shape.
 
-Per job: capture the environment, pick the energy meter, load the backend once, take an
-idle-power baseline. Per shape (batch size x prompt length): warm up, then `trials` trials.
-Per trial, in this order:
+Per job (one replicate, in a fresh process): pin the job to its GPUs (`job_gpus`), capture
+the environment, pick the energy meter for exactly those GPUs (`energy.select_meter`), load
+the backend once, take an idle-power baseline. Per shape (batch size x prompt length): warm
+up until steady (`warmup`), then `trials` trials. Per trial, in this order:
 
 1. prefill window: `generate(inputs, 1)` repeated until the window lasts `min_window_s`;
 2. full window: `generate(inputs, new_tokens)` repeated likewise (peak memory read here);
@@ -28,104 +29,20 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from . import energy, environment, stats
-from .aggregate import as_schema_type
+from . import energy, environment, job_gpus, stats, warmup
 from .backends import Backend, LoadInfo, get_backend
-from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
-from .io import write_json_atomic, write_parquet_atomic
-from .lora import ROW_COLUMNS, base_row_fields
+from .config import REPO_ROOT
+from .io import write_json_atomic
+from .lora import base_row_fields
+from .measured_columns import MEASURED_COLUMNS, write_rows
+from .protocol import MeasureConfigError, Protocol, resolve_protocol
+from .warmup import WARMUP_CV_WINDOW, Warmup, coefficient_of_variation
 
 logger = logging.getLogger(__name__)
 
-# The columns `measure` writes (flops/mfu/mbu columns are added by the `flops` rule), with
-# types in the vocabulary of config/schema/measurements.schema.yaml.
-MEASURED_COLUMNS: dict[str, str] = {
-    "model": "string",
-    "quant": "string",
-    "backend": "string",
-    "dtype": "string",
-    "batch_size": "integer",
-    "prompt_tokens": "integer",
-    "output_tokens": "integer",
-    "trial": "integer",
-    "status": "string",
-    "error": "string",
-    "latency_s": "number",
-    "ttft_s": "number",
-    "tpot_s": "number",
-    "tpot_stream_mean_s": "number",
-    "tpot_p50_s": "number",
-    "tpot_p90_s": "number",
-    "tpot_p99_s": "number",
-    "tokens_per_s": "number",
-    "energy_j": "number",
-    "energy_j_per_output_token": "number",
-    "energy_uncertainty_j": "number",
-    "energy_prefill_j": "number",
-    "energy_prefill_uncertainty_j": "number",
-    "energy_decode_j": "number",
-    "energy_decode_uncertainty_j": "number",
-    "energy_net_j": "number",
-    "idle_power_w": "number",
-    "energy_source": "string",
-    "energy_is_estimate": "boolean",
-    "energy_per_device_json": "string",
-    "window_s": "number",
-    "window_repetitions": "integer",
-    "prefill_window_s": "number",
-    "prefill_window_repetitions": "integer",
-    "warmup_runs": "integer",
-    "warmup_s": "number",
-    "warmup_cv": "number",
-    "peak_memory_bytes": "integer",
-    "quant_method": "string",
-    "weight_bits": "integer",
-    "compute_dtype": "string",
-    "weight_bytes_disk": "integer",
-    "weight_bytes_memory": "integer",
-    "kernel_path": "string",
-    "decompressed_at_load": "boolean",
-    "weights": "string",
-    "perplexity": "number",
-    "backend_version": "string",
-    "backend_settings_json": "string",
-    "device": "string",
-    "device_name": "string",
-    "platform_id": "string",
-    "config_hash": "string",
-    "git_commit": "string",
-    **ROW_COLUMNS,  # LoRA adapters (lora.py): 'none' on base-model rows
-}
-
-# Latencies of the last this-many warmup runs give the rolling coefficient of variation.
-WARMUP_CV_WINDOW = 5
 ERROR_MAX_CHARS = 500
-
-
-class MeasureConfigError(ValueError):
-    """A setting the protocol needs is missing or unusable (one line naming the field)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Protocol:
-    """The settings of one job, resolved for its device."""
-
-    device: str
-    batch_sizes: tuple[int, ...]
-    prompt_tokens: tuple[int, ...]
-    new_tokens: int
-    seed: int
-    trials: int
-    warmup_runs: int
-    warmup_min_s: float
-    warmup_cv_threshold: float | None
-    warmup_max_s: float
-    min_window_s: float
-    idle_baseline_s: float
-    energy_source: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,120 +61,13 @@ class Window:
         return None if value is None else value / self.repetitions
 
 
-@dataclasses.dataclass(frozen=True)
-class Warmup:
-    runs: int
-    seconds: float
-    cv: float | None
-
-
-def _number(section: dict[str, Any], key: str, field: str, minimum: float = 0.0) -> float:
-    value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise MeasureConfigError(f"{field}: expected a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _per_device(section: dict[str, Any], key: str, device: str) -> float:
-    value = section.get(key)
-    if not isinstance(value, dict) or device not in value:
-        raise MeasureConfigError(f"measurement.{key}: give seconds per device, e.g. {{cuda: 5.0, cpu: 0.25}} (missing {device!r})")
-    return _number(value, device, f"measurement.{key}.{device}")
-
-
-def _int_list(section: dict[str, Any], key: str, minimum: int) -> tuple[int, ...]:
-    values = section.get(key)
-    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
-        raise MeasureConfigError(f"workload.{key}: expected a non-empty list of integers >= {minimum}, got {values!r}")
-    return tuple(values)
-
-
-def resolve_protocol(config: dict[str, Any]) -> Protocol:
-    """Check and resolve the workload and measurement settings before any expensive work."""
-    device = resolve_device(config)
-    if device not in ("cpu", "cuda"):
-        raise MeasureConfigError(f"device: {device!r} is not a device; allowed: auto, cpu, cuda")
-    if device == "cuda" and not cuda_visible():
-        raise MeasureConfigError("device: 'cuda' requested but no NVIDIA GPU is visible; use device auto or cpu")
-    workload = config.get("workload")
-    measurement = config.get("measurement")
-    if not isinstance(workload, dict):
-        raise MeasureConfigError("workload: missing; give batch_sizes, prompt_tokens and new_tokens")
-    if not isinstance(measurement, dict):
-        raise MeasureConfigError("measurement: missing; give at least trials")
-    measurement = {**DEFAULTS["measurement"], **measurement}  # the one place defaults live
-    new_tokens = workload.get("new_tokens")
-    if not isinstance(new_tokens, int) or isinstance(new_tokens, bool) or new_tokens < 2:
-        raise MeasureConfigError(f"workload.new_tokens: expected an integer >= 2 (decode needs a second token), got {new_tokens!r}")
-    trials = measurement.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise MeasureConfigError(f"measurement.trials: expected an integer >= 1, got {trials!r}")
-    warmup_runs = measurement.get("warmup_runs")
-    if not isinstance(warmup_runs, int) or isinstance(warmup_runs, bool) or warmup_runs < 0:
-        raise MeasureConfigError(f"measurement.warmup_runs: expected an integer >= 0, got {warmup_runs!r}")
-    threshold = measurement.get("warmup_cv_threshold")
-    if threshold is not None:
-        threshold = _number(measurement, "warmup_cv_threshold", "measurement.warmup_cv_threshold", 1e-9)
-    source = measurement.get("energy_source")
-    if source not in energy.PREFER_CHOICES:
-        raise MeasureConfigError(f"measurement.energy_source: {source!r} is not a source; allowed: {', '.join(energy.PREFER_CHOICES)}")
-    seed = config.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise MeasureConfigError(f"seed: expected an integer >= 0, got {seed!r}")
-    return Protocol(
-        device=device,
-        batch_sizes=_int_list(workload, "batch_sizes", 1),
-        prompt_tokens=_int_list(workload, "prompt_tokens", 1),
-        new_tokens=new_tokens,
-        seed=seed,
-        trials=trials,
-        warmup_runs=warmup_runs,
-        warmup_min_s=_per_device(measurement, "warmup_min_s", device),
-        warmup_cv_threshold=threshold,
-        warmup_max_s=_number(measurement, "warmup_max_s", "measurement.warmup_max_s"),
-        min_window_s=_per_device(measurement, "min_window_s", device),
-        idle_baseline_s=_per_device(measurement, "idle_baseline_s", device),
-        energy_source=source,
-    )
-
-
 # -- the protocol's steps ----------------------------------------------------------------------
 
 
-def coefficient_of_variation(values: list[float]) -> float | None:
-    """Sample standard deviation over mean; None for fewer than two values or a zero mean."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    return statistics.stdev(values) / mean if mean > 0 else None
-
-
 def warm_up(backend: Backend, inputs: Any, protocol: Protocol) -> Warmup:
-    """2-token generate calls: at least `warmup_runs` of them and `warmup_min_s` seconds; with a
-    CV threshold, on until the rolling latency CV is below it; never past `warmup_max_s`
-    (except to finish the fixed count of runs)."""
-    latencies: list[float] = []
-    start = time.perf_counter()
-
-    def done() -> bool:
-        elapsed = time.perf_counter() - start
-        if len(latencies) < protocol.warmup_runs:
-            return False
-        if elapsed >= protocol.warmup_max_s:
-            return True
-        if elapsed < protocol.warmup_min_s:
-            return False
-        if protocol.warmup_cv_threshold is None:
-            return True
-        cv = coefficient_of_variation(latencies[-WARMUP_CV_WINDOW:])
-        return len(latencies) >= WARMUP_CV_WINDOW and cv is not None and cv <= protocol.warmup_cv_threshold
-
-    while not done():
-        began = time.perf_counter()
-        backend.generate(inputs, 2)
-        backend.synchronize()
-        latencies.append(time.perf_counter() - began)
-    return Warmup(len(latencies), time.perf_counter() - start, coefficient_of_variation(latencies[-WARMUP_CV_WINDOW:]))
+    """Warm up with the protocol's settings (see `warmup`)."""
+    return warmup.warm_up(backend, inputs, protocol.new_tokens, protocol.warmup_runs, protocol.warmup_min_s,
+                          protocol.warmup_cv_threshold, protocol.warmup_max_s)
 
 
 def measure_window(backend: Backend, meter: energy.EnergyMeter, inputs: Any, new_tokens: int, min_window_s: float) -> Window:
@@ -334,6 +144,9 @@ def trial_metrics(
         "energy_source": full.reading.source,
         "energy_is_estimate": full.reading.is_estimate,
         "energy_per_device_json": json.dumps(per_device, sort_keys=True) if per_device else None,
+        "energy_cpu_j": full.per_call(full.reading.cpu_j),
+        "energy_dram_j": full.per_call(full.reading.dram_j),
+        "energy_unavailable_reason": full.reading.reason,
         "window_s": full.elapsed_s,
         "window_repetitions": full.repetitions,
         "prefill_window_s": prefill.elapsed_s,
@@ -368,30 +181,29 @@ def _release_memory(device: str) -> None:
             torch.cuda.empty_cache()
 
 
-def write_rows(rows: list[dict[str, Any]], output: str | Path) -> None:
-    """The job's rows as Parquet, typed per MEASURED_COLUMNS, written atomically."""
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=list(MEASURED_COLUMNS))
-    for column, kind in MEASURED_COLUMNS.items():
-        frame[column] = as_schema_type(frame[column], kind)
-    write_parquet_atomic(output, frame)
-
-
 # -- the job ---------------------------------------------------------------------------------
 
 
-def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str, env_output: str,
+def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str,
+            env_output: str, replicate: int = 1, gpu_resource: int | None = None,
             adapter_dir: str | None = None) -> None:
-    """Measure every configured shape of one variant on one backend; write rows and environment.
+    """Measure every configured shape of one variant on one backend (one replicate of the job);
+    write rows and environment. `gpu_resource`: the job's `gpu` resource (GPUs it was given).
     With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged."""
     started = time.time()
     protocol = resolve_protocol(config)
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 1:
+        raise MeasureConfigError(f"replicate: expected an integer >= 1, got {replicate!r}")
     with open(variant_path) as handle:
         variant = json.load(handle)
     backend_cls = get_backend(backend)
-    meter = energy.select_meter(protocol.device, prefer=protocol.energy_source)
-    logger.info("measure %s/%s/%s on %s, energy source %s", model, quant, backend, protocol.device, meter.source)
+    settings = (config.get("backend_settings") or {}).get(backend) or {}
+    gpus = None
+    if protocol.device == "cuda":  # before anything initialises CUDA in this process
+        gpus = job_gpus.pin_job_gpus(job_gpus.gpus_needed(backend, settings, gpu_resource))
+    meter = energy.select_meter(protocol.device, gpus, prefer=protocol.energy_source)
+    logger.info("measure %s/%s/%s replicate %d on %s (GPUs %s), energy source %s", model, quant, backend, replicate,
+                protocol.device, meter.gpu_label, meter.source)
 
     env = environment.capture(protocol.device, REPO_ROOT, config)
     gpu_states = [{**env.pop("gpu_state"), "label": "job-start"}]
@@ -413,6 +225,9 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "config_hash": env["config_hash"],
         "git_commit": env["git_commit"],
         **base_row_fields(),
+        "replicate": replicate,
+        "energy_gpu_indices": meter.gpu_label,
+        "energy_assumption": meter.assumption,
     }
     shapes = [(b, p) for b in protocol.batch_sizes for p in protocol.prompt_tokens]
     rows: list[dict[str, Any]] = []
@@ -428,9 +243,8 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "max_prompt_tokens": max(protocol.prompt_tokens),
         "max_batch_size": max(protocol.batch_sizes),
     }
-    settings = {**workload, **((config.get("backend_settings") or {}).get(backend) or {})}
     try:
-        runner = backend_cls(settings, protocol.device)
+        runner = backend_cls({**workload, **settings}, protocol.device)
         load_info = runner.load(variant)
         description = runner.describe()
         logger.info("loaded %s with %s (%s) in %.2f s", quant, backend, load_info.kernel_path, load_info.load_s or float("nan"))
@@ -478,7 +292,8 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     write_rows(rows, output)
     gpu_states.append(environment.capture_gpu_state("job-end"))
     env.update(
-        job={"model": model, "quant": quant, "backend": backend, "variant_path": str(variant_path)},
+        job={"model": model, "quant": quant, "backend": backend, "replicate": replicate, "variant_path": str(variant_path),
+             "gpus": None if gpus is None else dataclasses.asdict(gpus)},
         protocol=dataclasses.asdict(protocol),
         energy_meter=meter.describe(),
         idle_baseline=dataclasses.asdict(idle),
@@ -528,10 +343,11 @@ def _measure_shape(
     record: dict[str, Any] = {"batch_size": batch_size, "prompt_tokens": prompt_tokens, "error": None}
     try:
         inputs = runner.prepare_inputs(batch_size, prompt_tokens, protocol.seed)
-        warmup = warm_up(runner, inputs, protocol)
-        record["warmup"] = dataclasses.asdict(warmup)
-        logger.info("b=%d p=%d: warmed up with %d runs in %.2f s (CV %s)", batch_size, prompt_tokens, warmup.runs, warmup.seconds, warmup.cv)
-        warm = {"warmup_runs": warmup.runs, "warmup_s": warmup.seconds, "warmup_cv": warmup.cv}
+        warmed = warm_up(runner, inputs, protocol)
+        record["warmup"] = dataclasses.asdict(warmed)
+        logger.info("b=%d p=%d: warmed up with %d runs in %.2f s (CV %s, converged %s)", batch_size, prompt_tokens,
+                    warmed.runs, warmed.seconds, warmed.cv, warmed.converged)
+        warm = warmed.row()
         for trial in range(protocol.trials):
             metrics = measure_trial(runner, meter, inputs, batch_size, protocol, idle)
             rows.append({**shape_row, **warm, **metrics, "trial": trial, "status": "ok", "error": None})
@@ -553,7 +369,9 @@ __all__ = [
     "MEASURED_COLUMNS",
     "MeasureConfigError",
     "Protocol",
+    "WARMUP_CV_WINDOW",
     "Window",
+    "Warmup",
     "coefficient_of_variation",
     "measure_trial",
     "measure_window",

@@ -5,6 +5,7 @@
 #   snakemake --cores 1 paper_figures           every paper figure from paper/data/, no GPU
 #
 # DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figures
+#      model -> reference_logits; quantise | gguf -> fidelity -> fidelity_table -> analyse
 
 
 import sys
@@ -40,6 +41,7 @@ include: "workflow/rules/quantise.smk"
 include: "workflow/rules/gguf.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/flops.smk"
+include: "workflow/rules/fidelity.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/figures.smk"
@@ -49,6 +51,7 @@ include: "workflow/rules/figures.smk"
 localrules:
     all,
     aggregate,
+    fidelity_table,
     analyse,
     figures,
     paper_figures,

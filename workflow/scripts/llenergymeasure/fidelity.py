@@ -18,8 +18,8 @@ the per-window means with its order-statistic interval and exact coverage
 (`intervals.median_interval`). Windows of one text are not independent draws, so the
 interval describes spread over these windows, not over all text. Rows say
 ``fidelity_kind: "fidelity to the float32 parent"``; perplexity is kept only for trained
-(``pretrained``) weights. The parent scored against itself gives KL 0 and agreement 1,
-a check that the path is deterministic.
+(``pretrained``) weights. The parent scored against itself gives agreement 1 and KL 0
+up to the float32 storage of its log-probabilities (< 1e-6), a check that the path is deterministic.
 """
 
 from __future__ import annotations
@@ -155,3 +155,50 @@ def fidelity_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """Every variant's fidelity row, sorted by model and variant."""
     table = pd.DataFrame(records, columns=COLUMNS) if records else pd.DataFrame(columns=COLUMNS)
     return table.sort_values(["model", "quant"], ignore_index=True)
+
+
+# The rules' entry points ----------------------------------------------------------------------
+
+
+def write_reference(model_dir: str | Path, text: str | Path, evaluation: dict[str, Any], out: str | Path) -> None:
+    """Rule reference_logits: the windows and the parent's log-probabilities, one .npz."""
+    import os
+    import tempfile
+
+    windows = evaluation_windows(model_dir, text, evaluation)
+    log_probs = reference_log_probs(model_dir, windows)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npz")
+    os.close(handle)
+    try:
+        np.savez(tmp, windows=np.asarray(windows, dtype=np.int64), log_probs=log_probs)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(variant_path: str | Path, parent_path: str | Path, out: str | Path, threads: int = 1) -> dict[str, Any]:
+    """Rule fidelity: one variant's record (`COLUMNS`) as JSON, scored on the parent's windows."""
+    import json
+
+    from .io import write_json_atomic
+
+    variant = json.loads(Path(variant_path).read_text())
+    with np.load(parent_path) as stored:
+        windows, parent = stored["windows"].tolist(), stored["log_probs"]
+    record = fidelity_record(variant, parent, windows, threads)
+    write_json_atomic(out, record)
+    return record
+
+
+def write_table(record_paths: list[str], out: str | Path) -> pd.DataFrame:
+    """Rule fidelity_table: every record in one Parquet."""
+    import json
+
+    from .io import write_parquet_atomic
+
+    table = fidelity_table([json.loads(Path(p).read_text()) for p in record_paths])
+    write_parquet_atomic(out, table)
+    return table

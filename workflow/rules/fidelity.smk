@@ -4,20 +4,6 @@
 # over the evaluation windows (config evaluation: sequence_length x max_sequences tokens).
 
 
-def fidelity_env(wildcards):
-    """The env that loads the variant: llama.cpp's for gguf-*, a legacy variant's own, else pytorch."""
-    spec = VARIANTS[wildcards.quant]
-    if wildcards.quant.startswith("gguf-"):
-        return "../../envs/llamacpp.yaml"
-    return f"../../envs/{spec.env if spec.legacy else 'pytorch'}.yaml"
-
-
-def fidelity_records():
-    """One fidelity record per measured (model, variant), the input of fidelity_table."""
-    pairs = sorted({(j.model, j.quant) for j in JOBS})
-    return [f"results/fidelity/{model}/{quant}.json" for model, quant in pairs]
-
-
 rule reference_logits:
     """The float32 parent's next-token log-probabilities on the evaluation windows, once per model."""
     input:

@@ -77,7 +77,7 @@ def flops_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
             continue
         low, high = clopper_pearson(k, n)
         rows.append(_row("FLOPs disagreement rate", str(platform), metric, k / n, low, high, CLOPPER_PEARSON, n,
-                         source="flops_rank_agreement", note=f"{k} of {n} configurations two or more "
+                         source="flops_rank_agreement", note=f"{k} of {n} (configuration, workload) rankings two or more "
                          "positions outside their FLOPs level"))
     for _, test in results["rank_difference_tests"].iterrows():
         if not np.isfinite(float(test["effect_size"])):

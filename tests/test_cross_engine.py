@@ -47,6 +47,15 @@ def test_bfloat16_stands_in_for_float16_and_unclassified_variants_match_only_by_
     assert cross_engine.match_variants(["custom"], ["custom"]) == [("custom", "custom", cross_engine.IDENTICAL)]
 
 
+def test_unquantised_variants_pair_across_precisions_only_when_nothing_closer_is_left():
+    assert cross_engine.match_variants(["none-float32"], ["gguf-f16", "gguf-q8_0"]) == [
+        ("none-float32", "gguf-f16", f"same class: {cross_engine.UNQUANTISED_CLASS}")]
+    # with a bfloat16 beside it, gguf-f16 takes the 16-bit class and float32 stays unpaired
+    assert cross_engine.match_variants(["none-float32", "none-bfloat16"], ["gguf-f16"]) == [
+        ("none-bfloat16", "gguf-f16", "same class: 16-bit float weights")]
+    assert cross_engine.match_variants(["bnb-nf4"], ["gguf-f16"]) == []
+
+
 def test_monotone_engines_agree_perfectly_and_tau_has_no_interval():
     table = cross_engine.engine_transfer(_two_engines([1, 2, 3, 4, 5, 6], [2, 4, 6, 8, 10, 12]), metrics=["latency_s"])
     assert len(table) == 1

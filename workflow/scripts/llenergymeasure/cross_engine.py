@@ -9,8 +9,10 @@ the backends of one platform rather than of two platforms:
   (none-float32 on pytorch, pytorch-compiled and vllm); the variants left over are paired
   within a *variant class* of the same stored weight precision (`VARIANT_CLASSES`: gguf-f16
   on llama.cpp ~ none-float16, else none-bfloat16, on pytorch; gguf-q8_0 ~ bnb-int8; gguf-q4_k_m ~
-  bnb-nf4), the most alike first, each variant used once. Every match says which it is
-  (`engine_matches`), and each transfer row counts both kinds.
+  bnb-nf4), the most alike first, each variant used once; last, unquantised variants still
+  unpaired pair across float precisions (gguf-f16 ~ none-float32: `UNQUANTISED`). Every match
+  says which it is (`engine_matches`), and each transfer row counts the matches by name and
+  the others.
 * **Rank correlation** per platform, workload and metric over the items both engines
   measured: Spearman's rho with the Bonett-Wright interval (`intervals.rank_correlations`,
   n >= 5) and Kendall's tau-b *without* an interval: the Fisher-z interval of tau covers
@@ -51,6 +53,8 @@ VARIANT_CLASSES: dict[str, tuple[str, int]] = {
     "awq-w4a16": ("4-bit weights", 1),
     "bnb-fp4": ("4-bit weights", 2),
 }
+UNQUANTISED = frozenset({"none-float32", "none-float16", "none-bfloat16", "gguf-f16"})
+UNQUANTISED_CLASS = "unquantised weights (float precision differs)"
 IDENTICAL = "identical variant"
 ENGINE_METRICS: list[str] = ["energy_j_per_output_token", "latency_s", "tokens_per_s", "peak_memory_bytes"]
 PARETO_COSTS: list[str] = ["energy_j_per_output_token", "latency_s"]
@@ -81,7 +85,8 @@ def _class_of(quant: str) -> tuple[str, int]:
 def match_variants(quants_a: Sequence[str], quants_b: Sequence[str]) -> list[tuple[str, str, str]]:
     """(quant on a, quant on b, how matched) for one model on two engines: identical names
     first, then one pair per variant class among the rest, the lowest preference on each
-    side (ties broken by name). Unclassified variants match only identically."""
+    side (ties broken by name), then one pair of the unquantised variants left over.
+    Unclassified variants match only identically."""
     shared = sorted(set(quants_a) & set(quants_b))
     pairs = [(q, q, IDENTICAL) for q in shared]
     rest_a = [q for q in quants_a if q not in shared and q in VARIANT_CLASSES]
@@ -90,6 +95,13 @@ def match_variants(quants_a: Sequence[str], quants_b: Sequence[str]) -> list[tup
         best_a = min((q for q in rest_a if _class_of(q)[0] == name), key=lambda q: (_class_of(q)[1], q))
         best_b = min((q for q in rest_b if _class_of(q)[0] == name), key=lambda q: (_class_of(q)[1], q))
         pairs.append((best_a, best_b, f"same class: {name}"))
+    paired_a, paired_b = {a for a, _, _ in pairs}, {b for _, b, _ in pairs}
+    left_a = sorted(q for q in rest_a if q in UNQUANTISED and q not in paired_a)
+    left_b = sorted(q for q in rest_b if q in UNQUANTISED and q not in paired_b)
+    if left_a and left_b:
+        best_a = min(left_a, key=lambda q: (_class_of(q)[1], q))
+        best_b = min(left_b, key=lambda q: (_class_of(q)[1], q))
+        pairs.append((best_a, best_b, f"same class: {UNQUANTISED_CLASS}"))
     return pairs
 
 

@@ -85,3 +85,25 @@ def test_markdown_and_latex_hold_every_finding(shipped):
     assert text.count("\n") == len(table) + 2 and text.startswith("| Finding | Scope |")
     latex = tables.booktabs(findings.cells(table), "c", "tab:findings")
     assert latex.count(r" \\") == len(table) + 1
+
+
+def _fidelity(models: list[str]) -> pd.DataFrame:
+    rows = []
+    for i, model in enumerate(models):
+        rows.append({"model": model, "quant": "bnb-nf4", "fidelity_engine": "transformers", "fidelity_tokens": 504,
+                     "fidelity_kl_mean": 0.1 * (i + 1), "fidelity_kl_window_median": 0.09 * (i + 1),
+                     "fidelity_kl_ci_low": 0.05, "fidelity_kl_ci_high": 0.2, "fidelity_top1_mean": 0.9,
+                     "fidelity_top1_window_median": 0.91, "fidelity_top1_ci_low": 0.8,
+                     "fidelity_top1_ci_high": 0.95, "fidelity_ci_coverage": 0.992})
+    return pd.DataFrame(rows)
+
+
+def test_fidelity_of_one_model_keeps_its_window_interval_and_of_many_their_range():
+    [kl, top1] = findings.fidelity_findings(_fidelity(["a"]))
+    # the interval belongs to the median of window means, so that is the value shown with it
+    assert kl["value"] == 0.09 and (kl["ci_low"], kl["ci_high"]) == (0.05, 0.2)
+    assert kl["metric"] == "fidelity_kl_window_median" and "coverage 0.992" in kl["interval"]
+    assert top1["value"] == 0.91
+    [kl, _] = findings.fidelity_findings(_fidelity(["a", "b", "c"]))
+    assert kl["value"] == pytest.approx(0.2) and (kl["ci_low"], kl["ci_high"]) == pytest.approx((0.1, 0.3))
+    assert kl["interval"] == "range over 3 models"

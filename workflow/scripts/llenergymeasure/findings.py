@@ -204,7 +204,8 @@ def fidelity_findings(fidelity: pd.DataFrame) -> list[dict]:
             if len(group) == 1:
                 r = group.iloc[0]
                 stem = column.removesuffix("_mean")
-                rows.append(_row(finding, str(quant), column, r[column], r[f"{stem}_ci_low"], r[f"{stem}_ci_high"],
+                rows.append(_row(finding, str(quant), f"{stem}_window_median", r[f"{stem}_window_median"],
+                                 r[f"{stem}_ci_low"], r[f"{stem}_ci_high"],
                                  f"order_statistic over windows (coverage {float(r['fidelity_ci_coverage']):.3g}); "
                                  "median of window means", int(r["fidelity_tokens"]), source="fidelity"))
                 continue

@@ -6,6 +6,7 @@
 #
 # DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figures
 #      model -> adapter -> measure_adapter -> flops_adapter -> aggregate  (LoRA adapters)
+#      model -> reference_logits; quantise | gguf -> fidelity -> fidelity_table -> analyse
 
 
 import sys
@@ -42,6 +43,7 @@ include: "workflow/rules/gguf.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/flops.smk"
 include: "workflow/rules/lora.smk"
+include: "workflow/rules/fidelity.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/analyse.smk"
 include: "workflow/rules/figures.smk"
@@ -52,6 +54,7 @@ include: "workflow/rules/serve.smk"
 localrules:
     all,
     aggregate,
+    fidelity_table,
     analyse,
     figures,
     paper_figures,

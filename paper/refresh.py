@@ -40,6 +40,7 @@ from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 from llenergymeasure.io import write_json_atomic  # noqa: E402
 
 TABLES = ("measurements.parquet", "summary.parquet")
+OPTIONAL_TABLES = ("fidelity.parquet",)  # shipped when the run made it (rule fidelity_table)
 # Environment fields recorded per platform in the manifest.
 ENVIRONMENT_FIELDS = (
     "device", "device_name", "gpu_names", "gpu_count", "driver", "cuda_driver", "cuda_runtime",
@@ -107,7 +108,8 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
     summary = pd.read_parquet(aggregate / "summary.parquet")
 
     dest.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
+    shipped = [*TABLES, *(n for n in OPTIONAL_TABLES if (aggregate / n).is_file())]
+    for name in shipped:
         tmp = dest / f".{name}.tmp"
         shutil.copyfile(aggregate / name, tmp)
         tmp.replace(dest / name)
@@ -152,11 +154,11 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
         "configurations": int(len(summary)),
         "files": {
             str(path.relative_to(dest)): {"sha256": sha256(path), "bytes": path.stat().st_size}
-            for path in sorted([dest / n for n in TABLES] + sorted((dest / "analysis").glob("*.parquet")))
+            for path in sorted([dest / n for n in shipped] + sorted((dest / "analysis").glob("*.parquet")))
         },
     }
     write_json_atomic(dest / "manifest.json", manifest)
-    for path in [dest / "manifest.json", *(dest / n for n in TABLES)]:
+    for path in [dest / "manifest.json", *(dest / n for n in shipped)]:
         path.chmod(0o644)  # shipped files are for everyone to read
     return manifest
 

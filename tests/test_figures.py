@@ -52,7 +52,7 @@ def test_every_figure_has_a_caption_file_and_every_output_a_path():
     paths = figures.figure_paths("out")
     assert {f"{n}_pdf" for n in figures.FIGURES} | {f"{n}_png" for n in figures.FIGURES} | {
         f"table_{n}" for n in tables.TABLES
-    } == set(paths)
+    } | {"findings_md"} == set(paths)
     assert paths["pareto_png"] == "out/figures/pareto.png"
     assert all(p.startswith("results/") for p in figures.all_figure_outputs())
 

@@ -53,6 +53,10 @@ def test_dry_run_plans_the_whole_dag(workflow_copy):
     assert jobs["flops"] == 11
     assert jobs["aggregate"] == 1
     assert jobs.get("quantise", 0) + jobs.get("gguf", 0) == 10
+    # fidelity: each model's float32 parent once, every measured (model, variant) against it
+    assert jobs["reference_logits"] == 2
+    assert jobs["fidelity"] == 10
+    assert jobs["fidelity_table"] == 1
 
 
 def test_paper_figures_in_a_fresh_clone_plans_no_expensive_job(workflow_copy):

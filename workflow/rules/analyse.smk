@@ -10,10 +10,12 @@ ARCHITECTURE_CONFIGS = sorted(glob("config/models/*.json"))
 
 rule analyse:
     """FLOPs vs measured ranks, compound measure, ranking transfer, Pareto frontiers, tests,
-    per-family transfer error, 2N error, quantisation effect, prefill/decode shares."""
+    per-family transfer error, 2N error, quantisation effect, prefill/decode shares,
+    cross-engine transfer, fidelity and the findings table."""
     input:
         measurements="results/aggregate/measurements.parquet",
         summary="results/aggregate/summary.parquet",
+        fidelity="results/aggregate/fidelity.parquet",
         architectures=ARCHITECTURE_CONFIGS,
     output:
         **analysis_paths("results/analysis"),

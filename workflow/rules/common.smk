@@ -255,3 +255,18 @@ def serving_settings(wildcards):
             },
         }
     )
+# --- fidelity: each variant against its float32 parent (fidelity.smk)
+
+
+def fidelity_env(wildcards):
+    """The env that loads the variant: llama.cpp's for gguf-*, a legacy variant's own, else pytorch."""
+    spec = VARIANTS[wildcards.quant]
+    if wildcards.quant.startswith("gguf-"):
+        return "../../envs/llamacpp.yaml"
+    return f"../../envs/{spec.env if spec.legacy else 'pytorch'}.yaml"
+
+
+def fidelity_records():
+    """One fidelity record per measured (model, variant), the input of fidelity_table."""
+    pairs = sorted({(j.model, j.quant) for j in JOBS})
+    return [f"results/fidelity/{model}/{quant}.json" for model, quant in pairs]

@@ -38,6 +38,12 @@ rule paper_figures:
     input:
         measurements="paper/data/measurements.parquet",
         summary="paper/data/summary.parquet",
+        # shipped with studies that scored fidelity (rule fidelity_table); older ones have none
+        fidelity=lambda wc: (
+            ["paper/data/fidelity.parquet"]
+            if Path("paper/data/fidelity.parquet").exists()
+            else []
+        ),
     output:
         **figure_paths("results/paper_figures"),
         **analysis_paths("results/paper_figures/analysis"),

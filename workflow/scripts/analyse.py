@@ -16,5 +16,6 @@ run_rule(
         architecture_paths=snakemake.input.architectures,
         families=families_from_config(snakemake.config["models"], REPO_ROOT),
         new_tokens=snakemake.params.new_tokens,
+        fidelity_path=snakemake.input.fidelity,
     ),
 )

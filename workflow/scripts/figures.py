@@ -18,5 +18,6 @@ run_rule(
         ),
         figure_outputs={n: (snakemake.output[f"{n}_pdf"], snakemake.output[f"{n}_png"]) for n in FIGURES},
         table_outputs={n: snakemake.output[f"table_{n}"] for n in TABLES},
+        findings_markdown=snakemake.output.findings_md,
     ),
 )

@@ -19,6 +19,7 @@ def body() -> None:
         architecture_paths=snakemake.params.architectures,
         families=families_from_config(snakemake.config["models"], REPO_ROOT),
         new_tokens=snakemake.params.new_tokens,
+        fidelity_path=snakemake.input.get("fidelity") or None,
     )
     draw_files(
         load_study(
@@ -27,6 +28,7 @@ def body() -> None:
         ),
         figure_outputs={n: (snakemake.output[f"{n}_pdf"], snakemake.output[f"{n}_png"]) for n in FIGURES},
         table_outputs={n: snakemake.output[f"table_{n}"] for n in TABLES},
+        findings_markdown=snakemake.output.findings_md,
     )
 
 

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from . import adapter_analysis, intervals, stats
+from . import adapter_analysis, cross_engine, findings, intervals, stats
+from .fidelity import COLUMNS as FIDELITY_COLUMNS
 from .energy_analysis import COLUMNS as ENERGY_COLUMNS
 from .energy_analysis import energy_phase_shares, quantisation_energy_effect, sensor_energy_only
 from .intervals import rank_correlations
@@ -88,6 +89,10 @@ COLUMNS: dict[str, list[str]] = {
     ],
     "quantisation_energy": ENERGY_COLUMNS["quantisation_energy"],
     "energy_phase_shares": ENERGY_COLUMNS["energy_phase_shares"],
+    # cross-engine transfer on one platform (cross_engine.py), fidelity (fidelity.py), findings
+    **cross_engine.COLUMNS,
+    "fidelity": FIDELITY_COLUMNS,
+    "findings": findings.COLUMNS,
 }
 COLUMNS["adapter_overhead"] = adapter_analysis.COLUMNS  # LoRA adapters (adapter_analysis.py)
 ANALYSES: tuple[str, ...] = tuple(COLUMNS)
@@ -499,6 +504,7 @@ def run_all(
     architectures: Mapping[str, Mapping[str, Any]] | None = None,
     families: Mapping[str, str] | None = None,
     new_tokens: int = 32,
+    fidelity: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Every analysis, keyed by `ANALYSES` names.
 
@@ -507,7 +513,8 @@ def run_all(
     (default false: every energy number without a sensor behind it is emptied first,
     `energy_analysis.sensor_energy_only`). `architectures` (name -> Hugging Face config)
     feeds the 2N-formula sweep at `new_tokens`; `families` (model -> family) is used where
-    the rows carry no ``model_family``.
+    the rows carry no ``model_family``. `fidelity` (rule fidelity_table) feeds the fidelity
+    axis of the cross-engine Pareto transfer; without it that transfer is empty.
     """
     overhead = adapter_analysis.adapter_overhead(measurements)
     # the implementation-choice analyses compare base models; adapters have their own
@@ -536,8 +543,11 @@ def run_all(
         "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
         "quantisation_energy": quantisation_energy_effect(measurements, summary),
         "energy_phase_shares": energy_phase_shares(measurements),
-        "adapter_overhead": overhead,
+        **cross_engine.run(summary, fidelity),
+        "fidelity": _frame("fidelity", []) if fidelity is None else fidelity.reindex(columns=COLUMNS["fidelity"]),
     }
+    results["findings"] = findings.build(results, measurements, summary)
+    results["adapter_overhead"] = overhead
     assert tuple(results) == ANALYSES
     for name, table in results.items():
         log.info("analysis %s: %d rows", name, len(table))
@@ -563,9 +573,10 @@ def analyse_files(
     architecture_paths: Iterable[str | Path] = (),
     families: Mapping[str, str] | None = None,
     new_tokens: int = 32,
+    fidelity_path: str | Path | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Read the aggregate tables, run every analysis and write each to ``outputs[name]``
-    (Parquet, atomically). Returns the results."""
+    """Read the aggregate tables (and the fidelity table, where there is one), run every
+    analysis and write each to ``outputs[name]`` (Parquet, atomically). Returns the results."""
     from .io import write_parquet_atomic
 
     missing = [name for name in ANALYSES if name not in outputs]
@@ -577,6 +588,7 @@ def analyse_files(
         measurements, summary, config_analysis,
         architectures=load_architectures(architecture_paths), families=families,
         new_tokens=new_tokens,
+        fidelity=pd.read_parquet(fidelity_path) if fidelity_path else None,
     )
     for name, table in results.items():
         write_parquet_atomic(outputs[name], table)

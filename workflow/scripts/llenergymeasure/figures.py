@@ -624,6 +624,8 @@ def caption(name: str) -> str:
     return path.read_text().strip()
 
 
+from . import engine_figures  # noqa: E402  (it draws with the helpers above)
+
 _FUNCTIONS: dict[str, Callable[[Tables], Figure]] = {
     "energy_vs_batch": energy_vs_batch,
     "latency_vs_batch": latency_vs_batch,
@@ -637,6 +639,8 @@ _FUNCTIONS: dict[str, Callable[[Tables], Figure]] = {
     "rank_difference_tests": rank_difference_tests,
     "family_transfer_error": family_transfer_error,
     "adapter_overhead": adapter_overhead_figure,  # LoRA adapters (adapter_figures.py)
+    "engine_transfer": engine_figures.engine_transfer,
+    "fidelity": engine_figures.fidelity,
 }
 # name -> (function, caption); the rules expand over these names.
 FIGURES: dict[str, tuple[Callable[[Tables], Figure], str]] = {
@@ -687,15 +691,19 @@ def load_study(
 
 
 def draw_files(
-    data: Tables, figure_outputs: Mapping[str, tuple[str, str]], table_outputs: Mapping[str, str]
+    data: Tables, figure_outputs: Mapping[str, tuple[str, str]], table_outputs: Mapping[str, str],
+    findings_markdown: str | Path | None = None,
 ) -> None:
-    """Every figure to its (pdf, png) paths and every table to its .tex path."""
-    from . import tables
+    """Every figure to its (pdf, png) paths, every table to its .tex path, and the findings
+    table also as Markdown."""
+    from . import findings, tables
 
     for name, (pdf, png) in figure_outputs.items():
         render(name, data, pdf, png)
     for name, path in table_outputs.items():
         tables.write(name, data, path)
+    if findings_markdown is not None:
+        findings.write_markdown(data, findings_markdown)
 
 
 def figure_paths(directory: str) -> dict[str, str]:
@@ -709,6 +717,7 @@ def figure_paths(directory: str) -> dict[str, str]:
         paths[f"{name}_png"] = f"{directory}/figures/{name}.png"
     for name in TABLES:
         paths[f"table_{name}"] = f"{directory}/tables/{name}.tex"
+    paths["findings_md"] = f"{directory}/tables/findings.md"
     return paths
 
 

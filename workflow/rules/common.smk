@@ -7,7 +7,6 @@ from llenergymeasure.config import (
     expand_jobs,
     measurement_settings,
     model_build_settings,
-    model_variants,
     resolve_device,
 )
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS

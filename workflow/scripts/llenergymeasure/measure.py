@@ -34,9 +34,11 @@ from typing import Any
 from . import energy, environment, stats
 from .aggregate import as_schema_type
 from .backends import Backend, LoadInfo, get_backend
-from .config import DEFAULTS, REPO_ROOT, cuda_visible, resolve_device
+from .config import DEFAULTS, cuda_visible, resolve_device
 from .io import write_json_atomic, write_parquet_atomic
 from .lora import ROW_COLUMNS, base_row_fields
+from .manifest import VariantManifest
+from .paths import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
@@ -387,8 +389,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged."""
     started = time.time()
     protocol = resolve_protocol(config)
-    with open(variant_path) as handle:
-        variant = json.load(handle)
+    variant = VariantManifest.read(variant_path)
     backend_cls = get_backend(backend)
     meter = energy.select_meter(protocol.device, prefer=protocol.energy_source)
     logger.info("measure %s/%s/%s on %s, energy source %s", model, quant, backend, protocol.device, meter.source)
@@ -400,13 +401,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "quant": quant,
         "backend": backend,
         "output_tokens": protocol.new_tokens,
-        "dtype": variant.get("load_dtype") or variant.get("compute_dtype"),
-        "quant_method": variant.get("quant_method"),
-        "weight_bits": variant.get("weight_bits"),
-        "compute_dtype": variant.get("compute_dtype"),
-        "weight_bytes_disk": variant.get("weight_bytes_disk"),
-        "weights": variant.get("weights"),
-        "perplexity": variant.get("perplexity"),
+        **variant.row_fields(),
         "device": protocol.device,
         "device_name": env["device_name"],
         "platform_id": env["platform_id"],

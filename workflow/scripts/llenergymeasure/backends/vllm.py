@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..manifest import VariantManifest
 from ..variants import quants_for_backend
 from .base import Backend, LoadInfo
 from .pytorch_compiled import kv_room_tokens
@@ -60,24 +61,25 @@ class VllmBackend(Backend):
         self.engine_settings: dict[str, Any] = {}
         self._version: str | None = None
 
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
-        quant = variant.get("quant")
+    def load(self, variant: VariantManifest | dict[str, Any]) -> LoadInfo:
+        variant = VariantManifest.coerce(variant)
+        quant = variant.quant
         if quant not in self.supported_quants:
             raise ValueError(f"variant quant {quant!r}: vllm runs {', '.join(self.supported_quants)} only")
         if self.device != "cuda":
             raise VllmUnavailable(f"the vllm backend runs on CUDA only; this job's device is {self.device!r}")
-        model_path = Path(variant.get("checkpoint_dir") or variant["model_dir"])
+        model_path = Path(variant.checkpoint_dir or variant.model_dir)
         config = json.loads((model_path / "config.json").read_text())
         self.vocab_size = int(config.get("vocab_size") or config.get("text_config", {})["vocab_size"])
         vllm = _import_vllm()
         self._version = vllm.__version__
         max_len = int(self.settings.get("max_prompt_tokens", 2048)) + kv_room_tokens(self.settings)
-        dtype = variant.get("compute_dtype") if variant.get("quant_method") == "none" else "auto"
+        dtype = variant.compute_dtype if variant.quant_method == "none" else "auto"
         self.engine_settings = {
             "model": str(model_path),
-            "tokenizer": str(variant["model_dir"]),
+            "tokenizer": str(variant.model_dir),
             "dtype": dtype,
-            "load_format": self.settings.get("load_format", "dummy" if variant.get("weights") == "random" else "auto"),
+            "load_format": self.settings.get("load_format", "dummy" if variant.weights == "random" else "auto"),
             "seed": 0,
             "max_model_len": max_len,
             "gpu_memory_utilization": float(self.settings.get("gpu_memory_utilization", 0.9)),
@@ -92,7 +94,7 @@ class VllmBackend(Backend):
         method = getattr(model_config, "quantization", None) or f"unquantised-{getattr(model_config, 'dtype', dtype)}"
         return LoadInfo(
             kernel_path=f"vllm:{method}",
-            compute_dtype=str(variant.get("compute_dtype") or dtype),
+            compute_dtype=str(variant.compute_dtype or dtype),
             weight_bytes_memory=None,  # not exposed by the offline API
             decompressed_at_load=False,
             load_s=load_s,  # includes vLLM's profiling run and CUDA-graph capture

@@ -30,7 +30,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-from llenergymeasure.quantise import check_supported  # noqa: E402
+from llenergymeasure.variants import check_supported  # noqa: E402
 from llenergymeasure.variants import VARIANTS, quants_for_backend  # noqa: E402
 
 DRY_RUN_TARGET_S = 15.0

@@ -167,7 +167,7 @@ def _tiny_config() -> dict:
 def test_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
     """A model directory holding only a pickle checkpoint is refused, and the pickle never runs."""
     torch = pytest.importorskip("torch")
-    from llenergymeasure import quantise
+    from llenergymeasure.backends.loading import load_model
 
     model_dir = tmp_path / "pickled"
     model_dir.mkdir()
@@ -181,7 +181,7 @@ def test_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
     torch.save({"transformer.wte.weight": Payload()}, model_dir / "pytorch_model.bin")
     variant = {"model": "pickled", "quant": "none-float32", "model_dir": str(model_dir), "settings": {}}
     with pytest.raises(Exception) as error:
-        quantise.load_model(variant, "cpu")
+        load_model(variant, "cpu")
     assert not marker.exists(), "the pickle checkpoint was unpickled"
     assert "safetensors" in str(error.value).lower() or "model.safetensors" in str(error.value), str(error.value)
 
@@ -189,7 +189,7 @@ def test_pickle_only_checkpoint_is_refused_without_unpickling(tmp_path):
 def test_remote_code_is_not_run_unless_opted_in(tmp_path):
     """A model whose config asks for its own Python code is refused while trust_remote_code is off."""
     pytest.importorskip("torch")
-    from llenergymeasure import quantise
+    from llenergymeasure.backends.loading import load_model
 
     model_dir = tmp_path / "remote-code"
     model_dir.mkdir()
@@ -205,5 +205,5 @@ def test_remote_code_is_not_run_unless_opted_in(tmp_path):
     (model_dir / "modeling_evil.py").write_text(code + "from transformers import GPT2LMHeadModel as EvilModel\n")
     variant = {"model": "remote-code", "quant": "none-float32", "model_dir": str(model_dir), "settings": {}}
     with pytest.raises(Exception):
-        quantise.load_model(variant, "cpu")
+        load_model(variant, "cpu")
     assert not marker.exists(), "the model's own Python code ran without trust_remote_code"

@@ -19,6 +19,7 @@ from llenergymeasure import energy, measure
 from llenergymeasure.backends import LoadInfo
 from llenergymeasure.backends.pytorch import PyTorchBackend
 from llenergymeasure.job_gpus import JobGpus
+from llenergymeasure.manifest import VariantManifest
 
 N_POSITIONS = 16  # GPT-2 has learned positions: a longer sequence cannot run
 
@@ -26,13 +27,13 @@ N_POSITIONS = 16  # GPT-2 has learned positions: a longer sequence cannot run
 class TinyBackend(PyTorchBackend):
     """The pytorch backend, loading an unquantised checkpoint directly from `model_dir`."""
 
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
+    def load(self, variant: VariantManifest | dict[str, Any]) -> LoadInfo:
         import torch
         from transformers import AutoModelForCausalLM
 
         torch.set_num_threads(1)  # a shared 2-core machine
         start = time.perf_counter()
-        self.model = AutoModelForCausalLM.from_pretrained(variant["model_dir"], dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(VariantManifest.coerce(variant).model_dir, dtype=torch.float32).eval()
         self.vocab_size = int(self.model.config.vocab_size)
         self.pad_token_id = 0
         weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())

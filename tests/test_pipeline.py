@@ -10,7 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import BIN, REPO_ROOT, run_snakemake
+
+from llenergymeasure.config import expand_jobs, load_config
 
 EXPENSIVE_RULES = {"model", "quantise", "gguf", "measure", "measure_vllm"}
 
@@ -57,6 +60,25 @@ def test_dry_run_plans_the_whole_dag(workflow_copy):
     assert jobs["reference_logits"] == 2
     assert jobs["fidelity"] == 10
     assert jobs["fidelity_table"] == 1
+
+
+def test_dry_run_builds_each_variant_once(workflow_copy):
+    """Every variant is built once even when several backends measure it."""
+    study = yaml.safe_load((workflow_copy / "config" / "config.yaml").read_text())
+    study["models"] = {"tiny-llama": {
+        "source": "config",
+        "architecture": "config/models/tiny-llama.json",
+        "backends": {"pytorch": ["none-float32", "bnb-nf4"], "pytorch-compiled": ["none-float32", "bnb-nf4"]},
+    }}
+    path = workflow_copy / "config" / "shared-variants.yaml"
+    path.write_text(yaml.safe_dump(study))
+    result = run_snakemake(workflow_copy, "-n", "--cores", "2", "--configfile", str(path), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = _planned_jobs(result.stdout)
+    planned = list(expand_jobs(load_config(study, root=workflow_copy, has_cuda=False)))
+    variants = [(j.model, j.quant) for j in planned]
+    assert jobs["measure"] == len(planned) == 4
+    assert jobs.get("quantise", 0) == len(set(variants)) == 2 < len(variants)
 
 
 def test_paper_figures_in_a_fresh_clone_plans_no_expensive_job(workflow_copy):

@@ -8,9 +8,10 @@ import json
 import pytest
 from test_quantise_models import build_model, settings
 
-from llenergymeasure import quantise
-from llenergymeasure.quantise import QuantiseError, build_variant, check_supported, load_model
-from llenergymeasure.variants import VARIANTS
+from llenergymeasure.backends.loading import load_model
+from llenergymeasure.manifest import VariantManifest
+from llenergymeasure.quantise import build_variant
+from llenergymeasure.variants import VARIANTS, QuantiseError, check_supported
 
 MANIFEST_FIELDS = {
     "model", "quant", "quant_method", "weight_bits", "compute_dtype", "load_dtype", "model_dir", "checkpoint_dir",
@@ -205,7 +206,7 @@ def test_missing_checkpoint_is_a_clear_error(tiny):
 
 def test_write_manifest_requires_the_contract_fields(tmp_path):
     with pytest.raises(QuantiseError, match="missing field"):
-        quantise.write_manifest(tmp_path, {"model": "m", "quant": "gguf-f16"})
+        VariantManifest.from_json({"model": "m", "quant": "gguf-f16"}).write(tmp_path)
 
 
 # -- legacy libraries: only where they can run (their own env and an NVIDIA GPU) ------------------

@@ -11,7 +11,9 @@ import pytest
 from safetensors import safe_open
 from test_quantise_models import build_model, settings
 
-from llenergymeasure.quantise import QuantiseError, build_variant, load_model
+from llenergymeasure.backends.loading import load_model
+from llenergymeasure.quantise import build_variant
+from llenergymeasure.variants import QuantiseError
 
 CHECKPOINT_QUANTS = ("gptq-w4a16", "awq-w4a16", "w8a8-int8")
 DECODER_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

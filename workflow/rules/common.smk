@@ -12,7 +12,6 @@ from llenergymeasure.config import (
     expand_jobs,
     measurement_settings,
     model_build_settings,
-    model_variants,
     resolve_device,
 )
 from llenergymeasure.job_gpus import gpus_needed

@@ -22,4 +22,4 @@ rule gguf:
     params:
         evaluation=config["evaluation"],
     script:
-        "../scripts/gguf.py"
+        "../scripts/gguf_convert.py"

@@ -2,7 +2,7 @@
 
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.analysis import ANALYSES, analyse_files, families_from_config
-from llenergymeasure.config import REPO_ROOT
+from llenergymeasure.paths import REPO_ROOT
 from llenergymeasure.figures import FIGURES, draw_files, load_study
 from llenergymeasure.tables import TABLES
 

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from .config import REPO_ROOT
+from .paths import REPO_ROOT
 from .lora import KEY_COLUMNS
 
 log = logging.getLogger(__name__)

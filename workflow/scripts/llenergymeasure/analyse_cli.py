@@ -49,7 +49,8 @@ def analyse_table(
 ) -> dict[str, pd.DataFrame]:
     """Summary and every analysis of `measurements_path` under `out` (see the module docstring)."""
     from . import analysis, stats
-    from .config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
+    from .config import DEFAULT_CONFIG_PATH, load_config
+    from .paths import REPO_ROOT
     from .io import write_parquet_atomic
 
     config = load_config(DEFAULT_CONFIG_PATH, has_cuda=False)

@@ -15,12 +15,11 @@ from typing import Any, Iterator
 
 import yaml
 
-from .quantise import check_supported
+from .paths import REPO_ROOT
 from .serving.settings import DEFAULTS as SERVING_DEFAULTS
 from .serving.settings import check_serving
-from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, quants_for_backend
+from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supported, quants_for_backend
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
@@ -394,15 +393,6 @@ def model_build_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
 def canonical_json(data: Any) -> str:
     """Key-order-independent JSON, for Snakemake params that must not change spuriously."""
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
-
-
-def model_variants(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """Every (model, quant) variant to build, each once."""
-    seen: set[tuple[str, str]] = set()
-    for job in expand_jobs(config):
-        if (job.model, job.quant) not in seen:
-            seen.add((job.model, job.quant))
-            yield job.model, job.quant
 
 
 def register_cli(subparsers: Any) -> None:

@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .io import write_json_atomic
+from .manifest import VariantManifest
 from .variants import VARIANTS
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ def _gguf_module() -> Any:
     bundled = str(converter_dir() / "gguf-py")
     if bundled not in sys.path:
         sys.path.insert(0, bundled)
-    module = importlib.import_module("gguf")
-    if not str(Path(module.__file__).resolve()).startswith(str(Path(bundled).resolve())):
-        raise GgufError(f"imported gguf from {module.__file__}, not the converter's bundled copy in {bundled}")
-    return module
+    return importlib.import_module("gguf")
 
 
 def convert_to_f16(model_dir: str | Path, out_file: str | Path, log_file: str | Path | None = None) -> float:
@@ -168,7 +165,7 @@ def gguf_perplexity(gguf_file: str | Path, quant: str, windows: list[list[int]],
 
     backend = LlamaCppBackend({"threads": threads, "max_new_tokens": 0}, "cpu")
     try:
-        backend.load({"quant": quant, "checkpoint_file": str(gguf_file)})
+        backend.load(VariantManifest(quant=quant, checkpoint_file=str(gguf_file)))
         largest = max(max(window) for window in windows)
         if largest >= backend.n_vocab:
             raise GgufError(f"evaluation: the tokenizer produced id {largest} but {gguf_file} has {backend.n_vocab} "
@@ -198,11 +195,38 @@ def build_variant(
     """Write `out_dir/model.gguf` and `out_dir/variant.json` for a gguf-* variant.
 
     `f16_gguf`: an existing gguf-f16 file to quantise (else the model is converted here)."""
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_inputs(quant, model_dir, f16_gguf, evaluation)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "model.gguf"
+    timings = _write_gguf(quant, model_dir, target, f16_gguf, threads, log_file)
+    summary = tensor_summary(target)
+    perplexity = perplexity_tokens = None
+    if evaluation is not None:
+        windows = evaluation_windows(model_dir, evaluation["text"], int(evaluation["sequence_length"]),
+                                    int(evaluation["max_sequences"]))
+        perplexity, perplexity_tokens = gguf_perplexity(target, quant, windows, threads)
+    variant = _manifest(model, quant, model_dir, target, perplexity, perplexity_tokens)
+    variant.settings = {
+        "llama_cpp_python": llama_cpp_version(),
+        "converter": str(converter_dir() / "convert_hf_to_gguf.py"),
+        "converter_outtype": GGUF_TYPES[quant][0],
+        "quantise_ftype": GGUF_TYPES[quant][1],
+        "quantised_from": str(f16_gguf) if f16_gguf is not None else None,
+        "threads": threads,
+        **summary,
+        **timings,
+    }
+    variant.write(out_dir)
+    log.info("%s/%s: %s, %.2f bits per matrix weight, types %s", model, quant, target,
+             summary["matrix_bits_per_weight"], summary["matrix_tensor_types"])
+    return variant.to_json()
+
+
+def _check_inputs(quant: str, model_dir: Path, f16_gguf: str | Path | None, evaluation: dict[str, Any] | None) -> None:
+    """Refuse a bad variant, model directory, f16 source or evaluation section before any work."""
     if quant not in GGUF_TYPES:
         raise GgufError(f"quant {quant!r} is not a GGUF variant; allowed: {', '.join(GGUF_TYPES)}")
-    spec = VARIANTS[quant]
-    _, ftype_name = GGUF_TYPES[quant]
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
     if evaluation is not None:
         for field in ("text", "sequence_length", "max_sequences"):
             if field not in evaluation:
@@ -213,10 +237,14 @@ def build_variant(
         find_converter()  # fail before any work when the converter is missing
     elif not Path(f16_gguf).is_file():
         raise GgufError(f"f16_gguf {f16_gguf} does not exist; build the gguf-f16 variant first")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / "model.gguf"
+
+
+def _write_gguf(quant: str, model_dir: Path, target: Path, f16_gguf: str | Path | None, threads: int,
+                log_file: str | Path | None) -> dict[str, float]:
+    """Convert (and quantise) into a staging file that replaces `target` on success; the seconds taken."""
+    _, ftype_name = GGUF_TYPES[quant]
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".gguf-") as work:
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as work:
         staged = Path(work) / "model.gguf"
         if ftype_name is None:
             timings["convert_s"] = convert_to_f16(model_dir, staged, log_file)
@@ -226,43 +254,27 @@ def build_variant(
                 timings["convert_s"] = convert_to_f16(model_dir, source, log_file)
             timings["quantise_s"] = quantise_gguf(source, staged, ftype_name, threads)
         os.replace(staged, target)
-    summary = tensor_summary(target)
-    perplexity = perplexity_tokens = None
-    if evaluation is not None:
-        windows = evaluation_windows(model_dir, evaluation["text"], int(evaluation["sequence_length"]),
-                                    int(evaluation["max_sequences"]))
-        perplexity, perplexity_tokens = gguf_perplexity(target, quant, windows, threads)
+    return timings
+
+
+def _manifest(model: str, quant: str, model_dir: Path, target: Path, perplexity: float | None,
+              perplexity_tokens: int | None) -> VariantManifest:
+    spec = VARIANTS[quant]
     manifest_path = model_dir / "model_manifest.json"
-    weights = None
-    if manifest_path.is_file():
-        weights = json.loads(manifest_path.read_text()).get("weights")
-    variant = {
-        "model": model,
-        "quant": quant,
-        "quant_method": spec.method,
-        "weight_bits": spec.weight_bits,
-        "compute_dtype": spec.compute_dtype,
-        "load_dtype": spec.compute_dtype,
-        "model_dir": str(model_dir),
-        "checkpoint_dir": None,
-        "checkpoint_file": str(target),
-        "weight_bytes_disk": target.stat().st_size,
-        "weights": weights,
-        "perplexity": perplexity,
-        "perplexity_tokens": perplexity_tokens,
-        "perplexity_method": "quality protocol (non-overlapping windows, exp of mean next-token NLL) on llama.cpp logits" if perplexity else None,
-        "settings": {
-            "llama_cpp_python": llama_cpp_version(),
-            "converter": str(converter_dir() / "convert_hf_to_gguf.py"),
-            "converter_outtype": GGUF_TYPES[quant][0],
-            "quantise_ftype": ftype_name,
-            "quantised_from": str(f16_gguf) if f16_gguf is not None else None,
-            "threads": threads,
-            **summary,
-            **timings,
-        },
-    }
-    write_json_atomic(out_dir / "variant.json", variant)
-    log.info("%s/%s: %s, %.2f bits per matrix weight, types %s", model, quant, target,
-             summary["matrix_bits_per_weight"], summary["matrix_tensor_types"])
-    return variant
+    weights = json.loads(manifest_path.read_text()).get("weights") if manifest_path.is_file() else None
+    method = "quality protocol (non-overlapping windows, exp of mean next-token NLL) on llama.cpp logits"
+    return VariantManifest(
+        model=model,
+        quant=quant,
+        quant_method=spec.method,
+        weight_bits=spec.weight_bits,
+        compute_dtype=spec.compute_dtype,
+        load_dtype=spec.compute_dtype,
+        model_dir=str(model_dir),
+        checkpoint_file=str(target),
+        weight_bytes_disk=target.stat().st_size,
+        weights=weights,
+        perplexity=perplexity,
+        perplexity_tokens=perplexity_tokens,
+        extra={"perplexity_method": method if perplexity else None},  # the gguf rule's own key
+    )

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-# The package is workflow/scripts/llenergymeasure/; the repository root is three parents up.
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from .paths import REPO_ROOT
+
 DEFAULT_TABLE = REPO_ROOT / "config" / "hardware.yaml"
 
 DTYPE_ALIASES = {

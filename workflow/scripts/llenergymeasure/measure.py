@@ -33,10 +33,11 @@ from typing import Any
 
 from . import energy, environment, job_gpus, stats, warmup
 from .backends import Backend, LoadInfo, get_backend
-from .config import REPO_ROOT
 from .io import write_json_atomic
 from .lora import base_row_fields
+from .manifest import VariantManifest
 from .measured_columns import MEASURED_COLUMNS, write_rows
+from .paths import REPO_ROOT
 from .protocol import MeasureConfigError, Protocol, resolve_protocol
 from .warmup import WARMUP_CV_WINDOW, Warmup, coefficient_of_variation
 
@@ -194,8 +195,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     protocol = resolve_protocol(config)
     if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 1:
         raise MeasureConfigError(f"replicate: expected an integer >= 1, got {replicate!r}")
-    with open(variant_path) as handle:
-        variant = json.load(handle)
+    variant = VariantManifest.read(variant_path)
     backend_cls = get_backend(backend)
     settings = (config.get("backend_settings") or {}).get(backend) or {}
     gpus = None
@@ -212,13 +212,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "quant": quant,
         "backend": backend,
         "output_tokens": protocol.new_tokens,
-        "dtype": variant.get("load_dtype") or variant.get("compute_dtype"),
-        "quant_method": variant.get("quant_method"),
-        "weight_bits": variant.get("weight_bits"),
-        "compute_dtype": variant.get("compute_dtype"),
-        "weight_bytes_disk": variant.get("weight_bytes_disk"),
-        "weights": variant.get("weights"),
-        "perplexity": variant.get("perplexity"),
+        **variant.row_fields(),
         "device": protocol.device,
         "device_name": env["device_name"],
         "platform_id": env["platform_id"],

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import REPO_ROOT
+from .paths import REPO_ROOT
 from .io import sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)

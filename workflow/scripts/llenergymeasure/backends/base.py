@@ -5,7 +5,9 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from ..manifest import VariantManifest
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
@@ -54,8 +56,8 @@ class Backend(abc.ABC):
         self.device = device
 
     @abc.abstractmethod
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
-        """Load the variant described by a `variant.json` manifest."""
+    def load(self, variant: VariantManifest | Mapping[str, Any]) -> LoadInfo:
+        """Load the variant described by a `variant.json` manifest (or its parsed mapping)."""
 
     @abc.abstractmethod
     def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> Any:

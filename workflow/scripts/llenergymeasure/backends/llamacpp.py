@@ -18,10 +18,11 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..manifest import VariantManifest
 from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 from .pytorch_compiled import kv_room_tokens
 
@@ -159,7 +160,7 @@ class LlamaCppBackend(Backend):
         self.context_builds = 0
         self.n_vocab = 0
         self.n_ctx_train = 0
-        self.variant: dict[str, Any] = {}
+        self.variant: VariantManifest | None = None
         self.tensor_types: dict[str, int] = {}
         self._batches: dict[tuple[int, int, str], _TokenBatch] = {}
         self.last_generated: np.ndarray | None = None  # (batch, new_tokens) ids of the last generate()
@@ -177,12 +178,13 @@ class LlamaCppBackend(Backend):
         return True, "auto: on"
 
     # -- loading -----------------------------------------------------------------
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
+    def load(self, variant: VariantManifest | Mapping[str, Any]) -> LoadInfo:
         lib = self._lib
-        quant = variant.get("quant")
+        variant = VariantManifest.coerce(variant)
+        quant = variant.quant
         if quant not in self.supported_quants:
             raise ValueError(f"variant quant {quant!r}: llamacpp runs {', '.join(self.supported_quants)} only")
-        path = Path(variant.get("checkpoint_file") or "")
+        path = Path(variant.checkpoint_file or "")
         if not path.is_file():
             raise FileNotFoundError(f"variant checkpoint_file {str(path)!r} is not a file; rebuild it with the gguf rule")
         self.close()  # a second load replaces the first model
@@ -197,8 +199,8 @@ class LlamaCppBackend(Backend):
         load_s = time.perf_counter() - start
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self.model))
-        self.variant = dict(variant)
-        self.tensor_types = dict(variant.get("settings", {}).get("matrix_tensor_types") or {})
+        self.variant = variant
+        self.tensor_types = dict(variant.settings.get("matrix_tensor_types") or {})
         offloaded = self.device == "cuda" and bool(lib.llama_supports_gpu_offload()) and params.n_gpu_layers != 0
         if self.device == "cuda" and not offloaded:
             raise LlamaCppError("device is cuda but this llama-cpp-python build has no GPU offload; "
@@ -207,7 +209,7 @@ class LlamaCppBackend(Backend):
         activations = sorted({CPU_ACTIVATION_TYPE.get(t, "?") for t in self.tensor_types})
         return LoadInfo(
             kernel_path=f"{'ggml-cuda' if offloaded else 'ggml-cpu'}:{main_types}",
-            compute_dtype=str(variant.get("compute_dtype") or "float32"),
+            compute_dtype=str(variant.compute_dtype or "float32"),
             weight_bytes_memory=int(lib.llama_model_size(self.model)),
             decompressed_at_load=False,
             load_s=load_s,

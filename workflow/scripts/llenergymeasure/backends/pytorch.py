@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
+
+from ..manifest import VariantManifest
 
 from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 
@@ -39,16 +41,16 @@ class PyTorchBackend(Backend):
         self.peak_memory_kind = "torch-cuda-max-allocated" if device == "cuda" else "process-peak-rss"
 
     # -- loading -----------------------------------------------------------------
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
+    def load(self, variant: VariantManifest | Mapping[str, Any]) -> LoadInfo:
         import torch
 
-        from .. import quantise
+        from .loading import load_model
 
         threads = self.settings.get("threads")
         if threads:
             torch.set_num_threads(int(threads))
         start = time.perf_counter()
-        self.model, info = quantise.load_model(variant, self.device)
+        self.model, info = load_model(variant, self.device)
         self.model.eval()
         config = self.model.config
         self.vocab_size = int(config.vocab_size)

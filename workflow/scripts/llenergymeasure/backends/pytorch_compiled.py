@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Mapping
 
+from ..manifest import VariantManifest
 from .pytorch import PyTorchBackend
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class CompiledPyTorchBackend(PyTorchBackend):
         self.compile_events: list[dict[str, Any]] = []
         self._warm_shapes: set[tuple[int, int]] = set()
 
-    def load(self, variant: dict[str, Any]):
+    def load(self, variant: VariantManifest | Mapping[str, Any]):
         import torch
         from transformers import CompileConfig
 

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import max_positions
+from ..manifest import VariantManifest
 from ..variants import quants_for_backend
 from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 from .pytorch_compiled import kv_room_tokens
@@ -185,13 +186,14 @@ class VllmBackend(Backend):
         self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable (vLLM pre-allocates gpu_memory_utilization)"
         self._request = 0
 
-    def load(self, variant: dict[str, Any]) -> LoadInfo:
-        quant = variant.get("quant")
+    def load(self, variant: VariantManifest | dict[str, Any]) -> LoadInfo:
+        variant = VariantManifest.coerce(variant)
+        quant = variant.quant
         if quant not in self.supported_quants:
             raise ValueError(f"variant quant {quant!r}: vllm runs {', '.join(self.supported_quants)} only")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"the vllm backend runs on cpu or cuda, not {self.device!r}")
-        self.engine = engine_settings(variant, self.settings, self.device)
+        self.engine = engine_settings(variant.to_json(), self.settings, self.device)
         config = json.loads((Path(self.engine["model"]) / "config.json").read_text())
         self.vocab_size = int(config.get("vocab_size") or config.get("text_config", {})["vocab_size"])
         self.environment = runtime_environment(self.device, self.settings, in_process=True)

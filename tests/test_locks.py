@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -78,7 +79,10 @@ def test_the_venv_lock_is_complete():
 
 
 def _installed() -> dict[str, str]:
-    return {locks.canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    """What the venv's site-packages holds (not sys.path: setuptools puts its vendored
+    packaging and platformdirs, with their own dist-info, on sys.path once it is imported)."""
+    site = sysconfig.get_paths()["purelib"]
+    return {locks.canonical(d.metadata["Name"]): d.version for d in metadata.distributions(path=[site])}
 
 
 def test_the_venv_is_exactly_the_lock():

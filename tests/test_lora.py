@@ -250,14 +250,15 @@ def test_adding_an_adapter_to_a_finished_sweep_measures_it_without_re_running_th
         "models": {"tiny-llama": {"architecture": "config/models/tiny-llama.json",
                                   "backends": {"pytorch": ["none-float32"]}}},
         "workload": {"batch_sizes": [1], "prompt_tokens": [16], "new_tokens": 4},
-        "measurement": {"trials": 3, "warmup_runs": 1, "min_window_s": {"cpu": 0.1}, "idle_baseline_s": {"cpu": 0.2}},
+        "measurement": {"trials": 3, "replicates": 1, "warmup_runs": 1, "min_window_s": {"cpu": 0.1},
+                        "idle_baseline_s": {"cpu": 0.2}},
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     aggregate = "results/aggregate/measurements.parquet"
     first = run_snakemake(workdir, aggregate, "--cores", "2", "--configfile", str(path), env=_env(), timeout=900)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    base_file = workdir / "results" / "measure" / "tiny-llama" / "none-float32" / "pytorch.parquet"
+    base_file = workdir / "results" / "measure" / "tiny-llama" / "none-float32" / "pytorch" / "replicate-1.parquet"
     base_mtime = base_file.stat().st_mtime_ns
 
     study["models"]["tiny-llama"]["adapters"] = {"lora-r8": {"rank": 8, "target_modules": ["q_proj", "v_proj"]}}

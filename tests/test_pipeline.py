@@ -110,9 +110,12 @@ def test_default_pipeline_end_to_end(workflow_copy):
         "flops_prefill flops_decode flops_total device_name"
     ).split()
     assert set(required) <= set(rows.columns)
-    # 11 jobs (one of them vllm) x 2 batch sizes x 1 prompt length x 5 trials
-    assert len(rows) == 11 * 2 * 5
-    assert (rows.backend == "vllm").sum() == 2 * 5
+    # 11 base jobs (one of them vllm) x 2 batch sizes x 1 prompt length x 5 trials, and the
+    # LoRA adapter unmerged and merged at batch 1 x 5 trials
+    base = rows[rows.adapter == "none"]
+    assert len(base) == 11 * 2 * 5
+    assert (base.backend == "vllm").sum() == 2 * 5
+    assert len(rows) - len(base) == 2 * 5 and set(rows.adapter) == {"none", "lora-r8"}
     ok = rows[rows.status == "ok"]
     assert len(ok) == len(rows), rows.loc[rows.status != "ok", ["model", "quant", "backend", "error"]].to_string()
     assert (ok.output_tokens == 32).all() and (ok.prompt_tokens == 64).all()
@@ -128,7 +131,7 @@ def test_default_pipeline_end_to_end(workflow_copy):
     assert (ok.replicate == 1).all() and ok.warmup_converged.notna().all()
 
     summary = pd.read_parquet(workflow_copy / "results" / "aggregate" / "summary.parquet")
-    assert len(summary) == 11 * 2
+    assert len(summary) == 11 * 2 + 2  # the adapter's two states at batch 1
     figures = list((workflow_copy / "results" / "figures").glob("*.pdf"))
     assert len(figures) >= 2
     for pdf in figures:

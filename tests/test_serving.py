@@ -248,15 +248,18 @@ def test_no_server_is_left_after_a_forced_failure_or_a_killed_job(tmp_path):
 
 
 def test_energy_slices_are_back_to_back_and_cover_a_window():
-    """The slicer on a real meter (the CPU-TDP estimate, the one meter every machine has; serving
-    rows never use it, but the slicing is the same for Zeus NVML/RAPL meters)."""
-    from llenergymeasure.energy import cpu_tdp_meter
+    """The slicer on a real meter (the CPU estimate from a stated power, the one meter every machine
+    can have; serving rows never use it, but the slicing is the same for Zeus NVML/RAPL meters)."""
+    from llenergymeasure.energy import CpuTdpEstimateMeter, stated_cpu_power
     from llenergymeasure.serving.job import EnergySlices
 
-    with EnergySlices(cpu_tdp_meter(), slice_s=0.05) as sliced:
+    stated = stated_cpu_power({"LLEM_CPU_TDP_W": "100"})
+    with EnergySlices(CpuTdpEstimateMeter(stated), slice_s=0.05) as sliced:
         start = time.perf_counter()
         while time.perf_counter() - start < 0.4:  # keep this process busy so every slice accrues CPU time
-            sum(range(1000))
+            for _ in range(200):
+                sum(range(1000))
+            time.sleep(0)  # hand the GIL to the slicer thread between bursts of work
         end = time.perf_counter()
     slices = sliced.slices
     assert len(slices) >= 3  # slices stretch when the busy loop holds the GIL

@@ -193,6 +193,7 @@ SMALL_STUDY = {
     "workload": {"batch_sizes": [1], "prompt_tokens": [16], "new_tokens": 4},
     "measurement": {
         "trials": 2,
+        "replicates": 1,
         "warmup_runs": 1,
         "min_window_s": {"cpu": 0.05},
         "idle_baseline_s": {"cpu": 0.2},

@@ -256,7 +256,9 @@ def test_energy_slices_are_back_to_back_and_cover_a_window():
     stated = stated_cpu_power({"LLEM_CPU_TDP_W": "100"})
     with EnergySlices(CpuTdpEstimateMeter(stated), slice_s=0.05) as sliced:
         start = time.perf_counter()
-        while time.perf_counter() - start < 0.4:  # keep this process busy so every slice accrues CPU time
+        # keep this process busy, so every slice accrues CPU time, until four slices are read
+        # (a meter read can take longer than slice_s on a loaded machine; bounded at 10 s)
+        while len(sliced.slices) < 4 and time.perf_counter() - start < 10:
             for _ in range(200):
                 sum(range(1000))
             time.sleep(0)  # hand the GIL to the slicer thread between bursts of work

@@ -15,14 +15,12 @@ with their shapes, the weights' bytes and sha256, the seed and the source.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .io import sha256_file, write_json_atomic
+from .io import sha256_file, staged_directory, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +109,7 @@ def build_adapter(model: str, adapter: str, settings: dict[str, Any], model_dir:
     import torch
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         base = _load_base(model_dir)
         ids = torch.randint(3, int(base.config.vocab_size), (1, 16), generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
@@ -152,12 +148,6 @@ def build_adapter(model: str, adapter: str, settings: dict[str, Any], model_dir:
             **{key: settings[key] for key in ("path", "repo_id", "revision") if key in settings},
         }
         write_json_atomic(staging / MANIFEST, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("adapter %s of %s: rank %d on %d modules, %d bytes, max |logit change| %.3g",
              adapter, model, manifest["rank"], len(modules), manifest["bytes"], manifest["output_change_max_abs"])
     return manifest

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from .paths import REPO_ROOT
-from .io import sha256_file, write_json_atomic
+from .io import sha256_file, staged_directory, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +133,7 @@ def convert_pickle_checkpoints(snapshot: Path) -> list[Path]:
 def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: int, tokenizer_text: str | Path) -> dict[str, Any]:
     """Materialise one configured model into `out_dir` atomically and write its manifest."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with staged_directory(out_dir) as staging:
         if entry.get("source", "config") == "hub":
             manifest = materialise_hub(entry["repo_id"], entry["revision"], staging, bool(entry.get("allow_pickle")))
         else:
@@ -149,11 +144,5 @@ def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: in
         manifest = {"model": model, "trust_remote_code": bool(entry.get("trust_remote_code", False)),
                     "allow_pickle": bool(entry.get("allow_pickle", False)), **manifest}
         write_json_atomic(staging / "model_manifest.json", manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log.info("materialised %s into %s", model, out_dir)
     return manifest

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from ..backends.base import LoadInfo
 from ..backends.loading import load_model
-from ..io import sha256_file
+from ..io import sha256_file, staged_directory
 from ..manifest import VariantManifest
 from ..variants import BNB_QUANTS, LEGACY_QUANTS, LLMCOMPRESSOR_QUANTS, bnb_settings
 from . import legacy, llm_compressor
@@ -75,7 +72,7 @@ def _build_checkpoint(plan: BuildPlan, out: Path, variant: VariantManifest) -> N
     }
     checkpoint_dir = out / "checkpoint"
     builder = llm_compressor.build_checkpoint if plan.quant in LLMCOMPRESSOR_QUANTS else legacy.build_checkpoint
-    with _staging_dir(checkpoint_dir) as staging:
+    with staged_directory(checkpoint_dir) as staging:
         variant.settings.update(builder(plan.model_dir, plan.quant, windows, staging, plan.device, plan.trust_remote_code))
     variant.checkpoint_dir = str(checkpoint_dir)
     variant.checkpoint_file = sorted(p.name for p in checkpoint_dir.glob("*.safetensors"))[0]
@@ -144,22 +141,3 @@ def _checkpoint_dtype(model_dir: Path) -> str:
 
 def _safetensors_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in sorted(directory.glob("*.safetensors")))
-
-
-class _staging_dir:
-    """A temporary directory next to `target` that replaces `target` only on success."""
-
-    def __init__(self, target: Path):
-        self.target = target
-
-    def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.path
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return
-        if self.target.exists():
-            shutil.rmtree(self.target)
-        os.replace(self.path, self.target)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llenergymeasure import analysis, stats
+from llenergymeasure import analysis, energy, stats
 from llenergymeasure.config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
 
 SHIPPED = REPO_ROOT / "paper" / "data" / "measurements.parquet"
@@ -45,13 +45,24 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
     assert set(contract) <= set(agreement.columns) and len(agreement) == len(expected["flops_rank_agreement"]) > 0
     tests = pd.read_parquet(out / "rank_difference_tests.parquet")
     assert {"platform_id", "metric", "n_configs", "test", "p_value", "effect_size"} <= set(tests.columns)
-    # the shipped energy is an estimate: no energy analysis uses it unless asked to
+    # the shipped table has no energy (no sensor on the machine that made it): nothing to rank
     assert pd.read_parquet(out / "quantisation_energy.parquet").empty
-    opted = _analyse(str(SHIPPED), "--out", str(tmp_path / "opted"), "--use-estimated-energy",
+    # a user who stated a CPU power (LLEM_CPU_TDP_W=65) gets estimated joules; no energy analysis
+    # uses them unless asked to
+    stated = measurements.copy()
+    stated["energy_j"] = 65.0 * stated["latency_s"]
+    stated["energy_j_per_output_token"] = stated["energy_j"] / (stated["batch_size"] * stated["output_tokens"])
+    stated["energy_source"], stated["energy_is_estimate"] = energy.SOURCE_ESTIMATE, True
+    stated.to_parquet(tmp_path / "stated.parquet")
+    unasked = _analyse(str(tmp_path / "stated.parquet"), "--out", str(tmp_path / "unasked"))
+    assert unasked.returncode == 0, unasked.stderr
+    assert pd.read_parquet(tmp_path / "unasked" / "quantisation_energy.parquet").empty
+    opted = _analyse(str(tmp_path / "stated.parquet"), "--out", str(tmp_path / "opted"), "--use-estimated-energy",
                      "--reference", "tiny-gpt2/none-float32/pytorch")
     assert opted.returncode == 0, opted.stderr
     quantisation = pd.read_parquet(tmp_path / "opted" / "quantisation_energy.parquet")
     assert len(quantisation) > 0 and "gguf-f16" not in set(quantisation["quant"])
+    assert quantisation["energy_is_estimate"].all()
     compound = pd.read_parquet(tmp_path / "opted" / "compound.parquet")
     assert set(compound["reference"]) == {"tiny-gpt2/none-float32/pytorch"}
 

@@ -230,10 +230,16 @@ def _constraints_from_venv_lock(directory: Path) -> Path:
     return path
 
 
-def compile_lock(lock: Lock, uv: str = "uv") -> str:
-    """Run `uv pip compile` for one lock and return its output (name==version lines)."""
+def compile_lock(lock: Lock, uv: str = "uv", upgrade: bool = False) -> str:
+    """Run `uv pip compile` for one lock and return its output (name==version lines).
+
+    The lock's current pins are uv's preferences (uv reads an existing output file as such):
+    adding or moving one direct pin moves only what it must. `upgrade` lets every pin move."""
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
+        if lock.target.is_file() and not upgrade:
+            current = pins_of(lock)
+            (tmp_dir / "out.txt").write_text("".join(f"{name}=={version}\n" for name, version in sorted(current.items())))
         cmd = [uv, "pip", "compile", str(lock.source), "--python-version", PYTHON_VERSION]
         cmd += ["--python-platform", PLATFORM, "--no-header", "--quiet", "--output-file", str(tmp_dir / "out.txt")]
         if lock.cpu_torch:
@@ -291,12 +297,12 @@ def write_env_lock(lock: Lock, compiled: str) -> None:
     lock.target.write_text(PIP_SECTION.sub(lambda m: m.group(1) + body, text, count=1))
 
 
-def relock(uv: str = "uv", only: set[str] | None = None) -> None:
+def relock(uv: str = "uv", only: set[str] | None = None, upgrade: bool = False) -> None:
     for lock in all_locks():
         if only and lock.name not in only:
             continue
         print(f"locking {lock.name}: {lock.source.relative_to(REPO_ROOT)} -> {lock.target.relative_to(REPO_ROOT)}")
-        compiled = compile_lock(lock, uv)
+        compiled = compile_lock(lock, uv, upgrade)
         (write_env_lock(lock, compiled) if lock.is_env else write_venv_lock(compiled))
 
 
@@ -309,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--print-env", metavar="NAME", help="print env NAME's locked pip list as a requirements file")
     parser.add_argument("--check", nargs=2, metavar=("PYTHON", "NAME"),
                         help="uv pip check the environment of PYTHON (lock NAME), allowing only its known findings")
+    parser.add_argument("--upgrade", action="store_true", help="let every pin move (default: keep the current pins)")
     parser.add_argument("names", nargs="*", help="only these locks (venv, or an env name); default: all")
     args = parser.parse_args(argv)
     if args.check:
@@ -320,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         # pins only: install.sh passes the torch source itself (an unreachable index would stop uv)
         print("\n".join(line for line in env_pip_lines(ENVS / f"{args.print_env}.yaml") if PIN.match(line)))
         return 0
-    relock(args.uv, set(args.names) or None)
+    relock(args.uv, set(args.names) or None, args.upgrade)
     return 0
 
 

@@ -155,3 +155,11 @@ def test_pip_check_of_the_vllm_venv_has_only_its_explained_findings(capsys):
     assert "known:" in printed and "torchvision" in printed
     # the same findings, unexplained for another environment, fail the check
     assert locks.check_environment(str(VLLM_PYTHON), "venv", UV) == 1
+
+
+def test_relocking_keeps_the_current_pins():
+    """A relock without --upgrade reproduces the venv lock (uv resolves against PyPI with the
+    current pins as preferences), so adding one direct pin cannot silently move the others."""
+    uv = str(Path(sys.executable).parent / "uv")
+    venv = next(lock for lock in locks.all_locks() if lock.name == "venv")
+    assert locks.lock_pins(locks.compile_lock(venv, uv)) == locks.lock_pins(venv.target.read_text())

@@ -107,7 +107,7 @@ def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size
             bare.append(bare_rate(backend, inputs, batch_size, new_tokens, window_s))
 
     def paired(kind: str) -> list[float]:
-        return [getattr(h, kind) / getattr(b, kind) for h, b in zip(harness, bare)]
+        return [getattr(h, kind) / getattr(b, kind) for h, b in zip(harness, bare, strict=True)]
 
     return {
         "energy_source": meter.source,
@@ -126,7 +126,7 @@ def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size
 def report(result: dict[str, Any]) -> None:
     print(f"energy source {result['energy_source']}, batch {result['batch_size']}, prompt {result['prompt_tokens']}, "
           f"new tokens {result['new_tokens']}, {result['rounds']} rounds of {result['window_s']} s windows")
-    for index, (bare, harness) in enumerate(zip(result["bare"], result["harness"])):
+    for index, (bare, harness) in enumerate(zip(result["bare"], result["harness"], strict=True)):
         print(f"  round {index:2d}: tok/s bare {bare['wall']:9.1f} harness {harness['wall']:9.1f} "
               f"ratio {harness['wall'] / bare['wall']:.4f} | tok per CPU-s ratio {harness['cpu'] / bare['cpu']:.4f}")
     print(f"median tok/s: bare {result['bare_median_tokens_per_s']:.1f}, harness {result['harness_median_tokens_per_s']:.1f}")

@@ -109,11 +109,11 @@ def main(argv: list[str] | None = None) -> int:
                 row.append("n/a (MoE)" if diff is None else f"{diff:.1e}")
             rows.append(row)
 
-    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
     print(f"batch={args.batch}; 2N = 2 x non-embedding params x B x (S + T - 1); error = 2N / exact - 1")
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths)))
+        print("  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True)))
     if args.csv:
         with args.csv.open("w", newline="") as handle:
             writer = csv.writer(handle)

@@ -266,7 +266,7 @@ class LocalSlurmCluster:
         os.chmod(key, 0o600)
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.stdout", "wb")
+        log = open(self.workdir / f"{name}.stdout", "wb")  # noqa: SIM115 (the daemon writes it while it runs)
         self.processes[name] = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,

@@ -62,7 +62,7 @@ def measurements(
                     per_token = spec["scale"] * size * quant_cost * (1.0 + 3.0 / batch) * noise
                     latency = per_token * 32 * 0.4
                     failed = batch == failed_batch
-                    ok = lambda value: None if failed else value  # noqa: E731
+                    ok = lambda value, failed=failed: None if failed else value  # noqa: E731
                     flops_per_token = 2.6e6 * size * (1.0 + 0.01 * (model == "tiny-llama"))
                     rows.append({
                         "platform_id": platform, "model": model, "quant": quant,

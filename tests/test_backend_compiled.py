@@ -106,7 +106,7 @@ def test_compiled_greedy_tokens_equal_eager(compiled, variant):
 def test_more_tokens_than_the_static_cache_is_a_clear_error(compiled):
     backend, _ = compiled
     inputs = backend.prepare_inputs(*PROBE_SHAPE, seed=0)
-    with pytest.raises(ValueError, match="backend_settings.pytorch-compiled.max_new_tokens"):
+    with pytest.raises(ValueError, match=r"backend_settings\.pytorch-compiled\.max_new_tokens"):
         backend.generate(inputs, NEW_TOKENS + 1)
 
 

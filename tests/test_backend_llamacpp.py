@@ -136,7 +136,7 @@ def test_peak_memory_is_the_process_peak_on_cpu(tiny_gguf, make_backend):
 def test_more_tokens_than_the_kv_room_is_a_clear_error(tiny_gguf, make_backend):
     backend = make_backend(tiny_gguf["variants"]["gguf-f16"], max_new_tokens=4)
     inputs = backend.prepare_inputs(1, 8, seed=0)
-    with pytest.raises(ValueError, match="backend_settings.llamacpp.max_new_tokens"):
+    with pytest.raises(ValueError, match=r"backend_settings\.llamacpp\.max_new_tokens"):
         backend.generate(inputs, 5)
     with pytest.raises(ValueError, match="new_tokens must be at least 1"):
         backend.generate(inputs, 0)

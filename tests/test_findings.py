@@ -42,7 +42,7 @@ def shipped():
 
 
 def test_findings_of_the_shipped_study_follow_their_analyses(shipped):
-    measurements, summary, results = shipped
+    _, summary, results = shipped
     table = results["findings"]
     assert list(table.columns) == findings.COLUMNS
     rate = table[table["finding"] == "FLOPs disagreement rate"]

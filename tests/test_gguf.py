@@ -136,7 +136,7 @@ def test_f16_perplexity_agrees_with_the_transformers_protocol(tiny_gguf):
     evaluation = tiny_gguf["evaluation"]
     model = AutoModelForCausalLM.from_pretrained(tiny_gguf["model_dir"], dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_gguf["model_dir"])
-    reference, tokens = perplexity(model, tokenizer, open(evaluation["text"]).read(),
+    reference, tokens = perplexity(model, tokenizer, Path(evaluation["text"]).read_text(),
                                    evaluation["sequence_length"], evaluation["max_sequences"])
     variant = tiny_gguf["variants"]["gguf-f16"]
     assert variant["perplexity_tokens"] == tokens
@@ -147,7 +147,7 @@ def test_f16_perplexity_agrees_with_the_transformers_protocol(tiny_gguf):
 def test_missing_converter_fails_before_any_work(tiny_gguf, tmp_path, monkeypatch):
     monkeypatch.setenv(gguf.CONVERTER_ENV, str(tmp_path / "nowhere"))
     out_dir = tmp_path / "out"
-    with pytest.raises(gguf.GgufError, match="install-llamacpp.sh"):
+    with pytest.raises(gguf.GgufError, match=r"install-llamacpp\.sh"):
         gguf.build_variant("tiny", "gguf-f16", tiny_gguf["model_dir"], out_dir)
     assert not out_dir.exists()
 
@@ -159,10 +159,10 @@ def test_a_non_gguf_variant_is_refused(tmp_path):
 
 @needs_converter
 def test_a_directory_without_a_model_is_refused(tmp_path):
-    with pytest.raises(gguf.GgufError, match="no config.json"):
+    with pytest.raises(gguf.GgufError, match=r"no config\.json"):
         gguf.build_variant("tiny", "gguf-f16", tmp_path, tmp_path / "out")
 
 
 def test_missing_evaluation_field_is_named(tmp_path):
-    with pytest.raises(gguf.GgufError, match="evaluation.sequence_length"):
+    with pytest.raises(gguf.GgufError, match=r"evaluation\.sequence_length"):
         gguf.build_variant("tiny", "gguf-f16", tmp_path, tmp_path / "out", evaluation={"text": "x", "max_sequences": 1})

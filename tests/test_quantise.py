@@ -200,7 +200,7 @@ def test_gguf_is_left_to_the_gguf_rule(tiny, tmp_path):
 
 def test_missing_checkpoint_is_a_clear_error(tiny):
     variant = {"quant": "gptq-w4a16", "model_dir": str(tiny), "checkpoint_dir": "/nonexistent/checkpoint"}
-    with pytest.raises(QuantiseError, match="variant.checkpoint_dir: '/nonexistent/checkpoint' is not a directory"):
+    with pytest.raises(QuantiseError, match=r"variant\.checkpoint_dir: '/nonexistent/checkpoint' is not a directory"):
         load_model(variant, "cpu")
 
 

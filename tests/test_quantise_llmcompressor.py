@@ -6,6 +6,7 @@ weight-only variant of one model."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from safetensors import safe_open
@@ -39,7 +40,7 @@ def _tensor_bytes_by_layer(path) -> dict[str, int]:
     """Bytes of the tensors stored for each decoder linear layer of a safetensors file."""
     sizes: dict[str, int] = {}
     with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
+        for key in handle.keys():  # noqa: SIM118 (a safetensors handle is not a dict)
             layer = next((name for name in DECODER_LINEARS if f".{name}." in key), None)
             if layer:
                 tensor = handle.get_tensor(key)
@@ -50,7 +51,7 @@ def _tensor_bytes_by_layer(path) -> dict[str, int]:
 def test_checkpoints_are_compressed_tensors(built):
     for quant, (variant, _, _) in built.items():
         checkpoint = variant["checkpoint_dir"]
-        config = json.loads(open(f"{checkpoint}/config.json").read())
+        config = json.loads(Path(checkpoint, "config.json").read_text())
         assert config["quantization_config"]["quant_method"] == "compressed-tensors", quant
         assert variant["checkpoint_file"] == "model.safetensors"
         assert "lm_head" in config["quantization_config"]["ignore"]

@@ -4,6 +4,8 @@ figures, and no server process left behind after a forced failure or a killed jo
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 import os
 import re
 import signal
@@ -130,7 +132,7 @@ def _vllm_processes_under(path) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                cmdline = open(f"/proc/{entry}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
             if "vllm" in cmdline and str(path) in cmdline:
@@ -144,7 +146,7 @@ def _group_members(pgid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             if fields[0] != "Z" and int(fields[2]) == pgid:
@@ -265,7 +267,7 @@ def test_energy_slices_are_back_to_back_and_cover_a_window():
         end = time.perf_counter()
     slices = sliced.slices
     assert len(slices) >= 3  # slices stretch when the busy loop holds the GIL
-    assert all(later[0] == earlier[1] for earlier, later in zip(slices, slices[1:]))  # no gaps
+    assert all(later[0] == earlier[1] for earlier, later in itertools.pairwise(slices))  # no gaps
     inner = (slices[1][0], slices[-2][1])
     joules = steady.window_energy(slices, *inner)
     assert joules is not None and joules > 0

@@ -245,7 +245,7 @@ def compile_lock(lock: Lock, uv: str = "uv", upgrade: bool = False) -> str:
         if lock.cpu_torch:
             excludes = tmp_dir / "excludes.txt"
             excludes.write_text("".join(f"{name}\n" for name in EXCLUDED))
-            cmd += torch_sources() + ["--excludes", str(excludes)]
+            cmd += [*torch_sources(), "--excludes", str(excludes)]
         if lock.shared_stack:
             cmd += ["--constraints", str(_constraints_from_venv_lock(tmp_dir))]
         if lock.is_env:

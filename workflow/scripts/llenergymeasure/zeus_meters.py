@@ -67,7 +67,7 @@ class ZeusMeter(EnergyMeter):
         cpu_j = _total(measurement.cpu_energy)
         dram_j = _total(measurement.dram_energy)
         if self.kind == "nvml":
-            nvml_of = dict(zip(self.monitor.gpu_indices, self.gpus.nvml_indices))
+            nvml_of = dict(zip(self.monitor.gpu_indices, self.gpus.nvml_indices, strict=True))
             counted = {f"gpu{nvml_of[index]}": float(j) for index, j in (measurement.gpu_energy or {}).items()}
         else:
             counted = {f"cpu{index}": float(j) for index, j in (measurement.cpu_energy or {}).items()}

@@ -110,13 +110,13 @@ def kv_cache_bytes(hf_config: dict, batch: int, context_tokens: int, bytes_per_e
         per_token * (context_tokens if layer.window is None else min(context_tokens, layer.window))
         for layer in arch.layers
     )
-    return int(math.ceil(batch * total))
+    return math.ceil(batch * total)
 
 
 def weight_bytes(hf_config: dict, bits_per_weight: float) -> int:
     """Bytes of all parameters stored at `bits_per_weight` (no quantisation scales counted)."""
     params = parameter_counts(parse_architecture(hf_config))["params_total"]
-    return int(math.ceil(params * bits_per_weight / 8))
+    return math.ceil(params * bits_per_weight / 8)
 
 
 def decode_bytes_per_step(

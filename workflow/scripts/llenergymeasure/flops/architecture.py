@@ -333,7 +333,7 @@ def parse_architecture(hf_config: dict) -> Architecture:
         model_type=family, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
         vocab=vocab, tied=tied, rotary_pairs=_rotary_pairs(hf_config, head_dim), position_embeddings=0,
         qkv_bias=qkv_bias, o_bias=o_bias, norm_params_per_layer=2 * hidden, final_norm_params=hidden,
-        layers=tuple(LayerSpec(w, m) for w, m in zip(windows, mlps)),
+        layers=tuple(LayerSpec(w, m) for w, m in zip(windows, mlps, strict=True)),
         method=method, confidence=confidence, reason=reason,
     )
 

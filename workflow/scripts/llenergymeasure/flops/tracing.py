@@ -112,7 +112,7 @@ def _segment_sum(cost, lo: int, hi: int, degree: int = 1) -> int | None:
 
     def at(c: int) -> Fraction:
         total = Fraction(0)
-        for i, (xi, yi) in enumerate(zip(xs, ys)):
+        for i, (xi, yi) in enumerate(zip(xs, ys, strict=True)):
             term = Fraction(yi)
             for j, xj in enumerate(xs):
                 if j != i:

@@ -13,6 +13,7 @@ as unfinished). Only loopback traffic is sent.
 
 from __future__ import annotations
 
+import itertools
 import asyncio
 import json
 import time
@@ -62,7 +63,7 @@ class Record:
     def inter_token_s(self) -> list[float]:
         """Gaps between successive chunks; a chunk of k tokens adds k-1 zero gaps (its tokens arrived together)."""
         gaps: list[float] = []
-        for (earlier, _), (later, count) in zip(self.chunks, self.chunks[1:]):
+        for (earlier, _), (later, count) in itertools.pairwise(self.chunks):
             gaps.append(later - earlier)
             gaps.extend([0.0] * (count - 1))
         return gaps
@@ -132,7 +133,7 @@ async def _run(url: str, model: str, requests: list[Request], concurrency: int |
         start = time.perf_counter()
         tasks: list[asyncio.Task] = []
         if concurrency is None:  # open loop: each request at its Poisson arrival time
-            for request, record in zip(requests, records):
+            for request, record in zip(requests, records, strict=True):
                 delay = start + request.arrival_s - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -140,7 +141,7 @@ async def _run(url: str, model: str, requests: list[Request], concurrency: int |
                     break
                 tasks.append(asyncio.create_task(_send(client, url, model, request, record)))
         else:  # closed loop: `concurrency` in flight
-            queue = list(zip(requests, records))
+            queue = list(zip(requests, records, strict=True))
 
             async def worker() -> None:
                 while queue and time.perf_counter() - start <= max_duration_s:

@@ -123,7 +123,7 @@ def running_server(engine: dict[str, Any], env: dict[str, str], log_path: str | 
     """Start the server, wait until /health answers, yield it, and always stop it."""
     port = free_port()
     command = server_command(engine, port)
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 (the server writes it while it runs)
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
                                start_new_session=True, preexec_fn=_die_with_parent)

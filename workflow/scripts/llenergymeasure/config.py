@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from .config_file import read_config_file
 from .config_schema import SCHEMA_PATH, load_schema, validate_schema  # noqa: F401 (re-exported)
 from .errors import ConfigError
+from .memory_preflight import check_memory
 from .paths import REPO_ROOT
 from .serving.settings import DEFAULTS as SERVING_DEFAULTS
 from .serving.settings import check_serving
@@ -173,6 +174,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
     workload = config["workload"]
     longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
     positions: dict[str, int | None] = {}
+    architectures: dict[str, dict[str, Any]] = {}
 
     for name, entry in config["models"].items():
         if not MODEL_NAME_RE.match(name):
@@ -180,7 +182,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         source = entry.get("source", "config")
         model_type = arch = None
         if source == "config":
-            arch = _check_architecture(name, entry, root)
+            arch = architectures[name] = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
             limit = positions[name] = max_positions(arch)
             if limit is not None and longest > limit:
@@ -243,6 +245,8 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         field = f"analysis.extra_results[{index}]"
         if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
             raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
+
+    check_memory(config, architectures, "cuda" if has_cuda else "cpu")
 
 
 def _check_backend_settings(backend: str, settings: dict[str, Any], workload: dict[str, Any]) -> None:

@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .flops import FlopsConfigError, kv_cache_bytes, parameter_counts, parse_architecture
+from .flops import (
+    FlopsConfigError,
+    kv_cache_bytes,
+    parameter_counts,
+    parse_architecture,
+)
 from .job_gpus import gpus_needed
 from .variants import VARIANTS
 
@@ -132,29 +137,40 @@ def host_memory() -> DeviceMemory | None:
     return DeviceMemory(physical, "host RAM")
 
 
-def gpu_memory() -> DeviceMemory | None:
-    """Total memory of the smallest visible GPU: NVML (no torch import), else torch."""
+def _nvml_totals() -> list[int]:
+    """Total memory of each visible GPU by NVML (no torch import); [] without NVML."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            totals = [pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total for i in range(count)]
-        finally:
-            pynvml.nvmlShutdown()
-        if totals:
-            return DeviceMemory(int(min(totals)), "GPU memory, NVML")
-    except Exception:  # noqa: BLE001 - no NVML library or driver: try torch
-        pass
+    except Exception:  # noqa: BLE001 - no NVML library or driver
+        return []
+    try:
+        count = pynvml.nvmlDeviceGetCount()
+        return [int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total) for i in range(count)]
+    except Exception:  # noqa: BLE001 - a device NVML cannot read: nothing to compare against
+        return []
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _torch_totals() -> list[int]:
+    """Total memory of each visible GPU by torch.cuda.mem_get_info; [] without a CUDA build."""
     try:
         import torch
 
-        if torch.cuda.is_available():
-            totals = [torch.cuda.mem_get_info(i)[1] for i in range(torch.cuda.device_count())]
-            return DeviceMemory(int(min(totals)), "GPU memory, torch.cuda.mem_get_info")
+        if not torch.cuda.is_available():
+            return []
+        return [int(torch.cuda.mem_get_info(i)[1]) for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001 - no usable CUDA build: nothing to compare against
-        pass
+        return []
+
+
+def gpu_memory() -> DeviceMemory | None:
+    """Total memory of the smallest visible GPU: NVML first, else torch."""
+    for totals, source in ((_nvml_totals(), "GPU memory, NVML"), (_torch_totals(), "GPU memory, torch.cuda.mem_get_info")):
+        if totals:
+            return DeviceMemory(min(totals), source)
     return None
 
 

@@ -19,10 +19,18 @@ min_version("9.0")
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
 
 from llenergymeasure.config import ConfigError, load_config
+from llenergymeasure.config_file import read_config_file
 
 # A --configfile on the command line replaces the embedded default rather than
-# being merged into it, so a study never inherits the default's models.
+# being merged into it, so a study never inherits the default's models. Snakemake
+# parses a --configfile itself; the default is read here first, so that a file
+# that is not UTF-8 or not YAML is one line with its path, line and column.
 if not workflow.overwrite_configfiles:
+    try:
+        if Path("config/config.yaml").exists():
+            read_config_file("config/config.yaml")
+    except ConfigError as error:
+        raise SystemExit(f"config error: {error}")
 
     configfile: "config/config.yaml"
 

@@ -66,3 +66,20 @@ def test_bad_fields_are_named_in_one_line(mutate, expected):
     assert expected in message
     assert "\n" not in message
 
+
+
+def test_every_stage_setting_error_is_one_config_error_type():
+    """The CLI and the Snakefile catch ConfigError: each stage's settings error is one of them,
+    and still the built-in type its callers caught before (ValueError; RuntimeError for energy)."""
+    from llenergymeasure.energy import EnergySourceError
+    from llenergymeasure.flops import FlopsConfigError
+    from llenergymeasure.hardware import HardwareTableError
+    from llenergymeasure.protocol import MeasureConfigError
+    from llenergymeasure.variants import QuantiseError
+
+    for kind in (MeasureConfigError, QuantiseError, EnergySourceError, HardwareTableError, FlopsConfigError):
+        assert issubclass(kind, ConfigError) and issubclass(kind, ValueError), kind
+    assert issubclass(EnergySourceError, RuntimeError)
+    from llenergymeasure import errors
+
+    assert ConfigError is errors.ConfigError  # one class, re-exported by config

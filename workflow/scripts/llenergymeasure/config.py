@@ -1,7 +1,9 @@
-"""Study configuration: schema validation, semantic checks, defaults and sweep expansion.
+"""Study configuration: semantic checks, defaults, the memory preflight and sweep expansion.
 
 Every check runs before any job is planned, and every failure is one line that names the
 field and says what is allowed, so a bad config never costs a model build or a measurement.
+Reading the file is `config_file`, the schema check `config_schema`, the question whether
+each shape fits in memory `memory_preflight`; every failure is an `errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
+from .config_file import read_config_file
+from .config_schema import SCHEMA_PATH, load_schema, validate_schema  # noqa: F401 (re-exported)
+from .errors import ConfigError
+from .memory_preflight import check_memory
 from .paths import REPO_ROOT
 from .serving.settings import DEFAULTS as SERVING_DEFAULTS
 from .serving.settings import check_serving
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supported, quants_for_backend
 
-SCHEMA_PATH = REPO_ROOT / "config" / "schema" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -84,10 +87,6 @@ POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch
                      "kv_cache_memory_bytes", "max_num_seqs")
 
 
-class ConfigError(ValueError):
-    """A configuration problem, described in one line naming the field and the fix."""
-
-
 @dataclass(frozen=True)
 class Job:
     """One measure job: a model variant on one backend, measuring every configured shape."""
@@ -95,65 +94,6 @@ class Job:
     model: str
     quant: str
     backend: str
-
-
-def _field_path(parts: Any) -> str:
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "<top level>"
-
-
-def _schema_error_message(error: Any) -> str:
-    """Turn a jsonschema error into one line: field, problem, what is allowed."""
-    field = _field_path(error.absolute_path)
-    validator = error.validator
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    if validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(schema.get("properties", {})))
-        allowed = ", ".join(sorted(schema.get("properties", {}))) or "none"
-        return f"{field}: unknown key(s) {', '.join(map(repr, extra))}; allowed keys: {allowed}"
-    if validator == "enum":
-        allowed = ", ".join(map(str, error.validator_value))
-        return f"{field}: {error.instance!r} is not allowed; allowed values: {allowed}"
-    if validator == "type":
-        return f"{field}: expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
-    if validator in ("minimum", "exclusiveMinimum"):
-        bound = "at least" if validator == "minimum" else "greater than"
-        return f"{field}: {error.instance!r} is too small; must be {bound} {error.validator_value}"
-    if validator == "required":
-        return f"{field}: {error.message}"
-    if "propertyNames" in error.schema_path or validator == "propertyNames":
-        return (
-            f"{field}: name {error.instance!r} is not allowed; names use lowercase letters, digits, "
-            "'.', '_' and '-' and start with a letter or digit (no paths)"
-        )
-    if validator == "pattern" and list(error.absolute_path)[-1:] == ["revision"]:
-        return f"{field}: {error.instance!r} is not a commit; use the full 40-hex commit id (branches and tags move)"
-    if validator == "pattern":
-        return f"{field}: {error.instance!r} does not match the allowed pattern {error.validator_value}"
-    if validator in ("minItems", "minProperties"):
-        return f"{field}: must not be empty"
-    if validator == "uniqueItems":
-        return f"{field}: contains duplicates {error.instance!r}"
-    return f"{field}: {error.message}"
-
-
-def load_schema() -> dict[str, Any]:
-    with open(SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
-
-
-def validate_schema(config: dict[str, Any]) -> None:
-    """Raise ConfigError on the first (most relevant) schema violation."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(load_schema())
-    errors = list(validator.iter_errors(config))
-    if errors:
-        # propertyNames errors are reported on the parent; prefer the most specific error
-        best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(_schema_error_message(best))
 
 
 def _merge_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +174,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
     workload = config["workload"]
     longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
     positions: dict[str, int | None] = {}
+    architectures: dict[str, dict[str, Any]] = {}
 
     for name, entry in config["models"].items():
         if not MODEL_NAME_RE.match(name):
@@ -241,7 +182,7 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         source = entry.get("source", "config")
         model_type = arch = None
         if source == "config":
-            arch = _check_architecture(name, entry, root)
+            arch = architectures[name] = _check_architecture(name, entry, root)
             model_type = arch.get("model_type")
             limit = positions[name] = max_positions(arch)
             if limit is not None and longest > limit:
@@ -305,6 +246,8 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
         if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
             raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
 
+    check_memory(config, architectures, "cuda" if has_cuda else "cpu")
+
 
 def _check_backend_settings(backend: str, settings: dict[str, Any], workload: dict[str, Any]) -> None:
     field = f"backend_settings.{backend}"
@@ -336,16 +279,7 @@ def _check_backend_settings(backend: str, settings: dict[str, Any], workload: di
 
 def load_config(source: str | Path | dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> dict[str, Any]:
     """Validate a config (a path or an already-loaded dict) and return it with defaults filled."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"configfile: {str(source)!r} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"configfile: {str(source)!r} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    else:
-        raw = source
+    raw = read_config_file(source) if isinstance(source, (str, Path)) else source
     if not isinstance(raw, dict):
         raise ConfigError("configfile: the top level must be a mapping with models, workload and measurement")
     raw = json.loads(json.dumps(raw))  # plain types only (snakemake passes its own mapping types)

@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .errors import ConfigError
 from .job_gpus import JobGpus
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ CPU_POWER_ENV = "LLEM_CPU_TDP_W"
 CPU_THREADS_ENV = "LLEM_CPU_TDP_THREADS"
 
 
-class EnergySourceError(RuntimeError):
+class EnergySourceError(ConfigError, RuntimeError):
     """A requested energy source cannot be used on this machine (one line, says what to do)."""
 
 

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .paths import REPO_ROOT
 
 DEFAULT_TABLE = REPO_ROOT / "config" / "hardware.yaml"
@@ -25,7 +26,7 @@ DTYPE_ALIASES = {
 }
 
 
-class HardwareTableError(ValueError):
+class HardwareTableError(ConfigError):
     """config/hardware.yaml (or an override) is malformed; the message names entry and field."""
 
 

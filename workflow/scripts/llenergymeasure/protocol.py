@@ -12,9 +12,10 @@ from typing import Any
 
 from . import energy
 from .config import DEFAULTS, cuda_visible, resolve_device
+from .errors import ConfigError
 
 
-class MeasureConfigError(ValueError):
+class MeasureConfigError(ConfigError):
     """A setting the protocol needs is missing or unusable (one line naming the field)."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -108,7 +110,7 @@ LEGACY_LIBRARIES = {
 }
 
 
-class QuantiseError(ValueError):
+class QuantiseError(ConfigError):
     """A variant cannot be built or loaded here; one line naming the field and the fix."""
 
 

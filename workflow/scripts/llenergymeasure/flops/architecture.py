@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llenergymeasure.errors import ConfigError
+
 # Families whose count was verified op-for-op against torch.utils.flop_counter.FlopCounterMode
 # on tiny random-weight transformers models (tests/test_flops.py).
 VERIFIED_FAMILIES: tuple[str, ...] = (
@@ -65,7 +67,7 @@ _UNMODELLED_MARKERS: dict[str, str] = {
 _KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
 
 
-class FlopsConfigError(ValueError):
+class FlopsConfigError(ConfigError):
     """A config or argument the counter cannot use; the message names the field."""
 
 

@@ -37,7 +37,7 @@ from llenergymeasure import energy, environment, flops, hardware, job_gpus, meas
 from llenergymeasure.backends import BACKENDS, get_backend  # noqa: E402
 from llenergymeasure.config import cuda_visible  # noqa: E402
 
-ALL_BACKENDS = ("pytorch", "pytorch-compiled", "llamacpp", "vllm")
+ALL_BACKENDS = tuple(BACKENDS)
 KV_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 

@@ -17,6 +17,7 @@ from llenergymeasure.config import (
 from llenergymeasure.job_gpus import gpus_needed
 from llenergymeasure.serving.figures import FIGURES as SERVING_FIGURES
 from llenergymeasure.serving.settings import serving_jobs
+from llenergymeasure.backend_specs import SPECS as BACKEND_SPECS
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
 
 DEVICE = resolve_device(config)
@@ -83,7 +84,7 @@ def measure_priority(wildcards):
 
 
 # Backends that run inside the main interpreter (rule measure); vllm runs in its own (rule measure_vllm).
-IN_PROCESS_BACKENDS = _alternation(name for name in BACKEND_NAMES if name != "vllm")
+IN_PROCESS_BACKENDS = _alternation(name for name, spec in BACKEND_SPECS.items() if spec.in_process)
 SCRIPTS_DIR = Path(workflow.basedir) / "workflow" / "scripts"
 
 
@@ -121,12 +122,7 @@ def backend_env(wildcards):
     spec = VARIANTS[wildcards.quant]
     if spec.legacy:
         return f"../../envs/{spec.env}.yaml"
-    envs = {
-        "pytorch": "pytorch",
-        "pytorch-compiled": "pytorch",
-        "llamacpp": "llamacpp",
-    }  # vllm: rule measure_vllm, env vllm_env
-    return f"../../envs/{envs[wildcards.backend]}.yaml"
+    return f"../../envs/{BACKEND_SPECS[wildcards.backend].env}.yaml"  # vllm: rule measure_vllm, vllm_env
 
 
 def variant_env(wildcards):

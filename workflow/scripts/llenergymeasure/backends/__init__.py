@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from ..backend_specs import SPECS
 from .base import Backend, LoadInfo
 
-# name -> "module:Class", imported lazily so that a backend's heavy dependencies
-# (torch, llama_cpp, vllm) are only needed when that backend is used.
-BACKENDS: dict[str, str] = {
-    "pytorch": "llenergymeasure.backends.pytorch:PyTorchBackend",
-    "pytorch-compiled": "llenergymeasure.backends.pytorch_compiled:CompiledPyTorchBackend",
-    "llamacpp": "llenergymeasure.backends.llamacpp:LlamaCppBackend",
-    "vllm": "llenergymeasure.backends.vllm:VllmBackend",
-}
+# name -> "module:Class" (from backend_specs), imported lazily so that a backend's heavy
+# dependencies (torch, llama_cpp, vllm) are only needed when that backend is used.
+BACKENDS: dict[str, str] = {name: spec.backend_class for name, spec in SPECS.items()}
 
 
 def get_backend(name: str) -> type[Backend]:

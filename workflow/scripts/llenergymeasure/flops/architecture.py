@@ -218,6 +218,94 @@ def _layer_windows(cfg: dict, family: str, layers: int, defaults: dict) -> list[
     return windows
 
 
+def _gpt2_architecture(cfg: dict, defaults: dict, hidden: int, layers: int, heads: int, vocab: int,
+                       tied: bool) -> Architecture:
+    """GPT-2: learned positions, a non-gated MLP with biases, two norms with biases per layer."""
+    mlp = MlpSpec(intermediate=cfg.get("n_inner") or 4 * hidden, gated=False, bias=True)
+    return Architecture(
+        model_type="gpt2", hidden=hidden, heads=heads, kv_heads=heads, head_dim=hidden // heads,
+        vocab=vocab, tied=tied, rotary_pairs=0,
+        position_embeddings=_positive_int(cfg, "max_position_embeddings", defaults),
+        qkv_bias=True, o_bias=True, norm_params_per_layer=4 * hidden, final_norm_params=2 * hidden,
+        layers=tuple(LayerSpec(None, mlp) for _ in range(layers)), method="analytical", confidence="exact", reason=None,
+    )
+
+
+def _layer_mlps(cfg: dict, family: str, layers: int, defaults: dict, verified: bool) -> list[MlpSpec]:
+    """Each layer's MLP: routed experts (mixtral, qwen2_moe's sparse layers) or a dense gated one."""
+    if family == "mixtral":
+        moe = MlpSpec(
+            experts=_positive_int(cfg, "num_local_experts", defaults),
+            top_k=_positive_int(cfg, "num_experts_per_tok", defaults),
+            expert_intermediate=_positive_int(cfg, "intermediate_size", defaults),
+        )
+        return [moe] * layers
+    if family == "qwen2_moe":
+        only_dense = set(_field(cfg, "mlp_only_layers", defaults) or [])
+        step = _positive_int(cfg, "decoder_sparse_step", defaults)
+        experts = _field(cfg, "num_experts", defaults)
+        moe = MlpSpec(
+            experts=experts, top_k=_positive_int(cfg, "num_experts_per_tok", defaults),
+            expert_intermediate=_positive_int(cfg, "moe_intermediate_size", defaults),
+            shared_intermediate=_positive_int(cfg, "shared_expert_intermediate_size", defaults),
+            shared_gate=True,
+        )
+        return [
+            moe if i not in only_dense and experts > 0 and (i + 1) % step == 0
+            else MlpSpec(intermediate=_positive_int(cfg, "intermediate_size", defaults))
+            for i in range(layers)
+        ]
+    intermediate = _positive_int(cfg, "intermediate_size", defaults)
+    mlp_bias = bool(cfg.get("mlp_bias", False)) if family == "llama" or not verified else False
+    return [MlpSpec(intermediate=intermediate, gated=True, bias=mlp_bias)] * layers
+
+
+def _attention_biases(cfg: dict, family: str, defaults: dict) -> tuple[bool, bool]:
+    """(q/k/v projections have biases, the output projection has one)."""
+    if family == "qwen2":
+        return True, False
+    if family == "qwen2_moe":
+        return bool(_field(cfg, "qkv_bias", defaults)), False
+    if family in ("phi3", "mistral", "mixtral"):
+        return False, False
+    bias = bool(cfg.get("attention_bias", False))  # llama, gemma and the generic layout
+    return bias, bias
+
+
+def _windows(cfg: dict, family: str, layers: int, defaults: dict, verified: bool, unknown_types: list[str],
+             reasons: list[str]) -> list[int | None]:
+    """Each layer's attention window; appends to `reasons` what makes a verified count inexact."""
+    if family in ("mistral", "mixtral", "phi3", "qwen2", "qwen2_moe"):
+        return _layer_windows(cfg, family, layers, defaults)
+    if verified:
+        if cfg.get("sliding_window"):
+            reasons.append(
+                f"'sliding_window' is set but model_type '{family}' is counted with full attention; "
+                "transformers may still cap its cache at that window"
+            )
+        return [None] * layers
+    return _layer_windows(cfg, family, layers, defaults) if not unknown_types else [None] * layers
+
+
+def _provenance(family: str, verified: bool, reasons: list[str], unknown_types: list[str],
+                markers: list[str]) -> tuple[str, str, str | None]:
+    """(flops_method, flops_confidence, flops_reason) of a parsed architecture."""
+    if verified and not reasons and not unknown_types:
+        return "analytical", "exact", None
+    if markers:
+        return "2n-fallback", "estimate", (
+            f"model_type '{family or '?'}' has structure the analytical count does not model "
+            f"({'; '.join(markers)}); FLOPs are 2 x non-embedding parameters (Llama layout) x tokens"
+        )
+    if not verified:
+        return "analytical-generic", "estimate", (
+            f"model_type '{family or '?'}' is not a family verified against FlopCounterMode "
+            f"({', '.join(VERIFIED_FAMILIES)}); counted with the Llama layout (gated 3-matrix MLP, "
+            "rotary embedding, eager attention over the KV cache)"
+        )
+    return "analytical", "estimate", "; ".join(reasons)
+
+
 def parse_architecture(hf_config: dict) -> Architecture:
     """Normalise a Hugging Face config dictionary into the facts the count needs.
 
@@ -227,7 +315,6 @@ def parse_architecture(hf_config: dict) -> Architecture:
     family = str(hf_config.get("model_type") or "")
     defaults = _FAMILY_DEFAULTS.get(family, {})
     verified = family in VERIFIED_FAMILIES
-    reasons: list[str] = []
 
     markers = [] if verified else [
         note for key, note in _UNMODELLED_MARKERS.items() if hf_config.get(key) not in (None, False, 0, "")
@@ -250,87 +337,14 @@ def parse_architecture(hf_config: dict) -> Architecture:
             f"model config 'num_key_value_heads' ({kv_heads!r}) must divide 'num_attention_heads' ({heads})"
         )
     tied = bool(_field(hf_config, "tie_word_embeddings", defaults, required=False))
-
     if family == "gpt2":
-        inner = hf_config.get("n_inner") or 4 * hidden
-        mlp = MlpSpec(intermediate=inner, gated=False, bias=True)
-        windows: list[int | None] = [None] * layers
-        layer_specs = tuple(LayerSpec(None, mlp) for _ in range(layers))
-        return Architecture(
-            model_type=family, hidden=hidden, heads=heads, kv_heads=heads, head_dim=head_dim,
-            vocab=vocab, tied=tied, rotary_pairs=0,
-            position_embeddings=_positive_int(hf_config, "max_position_embeddings", defaults),
-            qkv_bias=True, o_bias=True, norm_params_per_layer=4 * hidden, final_norm_params=2 * hidden,
-            layers=layer_specs, method="analytical", confidence="exact", reason=None,
-        )
+        return _gpt2_architecture(hf_config, defaults, hidden, layers, heads, vocab, tied)
 
-    if family == "mixtral":
-        experts = _positive_int(hf_config, "num_local_experts", defaults)
-        moe = MlpSpec(
-            experts=experts, top_k=_positive_int(hf_config, "num_experts_per_tok", defaults),
-            expert_intermediate=_positive_int(hf_config, "intermediate_size", defaults),
-        )
-        mlps = [moe] * layers
-    elif family == "qwen2_moe":
-        only_dense = set(_field(hf_config, "mlp_only_layers", defaults) or [])
-        step = _positive_int(hf_config, "decoder_sparse_step", defaults)
-        experts = _field(hf_config, "num_experts", defaults)
-        moe = MlpSpec(
-            experts=experts, top_k=_positive_int(hf_config, "num_experts_per_tok", defaults),
-            expert_intermediate=_positive_int(hf_config, "moe_intermediate_size", defaults),
-            shared_intermediate=_positive_int(hf_config, "shared_expert_intermediate_size", defaults),
-            shared_gate=True,
-        )
-        mlps = []
-        for i in range(layers):
-            if i not in only_dense and experts > 0 and (i + 1) % step == 0:
-                mlps.append(moe)
-            else:
-                mlps.append(MlpSpec(intermediate=_positive_int(hf_config, "intermediate_size", defaults)))
-    else:
-        intermediate = _positive_int(hf_config, "intermediate_size", defaults)
-        mlp_bias = bool(hf_config.get("mlp_bias", False)) if family == "llama" or not verified else False
-        mlps = [MlpSpec(intermediate=intermediate, gated=True, bias=mlp_bias)] * layers
-
-    if family == "qwen2":
-        qkv_bias, o_bias = True, False
-    elif family == "qwen2_moe":
-        qkv_bias, o_bias = bool(_field(hf_config, "qkv_bias", defaults)), False
-    elif family in ("phi3", "mistral", "mixtral"):
-        qkv_bias = o_bias = False
-    else:  # llama, gemma and the generic layout
-        qkv_bias = o_bias = bool(hf_config.get("attention_bias", False))
-
-    if family in ("mistral", "mixtral", "phi3", "qwen2", "qwen2_moe"):
-        windows = _layer_windows(hf_config, family, layers, defaults)
-    elif verified:
-        windows = [None] * layers
-        if hf_config.get("sliding_window"):
-            reasons.append(
-                f"'sliding_window' is set but model_type '{family}' is counted with full attention; "
-                "transformers may still cap its cache at that window"
-            )
-    else:
-        windows = _layer_windows(hf_config, family, layers, defaults) if not unknown_types else [None] * layers
-
-    if verified and not reasons and not unknown_types:
-        method, confidence, reason = "analytical", "exact", None
-    elif markers:
-        method, confidence = "2n-fallback", "estimate"
-        reason = (
-            f"model_type '{family or '?'}' has structure the analytical count does not model "
-            f"({'; '.join(markers)}); FLOPs are 2 x non-embedding parameters (Llama layout) x tokens"
-        )
-    elif not verified:
-        method, confidence = "analytical-generic", "estimate"
-        reason = (
-            f"model_type '{family or '?'}' is not a family verified against FlopCounterMode "
-            f"({', '.join(VERIFIED_FAMILIES)}); counted with the Llama layout (gated 3-matrix MLP, "
-            "rotary embedding, eager attention over the KV cache)"
-        )
-    else:
-        method, confidence, reason = "analytical", "estimate", "; ".join(reasons)
-
+    mlps = _layer_mlps(hf_config, family, layers, defaults, verified)
+    qkv_bias, o_bias = _attention_biases(hf_config, family, defaults)
+    reasons: list[str] = []
+    windows = _windows(hf_config, family, layers, defaults, verified, unknown_types, reasons)
+    method, confidence, reason = _provenance(family, verified, reasons, unknown_types, markers)
     return Architecture(
         model_type=family, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
         vocab=vocab, tied=tied, rotary_pairs=_rotary_pairs(hf_config, head_dim), position_embeddings=0,
@@ -338,4 +352,3 @@ def parse_architecture(hf_config: dict) -> Architecture:
         layers=tuple(LayerSpec(w, m) for w, m in zip(windows, mlps, strict=True)),
         method=method, confidence=confidence, reason=reason,
     )
-

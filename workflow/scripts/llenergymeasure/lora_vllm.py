@@ -66,6 +66,8 @@ def measurement_phases(adapter_dir: str | Path, merged_dir: str | Path, variant:
         runner.lora_request = None
         runner.settings.pop("max_lora_rank", None)
         info = runner.load({**variant, "checkpoint_dir": str(Path(merged_dir).resolve())})
-        return {**timings, "adapter_merge_s": float(merge["merge_s"]), "kernel_path": info.kernel_path}
+        settings = json.dumps(runner.describe().get("settings", {}), sort_keys=True, default=str)  # as measure's
+        return {**timings, "adapter_merge_s": float(merge["merge_s"]), "kernel_path": info.kernel_path,
+                "backend_settings_json": settings}
 
     return [({**fields, "adapter_merged": False}, unmerged), ({**fields, "adapter_merged": True}, merged)]

@@ -208,7 +208,9 @@ def merged_adapter_input(wildcards):
 
 
 def adapter_job_env(wildcards):
-    return vllm_env(wildcards) if wildcards.backend == "vllm" else backend_env(wildcards)
+    return (
+        vllm_env(wildcards) if wildcards.backend == "vllm" else backend_env(wildcards)
+    )
 
 
 def adapter_job_python(wildcards):

@@ -44,7 +44,8 @@ rule merge_adapter:
 
 rule measure_adapter:
     """Measure one variant with one adapter: unmerged (PEFT; vllm: a LoRARequest), then merged
-    (merge_and_unload; vllm: the merge_adapter checkpoint). vllm runs in params.python."""
+    (merge_and_unload; vllm: the merge_adapter checkpoint). vllm runs in params.python.
+    """
     input:
         variant=variant_manifest,
         model=model_dir,

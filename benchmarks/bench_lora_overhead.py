@@ -1,7 +1,11 @@
 """What does an unmerged LoRA adapter cost on this machine, against merged and the base model?
 
-Loads one variant three times in one process with the pytorch backend: the base model, the
-model with an adapter unmerged (PEFT) and with it merged (`merge_and_unload`). Then, round
+Loads one variant three times in one process: the base model, the model with an adapter
+unmerged and with it merged. With `--backend pytorch` (the default) unmerged is PEFT's
+`PeftModel` and merged is `merge_and_unload`; with `--backend vllm` (run it with the vLLM
+venv's python) three in-process vLLM engines: the plain model, one with `enable_lora` whose
+every request carries the adapter's LoRARequest, and one loaded from the merged checkpoint of
+rule merge_adapter (`--merged`), as a vllm adapter job measures them (lora_vllm). Then, round
 after round, in a rotating order on the same inputs, each runs one window of
 `generate(inputs, new_tokens)` repeated for `--window` seconds. Prints tokens per wall second
 and per CPU second of this process (other processes on a shared machine move the first far
@@ -15,6 +19,9 @@ seconds apart under the same load, so their ratio drifts less than the rates do)
         --adapter results/adapters/tiny-llama/lora-r8
 
 Both come from the pipeline (`snakemake results/adapters/tiny-llama/lora-r8` and the variant).
+
+    .venv-vllm/bin/python benchmarks/bench_lora_overhead.py --backend vllm \
+        --variant ... --adapter ... --merged results/adapters-merged/tiny-llama/lora-r8
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from llenergymeasure import stats  # noqa: E402
 from llenergymeasure.backends import get_backend  # noqa: E402
 from llenergymeasure.lora_build import measurement_phases  # noqa: E402
 
+STATES = ("base", "unmerged", "merged")
+
 
 def window(backend, inputs, new_tokens: int, seconds: float, tokens_per_call: int) -> tuple[float, float]:
     """(tokens per wall second, tokens per CPU second of this process) over one window."""
@@ -46,6 +55,37 @@ def window(backend, inputs, new_tokens: int, seconds: float, tokens_per_call: in
     return calls * tokens_per_call / (time.perf_counter() - wall), calls * tokens_per_call / (time.process_time() - cpu)
 
 
+def load_pytorch(variant: dict, settings: dict, args: argparse.Namespace) -> dict:
+    backends = {}
+    for state in STATES:
+        backend = get_backend("pytorch")(settings, "cpu")
+        backend.load(variant)
+        backends[state] = backend
+    (_, unmerge), (_, merge) = measurement_phases(args.adapter)
+    unmerge(backends["unmerged"])
+    unmerge(backends["merged"])
+    print("merge:", merge(backends["merged"]))
+    return backends
+
+
+def load_vllm(variant: dict, settings: dict, args: argparse.Namespace) -> dict:
+    from llenergymeasure import lora_vllm
+
+    if not args.merged:
+        raise SystemExit("--backend vllm needs --merged (the merge_adapter checkpoint)")
+    settings = {**settings, "max_prompt_tokens": args.prompt, "max_new_tokens": args.new,
+                "kv_cache_memory_bytes": 1 << 27, "load_format": "auto"}
+    backends = {}
+    for state in STATES:
+        extra = lora_vllm.engine_settings(args.adapter, settings) if state == "unmerged" else {}
+        backend = get_backend("vllm")({**settings, **extra}, "cpu")
+        backend.load({**variant, "checkpoint_dir": args.merged} if state == "merged" else variant)
+        backends[state] = backend
+    (_, unmerged), _ = lora_vllm.measurement_phases(args.adapter, args.merged, variant)
+    print("adapter load:", unmerged(backends["unmerged"]))
+    return backends
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True)
@@ -56,18 +96,13 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", choices=("pytorch", "vllm"), default="pytorch")
+    parser.add_argument("--merged", help="the merge_adapter checkpoint (--backend vllm)")
     args = parser.parse_args()
     variant = json.loads(Path(args.variant).read_text())
     settings = {"threads": args.threads}
-    backends = {}
-    for state in ("base", "unmerged", "merged"):
-        backend = get_backend("pytorch")(settings, "cpu")
-        backend.load(variant)
-        backends[state] = backend
-    (_, unmerge), (_, merge) = measurement_phases(args.adapter)
-    unmerge(backends["unmerged"])
-    unmerge(backends["merged"])
-    print("merge:", merge(backends["merged"]))
+    load = load_vllm if args.backend == "vllm" else load_pytorch
+    backends = load(variant, settings, args)
     inputs = backends["base"].prepare_inputs(args.batch, args.prompt, seed=0)
     tokens = args.batch * args.new
     for backend in backends.values():  # warm-up
@@ -80,8 +115,8 @@ def main() -> None:
             rates[state]["wall"].append(wall)
             rates[state]["cpu"].append(cpu)
         print(f"round {round_index}: " + "  ".join(f"{s} {rates[s]['wall'][-1]:.1f}" for s in order), flush=True)
-    print(f"\nb={args.batch} s={args.prompt} t={args.new}, {args.rounds} rounds x {args.window} s windows, "
-          f"{args.threads} torch thread(s)")
+    print(f"\n{args.backend}: b={args.batch} s={args.prompt} t={args.new}, {args.rounds} rounds x {args.window} s windows, "
+          f"{args.threads} thread(s)")
     for clock in ("wall", "cpu"):
         medians = {s: statistics.median(rates[s][clock]) for s in order}
         print(f"{clock:4s} tok/s median: " + ", ".join(f"{s} {medians[s]:.1f}" for s in order))

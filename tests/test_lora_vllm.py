@@ -130,7 +130,7 @@ def test_vllm_merged_from_the_merge_adapter_checkpoint_generates_what_unmerged_d
     engine = vllm_run["merged_engine"]
     assert "enable_lora" not in engine and engine["model"] == str((built["root"] / "merged").resolve())
     assert vllm_run["merged_fields"]["adapter_merge_s"] == built["merge"]["merge_s"] > 0
-    assert vllm_run["merged_fields"]["kernel_path"].startswith("vllm-cpu:")
+    assert vllm_run["merged_fields"]["kernel_path"].startswith("vllm-cpu:") and "lora" not in vllm_run["merged_fields"]["kernel_path"]
 
 
 def test_a_vllm_measure_job_with_an_adapter_writes_unmerged_and_merged_rows(built, vllm_run):
@@ -143,6 +143,8 @@ def test_a_vllm_measure_job_with_an_adapter_writes_unmerged_and_merged_rows(buil
     assert rows["adapter_load_s"].gt(0).all()
     assert pd.isna(rows["adapter_merge_s"].iloc[0]) and rows["adapter_merge_s"].iloc[1] == built["merge"]["merge_s"]
     assert rows["tokens_per_s"].gt(0).all() and (rows["backend"] == "vllm").all()
+    assert "+lora:" in rows["kernel_path"].iloc[0] and "WithLoRA" in rows["kernel_path"].iloc[0]
+    assert "lora" not in rows["kernel_path"].iloc[1]
     settings = [json.loads(s) for s in rows["backend_settings_json"]]
     assert settings[0]["enable_lora"] is True and "enable_lora" not in settings[1]
 

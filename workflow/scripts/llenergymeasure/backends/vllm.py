@@ -150,7 +150,10 @@ def loaded_kernels(model: Any) -> dict[str, Any]:
     """What the loaded model runs: linear methods (with the CPU GEMM of each), attention backends, weight dtype."""
     linear: Counter[str] = Counter()
     attention: set[str] = set()
+    lora: Counter[str] = Counter()  # vLLM's LoRA wrappers (enable_lora), e.g. QKVParallelLinearWithLoRA
     for module in model.modules():
+        if type(module).__name__.endswith("WithLoRA"):
+            lora[type(module).__name__] += 1
         method = getattr(module, "quant_method", None)
         if method is not None and "Embedding" not in type(method).__name__:
             gemm = _gemm_of(module)
@@ -159,13 +162,14 @@ def loaded_kernels(model: Any) -> dict[str, Any]:
         if backend is not None:
             attention.add(backend.get_name() if hasattr(backend, "get_name") else type(backend).__name__)
     dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()), None)
-    return {"linear": dict(linear), "attention": sorted(attention), "weight_dtype": dtype}
+    return {"linear": dict(linear), "attention": sorted(attention), "weight_dtype": dtype, "lora": dict(lora)}
 
 
 def kernel_path_of(kernels: dict[str, Any], device: str) -> str:
     linear = "+".join(sorted(kernels["linear"])) or "no-linear-layers"
     attention = "+".join(kernels["attention"]) or "unknown"
-    return f"vllm-{device}:{linear}+attn:{attention}({kernels['weight_dtype']})"
+    lora = f"+lora:{'+'.join(sorted(kernels['lora']))}" if kernels.get("lora") else ""
+    return f"vllm-{device}:{linear}+attn:{attention}({kernels['weight_dtype']}){lora}"
 
 
 class VllmBackend(Backend):

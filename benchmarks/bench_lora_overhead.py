@@ -10,9 +10,10 @@ after round, in a rotating order on the same inputs, each runs one window of
 `generate(inputs, new_tokens)` repeated for `--window` seconds. Prints tokens per wall second
 and per CPU second of this process (other processes on a shared machine move the first far
 more than the second), and the ratio of medians with a bootstrap 95% interval
-(stats.bootstrap_ratio_of_medians) of unmerged/base, merged/base and unmerged/merged, and the
-median of the per-round paired ratios with its bootstrap 95% interval (windows of one round run
-seconds apart under the same load, so their ratio drifts less than the rates do).
+(`intervals.ratio_of_medians`: order-statistic intervals, with their exact coverage bound) of
+unmerged/base, merged/base and unmerged/merged, and the median of the per-round paired ratios
+with its order-statistic interval and coverage (`intervals.median_interval`; windows of one
+round run seconds apart under the same load, so their ratio drifts less than the rates do).
 
     python benchmarks/bench_lora_overhead.py \
         --variant results/variants/tiny-llama/none-float32/variant.json \
@@ -36,7 +37,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-from llenergymeasure import stats  # noqa: E402
+import numpy as np  # noqa: E402
+
+from llenergymeasure import intervals  # noqa: E402
 from llenergymeasure.backends import get_backend  # noqa: E402
 from llenergymeasure.lora_build import measurement_phases  # noqa: E402
 
@@ -121,12 +124,13 @@ def main() -> None:
         medians = {s: statistics.median(rates[s][clock]) for s in order}
         print(f"{clock:4s} tok/s median: " + ", ".join(f"{s} {medians[s]:.1f}" for s in order))
         for top, bottom in (("unmerged", "base"), ("merged", "base"), ("unmerged", "merged")):
-            ratio, low, high = stats.bootstrap_ratio_of_medians(rates[top][clock], rates[bottom][clock])
+            ratio, low, high, cover = intervals.ratio_of_medians(rates[top][clock], rates[bottom][clock])
             # the same round's windows ran seconds apart, under the same load: their ratio drifts less
-            paired = [a / b for a, b in zip(rates[top][clock], rates[bottom][clock])]
-            paired_low, paired_high = stats.bootstrap_interval(paired)
-            print(f"  {clock} {top}/{bottom}: ratio of medians {ratio:.3f} [{low:.3f}, {high:.3f}]; "
-                  f"median paired ratio {statistics.median(paired):.3f} [{paired_low:.3f}, {paired_high:.3f}]")
+            paired = np.array(rates[top][clock]) / np.array(rates[bottom][clock])
+            paired_low, paired_high, paired_cover = intervals.median_interval(paired)
+            print(f"  {clock} {top}/{bottom}: ratio of medians {ratio:.3f} [{low:.3f}, {high:.3f}] (coverage >= {cover:.3f}); "
+                  f"median paired ratio {statistics.median(paired):.3f} [{paired_low:.3f}, {paired_high:.3f}] "
+                  f"(coverage {paired_cover:.3f})")
 
 
 if __name__ == "__main__":

@@ -166,6 +166,32 @@ def test_unmerged_decode_mbu_counts_the_adapters_bytes_and_merged_does_not(tmp_p
     assert out["mbu_decode"][1] == base["mbu_decode"][1]
 
 
+def test_pytorch_compiled_recompiles_for_the_adapter_outside_the_windows_and_matches_eager_peft(tmp_path):
+    from llenergymeasure.backends import get_backend
+
+    model_dir = _model_dir(tmp_path, "llama")
+    lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
+    variant = {"quant": "none-float32", "quant_method": "none", "compute_dtype": "float32", "load_dtype": "float32",
+               "model_dir": str(model_dir), "weights": "random"}
+    backend = get_backend("pytorch-compiled")({"max_new_tokens": 6, "threads": 1}, "cpu")
+    backend.load(variant)
+    (_, unmerge), (_, merge) = lora_build.measurement_phases(tmp_path / "adapter")
+    unmerge(backend)
+    inputs = backend.prepare_inputs(2, 8, seed=0)  # the load probe's shape was (1, 8): this one is new
+    events_before = len(backend.compile_events)
+    assert backend.prepare_inputs(2, 8, seed=0) and len(backend.compile_events) == events_before  # warm now
+    backend.generate(inputs, 6)
+    compiled = backend.model.generate(**inputs, **backend.generation_kwargs(6))[:, 8:]
+    reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(tmp_path / "adapter")).eval()
+    with torch.inference_mode():
+        eager = reference.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)[:, 8:]
+    assert torch.equal(compiled, eager)
+    merge(backend)
+    backend.prepare_inputs(2, 8, seed=0)  # merged modules: re-warmed, not left to the first window
+    assert len(backend.compile_events) == events_before + 1
+    assert backend.compile_events[-1]["batch_size"] == 2
+
+
 # ------------------------------------------------------------------ config
 
 

@@ -30,8 +30,6 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 # The one place that says which (backend, variant, architecture) triples can measure an adapter, and why not.
 _UNSUPPORTED_BACKENDS = {
     "llamacpp": "llama.cpp needs the adapter converted to GGUF, which the adapter rule does not do",
-    "pytorch-compiled": "PEFT's wrapped layers under torch.compile are not measured yet (not verified to compile "
-                        "with the static cache)",
 }
 # Architectures whose vLLM model class implements SupportsLoRA (vLLM 0.32; tests/test_lora_vllm.py
 # checks this table against vLLM's model registry). Others load but refuse enable_lora.
@@ -55,7 +53,7 @@ def support_problem(backend: str, quant: str, arch: dict[str, Any] | None = None
     """Why an adapter cannot be measured on `quant` with `backend` (for the architecture config
     `arch`, when known), or None when it can."""
     if backend in _UNSUPPORTED_BACKENDS:
-        return f"{_UNSUPPORTED_BACKENDS[backend]}; measure adapters on pytorch or vllm"
+        return f"{_UNSUPPORTED_BACKENDS[backend]}; measure adapters on pytorch, pytorch-compiled or vllm"
     if not quant.startswith("none-"):
         return (f"merging an adapter into {quant!r} weights re-quantises them, so merged and unmerged "
                 "would measure different models; use a none-* variant")

@@ -191,6 +191,7 @@ def measurement_phases(adapter_dir: str | Path) -> list[Phase]:
         start = time.perf_counter()
         runner.model = PeftModel.from_pretrained(runner.model, str(adapter_dir), is_trainable=False).eval()
         runner.synchronize()
+        runner.model_replaced()
         timings["adapter_load_s"] = time.perf_counter() - start
         return dict(timings)
 
@@ -198,6 +199,7 @@ def measurement_phases(adapter_dir: str | Path) -> list[Phase]:
         start = time.perf_counter()
         runner.model = runner.model.merge_and_unload()
         runner.synchronize()
+        runner.model_replaced()
         return {**timings, "adapter_merge_s": time.perf_counter() - start}
 
     return [({**fields, "adapter_merged": False}, unmerge), ({**fields, "adapter_merged": True}, merge)]

@@ -144,6 +144,54 @@ def test_annotation_adds_the_adapter_to_the_totals(tmp_path):
     assert out["flops_per_output_token"][0] == int(out["flops_total"][0]) / 10
 
 
+def test_unmerged_decode_mbu_counts_the_adapters_bytes_and_merged_does_not(tmp_path):
+    from llenergymeasure import hardware
+    from llenergymeasure.adapter_flops import adapter_read_bytes
+
+    model_dir = _model_dir(tmp_path, "llama")
+    manifest = lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
+    hf_config = json.loads((model_dir / "config.json").read_text())
+    device = hardware.load_table()[0]["nvml_names"][0]  # a device the table lists
+    rows = pd.DataFrame({"batch_size": [2, 2], "prompt_tokens": [8, 8], "output_tokens": [5, 5],
+                         "quant": ["none-float32"] * 2, "status": ["ok", "ok"], "adapter_merged": [False, True],
+                         "tpot_s": [0.002, 0.002], "device_name": [device] * 2, "dtype": ["float32"] * 2,
+                         "compute_dtype": ["float32"] * 2, "weight_bytes_memory": [400_000.0] * 2})
+    base = flops.annotate(rows, hf_config)
+    assert base["mbu_decode"].notna().all()
+    out = add_adapter_flops(base, manifest)
+    assert adapter_read_bytes(manifest) == 2 * 4 * ((64 + 64) + (64 + 32)) * 4  # params (both layers) x float32
+    expected = hardware.mbu(adapter_read_bytes(manifest), 0.002, device)
+    assert out["mbu_decode"][0] == pytest.approx(base["mbu_decode"][0] + expected, rel=1e-12)
+    assert expected > 0 and out["mbu_decode"][0] > base["mbu_decode"][0]
+    assert out["mbu_decode"][1] == base["mbu_decode"][1]
+
+
+def test_pytorch_compiled_recompiles_for_the_adapter_outside_the_windows_and_matches_eager_peft(tmp_path):
+    from llenergymeasure.backends import get_backend
+
+    model_dir = _model_dir(tmp_path, "llama")
+    lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
+    variant = {"quant": "none-float32", "quant_method": "none", "compute_dtype": "float32", "load_dtype": "float32",
+               "model_dir": str(model_dir), "weights": "random"}
+    backend = get_backend("pytorch-compiled")({"max_new_tokens": 6, "threads": 1}, "cpu")
+    backend.load(variant)
+    (_, unmerge), (_, merge) = lora_build.measurement_phases(tmp_path / "adapter")
+    unmerge(backend)
+    inputs = backend.prepare_inputs(2, 8, seed=0)  # the load probe's shape was (1, 8): this one is new
+    events_before = len(backend.compile_events)
+    assert backend.prepare_inputs(2, 8, seed=0) and len(backend.compile_events) == events_before  # warm now
+    backend.generate(inputs, 6)
+    compiled = backend.model.generate(**inputs, **backend.generation_kwargs(6))[:, 8:]
+    reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(tmp_path / "adapter")).eval()
+    with torch.inference_mode():
+        eager = reference.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)[:, 8:]
+    assert torch.equal(compiled, eager)
+    merge(backend)
+    backend.prepare_inputs(2, 8, seed=0)  # merged modules: re-warmed, not left to the first window
+    assert len(backend.compile_events) == events_before + 1
+    assert backend.compile_events[-1]["batch_size"] == 2
+
+
 # ------------------------------------------------------------------ config
 
 
@@ -156,14 +204,14 @@ def _study(adapters: dict, backends: dict | None = None) -> dict:
     }
 
 
-def test_vllm_with_an_adapter_is_refused_up_front_with_the_reason():
+def test_an_unsupported_adapter_combination_is_refused_up_front_with_the_reason():
     study = _study({"lora": {"rank": 8, "target_modules": ["q_proj"]}},
-                   backends={"pytorch": ["none-float32"], "vllm": ["none-float32"]})
+                   backends={"pytorch": ["none-float32"], "llamacpp": ["gguf-q8_0"]})
     with pytest.raises(ConfigError) as error:
         load_config(study, has_cuda=True)
     message = str(error.value)
-    assert message.startswith("models.tiny-llama.adapters.lora: no adapter on vllm none-float32")
-    assert "not wired into the vllm backend" in message and "\n" not in message
+    assert message.startswith("models.tiny-llama.adapters.lora: no adapter on llamacpp gguf-q8_0")
+    assert "converted to GGUF" in message and "\n" not in message
     study["models"]["tiny-llama"]["adapters"]["lora"]["backends"] = {"pytorch": ["none-float32"]}
     config = load_config(study, has_cuda=True)  # restricted to pytorch, the same study is accepted
     assert [j.backend for j in lora.expand_adapter_jobs(config)] == ["pytorch"]

@@ -196,6 +196,24 @@ def adapter_rows():
     ]
 
 
+def merged_adapter_input(wildcards):
+    """The merged checkpoint an adapter job on vllm loads (merge_adapter); none elsewhere."""
+    if wildcards.backend == "vllm":
+        return f"results/adapters-merged/{wildcards.model}/{wildcards.adapter}"
+    return []
+
+
+def adapter_job_env(wildcards):
+    return (
+        vllm_env(wildcards) if wildcards.backend == "vllm" else backend_env(wildcards)
+    )
+
+
+def adapter_job_python(wildcards):
+    """vllm adapter jobs run in vLLM's interpreter (vllm_python); others in Snakemake's script env."""
+    return vllm_python(wildcards) if wildcards.backend == "vllm" else ""
+
+
 def adapter_measurement_settings(wildcards):
     """measurement_settings with the adapter's batch sizes: all its rows depend on."""
     settings = measurement_settings(config, wildcards.backend)

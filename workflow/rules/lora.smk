@@ -1,4 +1,5 @@
-# LoRA adapters (llenergymeasure/lora.py): model -> adapter -> measure_adapter -> flops_adapter.
+# LoRA adapters (llenergymeasure/lora.py): model -> adapter -> measure_adapter -> flops_adapter;
+# on vllm also adapter -> merge_adapter -> measure_adapter (vLLM loads merged weights as a checkpoint).
 # The base model's jobs keep their paths and params, so adding an adapter re-runs none of them.
 
 
@@ -23,12 +24,33 @@ rule adapter:
         "../scripts/lora_adapter.py"
 
 
+rule merge_adapter:
+    """The base model with one adapter merged in (PEFT merge_and_unload, safetensors), for vllm."""
+    input:
+        model=model_dir,
+        adapter="results/adapters/{model}/{adapter}",
+    output:
+        directory("results/adapters-merged/{model}/{adapter}"),
+    log:
+        "logs/merge_adapter/{model}/{adapter}.log",
+    wildcard_constraints:
+        adapter=_alternation(adapter_names(config)) or "(?!)",
+    conda:
+        "../../envs/pytorch.yaml"
+    threads: 1
+    script:
+        "../scripts/lora_merge.py"
+
+
 rule measure_adapter:
-    """Measure one variant with one adapter: unmerged (PEFT), then merged (merge_and_unload)."""
+    """Measure one variant with one adapter: unmerged (PEFT; vllm: a LoRARequest), then merged
+    (merge_and_unload; vllm: the merge_adapter checkpoint). vllm runs in params.python.
+    """
     input:
         variant=variant_manifest,
         model=model_dir,
         adapter="results/adapters/{model}/{adapter}",
+        merged=merged_adapter_input,
     output:
         rows="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
         environment="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.env.json",
@@ -37,13 +59,15 @@ rule measure_adapter:
     wildcard_constraints:
         adapter=_alternation(adapter_names(config)) or "(?!)",
     conda:
-        backend_env
+        adapter_job_env
     threads: workflow.cores
     resources:
         gpu=uses_gpu,
         measure_slot=1,
     params:
         settings=adapter_measurement_settings,
+        python=adapter_job_python,
+        adapter=adapter_script("measure_adapter.py"),
     script:
         "../scripts/measure_adapter.py"
 

@@ -10,11 +10,21 @@ model's norms and activations either. Every adapted projection runs on every tok
 processes: the S prompt tokens of the prefill and one token per sequence at each of the T - 1
 decode steps (the LM head, which sees only the last prompt position, is never a target).
 Merged (`merge_and_unload`) the adapter is folded into the base weights: no extra FLOPs.
+
+Decode MBU counts the bytes a decode step reads. Unmerged, every step also reads every adapter
+matrix once (the batch shares them): `adapter_read_bytes`, its parameters at 4 bytes, since PEFT
+keeps adapter weights in float32 (`autocast_adapter_dtype`, its default, upcasts half-precision
+ones). MBU is linear in bytes, so the row's base MBU gains mbu(adapter bytes, tpot). Merged, the
+adapter is inside the base weights the row's `weight_bytes_memory` already counts.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from llenergymeasure import hardware
+
+ADAPTER_DTYPE_BYTES = 4  # PEFT's adapter weights at inference: float32 (see the module docstring)
 
 ADAPTER_COLUMNS: tuple[str, ...] = ("flops_adapter",)
 
@@ -32,10 +42,16 @@ def adapter_generate_flops(manifest: dict[str, Any], batch: int, prompt: int, ne
     return {"flops_prefill": prefill, "flops_decode": decode, "flops_total": prefill + decode}
 
 
+def adapter_read_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes of adapter weights one unmerged decode step reads: every lora_A and lora_B once."""
+    return int(manifest["params"]) * ADAPTER_DTYPE_BYTES
+
+
 def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
     """Annotated rows of an adapter job with the adapter's FLOPs added to the totals:
     `flops_adapter` (0 when merged), flops_prefill/decode/total and flops_per_output_token
-    including it, and prefill MFU rescaled to the larger count."""
+    including it, prefill MFU rescaled to the larger count, and decode MBU of an unmerged row
+    with the adapter's bytes added."""
     import pandas as pd
 
     out = frame.copy()
@@ -53,6 +69,9 @@ def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
         out.at[index, "flops_per_output_token"] = (int(row["flops_total"]) + added["flops_total"]) / (batch * new)
         if not pd.isna(row.get("mfu_prefill")) and old_prefill:
             out.at[index, "mfu_prefill"] = float(row["mfu_prefill"]) * (old_prefill + added["flops_prefill"]) / old_prefill
+        if not row.get("adapter_merged") and not pd.isna(row.get("mbu_decode")):
+            adapter_mbu = hardware.mbu(adapter_read_bytes(manifest), float(row["tpot_s"]), row.get("device_name"))
+            out.at[index, "mbu_decode"] = float(row["mbu_decode"]) + (adapter_mbu or 0.0)
         extra.append(added["flops_total"])
     out["flops_adapter"] = pd.array(extra, dtype="Int64")
     return out

@@ -27,21 +27,41 @@ SOURCES = ("random", "path", "hub")
 RANDOM_KEYS = ("rank", "alpha", "target_modules", "dropout")
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
-# The one place that says which (backend, variant) pairs can measure an adapter, and why not.
+# The one place that says which (backend, variant, architecture) triples can measure an adapter, and why not.
 _UNSUPPORTED_BACKENDS = {
-    "vllm": "vLLM adapters (enable_lora with a LoRARequest) are not wired into the vllm backend yet",
     "llamacpp": "llama.cpp needs the adapter converted to GGUF, which the adapter rule does not do",
-    "pytorch-compiled": "PEFT's wrapped layers under torch.compile are not measured yet",
 }
+# Architectures whose vLLM model class implements SupportsLoRA (vLLM 0.32; tests/test_lora_vllm.py
+# checks this table against vLLM's model registry). Others load but refuse enable_lora.
+VLLM_LORA_ARCHITECTURES = frozenset({
+    "GemmaForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM",
+    "Qwen2ForCausalLM", "Qwen2MoeForCausalLM",
+})
+# max_lora_rank values vLLM accepts (vllm.config.lora.MaxLoRARanks); an adapter's rank is rounded up to one
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-def support_problem(backend: str, quant: str) -> str | None:
-    """Why an adapter cannot be measured on `quant` with `backend`, or None when it can."""
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds an adapter of `rank`."""
+    for allowed in VLLM_MAX_LORA_RANKS:
+        if rank <= allowed:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} exceeds vLLM's largest max_lora_rank {VLLM_MAX_LORA_RANKS[-1]}")
+
+
+def support_problem(backend: str, quant: str, arch: dict[str, Any] | None = None) -> str | None:
+    """Why an adapter cannot be measured on `quant` with `backend` (for the architecture config
+    `arch`, when known), or None when it can."""
     if backend in _UNSUPPORTED_BACKENDS:
-        return f"{_UNSUPPORTED_BACKENDS[backend]}; measure adapters on pytorch"
+        return f"{_UNSUPPORTED_BACKENDS[backend]}; measure adapters on pytorch, pytorch-compiled or vllm"
     if not quant.startswith("none-"):
         return (f"merging an adapter into {quant!r} weights re-quantises them, so merged and unmerged "
                 "would measure different models; use a none-* variant")
+    if backend == "vllm" and arch is not None:
+        unsupported = [a for a in arch.get("architectures") or [] if a not in VLLM_LORA_ARCHITECTURES]
+        if unsupported:
+            return (f"vLLM's {unsupported[0]} does not implement LoRA (enable_lora); measure this adapter on "
+                    f"pytorch, or use an architecture among {', '.join(sorted(VLLM_LORA_ARCHITECTURES))}")
     return None
 
 
@@ -245,10 +265,10 @@ def check_adapters(config: dict[str, Any], model: str, arch: dict[str, Any] | No
             for key in ("repo_id", "revision"):
                 if key not in adapter:
                     raise ConfigError(f"{field}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)")
-        _check_where(config, model, name, field)
+        _check_where(config, model, name, field, arch)
 
 
-def _check_where(config: dict[str, Any], model: str, name: str, field: str) -> None:
+def _check_where(config: dict[str, Any], model: str, name: str, field: str, arch: dict[str, Any] | None) -> None:
     entry = config["models"][model]
     adapter = entry["adapters"][name]
     for backend, quants in adapter_backends(config, model, name).items():
@@ -257,10 +277,13 @@ def _check_where(config: dict[str, Any], model: str, name: str, field: str) -> N
             if quant not in entry["backends"].get(backend, []):
                 raise ConfigError(f"{where}: models.{model} does not measure {quant!r} on {backend}; "
                                   "list only variants of the model's backends")
-            problem = support_problem(backend, quant)
+            problem = support_problem(backend, quant, arch)
             if problem:
                 fix = "" if "backends" in adapter else " (or give the adapter a backends: list)"
                 raise ConfigError(f"{where}: no adapter on {backend} {quant}: {problem}{fix}")
+            if backend == "vllm" and int(adapter.get("rank") or 0) > VLLM_MAX_LORA_RANKS[-1]:
+                raise ConfigError(f"{field}.rank: {adapter['rank']} exceeds vLLM's largest max_lora_rank "
+                                  f"{VLLM_MAX_LORA_RANKS[-1]}; use a smaller rank or measure it on pytorch only")
     for index, batch in enumerate(adapter.get("batch_sizes") or []):
         if batch not in config["workload"]["batch_sizes"]:
             raise ConfigError(f"{field}.batch_sizes[{index}]: {batch} is not one of workload.batch_sizes "

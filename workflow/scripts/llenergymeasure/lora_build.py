@@ -191,6 +191,7 @@ def measurement_phases(adapter_dir: str | Path) -> list[Phase]:
         start = time.perf_counter()
         runner.model = PeftModel.from_pretrained(runner.model, str(adapter_dir), is_trainable=False).eval()
         runner.synchronize()
+        runner.model_replaced()
         timings["adapter_load_s"] = time.perf_counter() - start
         return dict(timings)
 
@@ -198,6 +199,48 @@ def measurement_phases(adapter_dir: str | Path) -> list[Phase]:
         start = time.perf_counter()
         runner.model = runner.model.merge_and_unload()
         runner.synchronize()
+        runner.model_replaced()
         return {**timings, "adapter_merge_s": time.perf_counter() - start}
 
     return [({**fields, "adapter_merged": False}, unmerge), ({**fields, "adapter_merged": True}, merge)]
+
+
+# ---------------------------------------------------------------------------- merged checkpoint
+
+MERGE_MANIFEST = "merge_manifest.json"
+MERGED_WEIGHTS = "model.safetensors"
+
+
+def build_merged(model_dir: str | Path, adapter_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """Write the base model with the adapter merged in (PEFT `merge_and_unload`, float32,
+    safetensors) for backends that load a checkpoint rather than a model object (vllm), with
+    `merge_manifest.json`: the merge time, the adapter it came from and the weights' sha256."""
+    import peft
+    import torch
+    from peft import PeftModel
+
+    model_dir, adapter_dir, out_dir = Path(model_dir), Path(adapter_dir), Path(out_dir)
+    adapter = read_manifest(adapter_dir)
+    with staged_directory(out_dir) as staging:
+        base = _load_base(model_dir)
+        peft_model = PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).eval()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            merged = peft_model.merge_and_unload()
+        merge_s = time.perf_counter() - start
+        merged.save_pretrained(staging, safe_serialization=True)
+        for path in model_dir.iterdir():  # tokenizer and generation config: everything but the weights
+            if path.is_file() and not path.name.endswith((".safetensors", ".bin")) and path.name != "config.json":
+                shutil.copy2(path, staging / path.name)
+        manifest = {
+            "adapter": adapter["adapter"],
+            "model": adapter["model"],
+            "adapter_sha256": adapter["sha256"],
+            "merge_s": merge_s,
+            "dtype": "float32",
+            "weights_sha256": sha256_file(staging / MERGED_WEIGHTS),
+            "peft_version": peft.__version__,
+        }
+        write_json_atomic(staging / MERGE_MANIFEST, manifest)
+    log.info("merged adapter %s into %s in %.3f s", adapter["adapter"], adapter["model"], merge_s)
+    return manifest

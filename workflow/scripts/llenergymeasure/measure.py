@@ -187,10 +187,11 @@ def _release_memory(device: str) -> None:
 
 def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str,
             env_output: str, replicate: int = 1, gpu_resource: int | None = None,
-            adapter_dir: str | None = None) -> None:
+            adapter_dir: str | None = None, merged_dir: str | None = None) -> None:
     """Measure every configured shape of one variant on one backend (one replicate of the job);
     write rows and environment. `gpu_resource`: the job's `gpu` resource (GPUs it was given).
-    With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged."""
+    With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged (on vllm
+    from the merged checkpoint `merged_dir`)."""
     started = time.time()
     protocol = resolve_protocol(config)
     if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 1:
@@ -198,6 +199,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     variant = VariantManifest.read(variant_path)
     backend_cls = get_backend(backend)
     settings = (config.get("backend_settings") or {}).get(backend) or {}
+    phases, phase_settings = _phases(backend, adapter_dir, merged_dir, variant, settings)
     gpus = None
     if protocol.device == "cuda":  # before anything initialises CUDA in this process
         gpus = job_gpus.pin_job_gpus(job_gpus.gpus_needed(backend, settings, gpu_resource))
@@ -238,7 +240,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         "max_batch_size": max(protocol.batch_sizes),
     }
     try:
-        runner = backend_cls({**workload, **settings}, protocol.device)
+        runner = backend_cls({**workload, **settings, **phase_settings}, protocol.device)
         load_info = runner.load(variant)
         description = runner.describe()
         logger.info("loaded %s with %s (%s) in %.2f s", quant, backend, load_info.kernel_path, load_info.load_s or float("nan"))
@@ -266,7 +268,7 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
             meter.cancel()
             logger.error("idle baseline failed: %s", _error_text(exc))
         logger.info("idle baseline: %s W over %.2f s (%s)", idle.watts, idle.seconds, idle.source)
-        for fields, prepare in _phases(adapter_dir):
+        for fields, prepare in phases:
             phase_row = {**base_row, **fields}
             try:  # e.g. put an adapter on the model or merge it: outside every window
                 phase_row.update(prepare(runner))
@@ -304,14 +306,23 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     logger.info("wrote %d rows (%d failed) to %s", len(rows), env["failed_rows"], output)
 
 
-def _phases(adapter_dir: str | None) -> list:
-    """The model states measured in turn, as (row fields, preparation): the base model alone,
-    or an adapter unmerged then merged (lora_build.measurement_phases)."""
+def _phases(backend: str, adapter_dir: str | None, merged_dir: str | None, variant: VariantManifest,
+            settings: dict[str, Any]) -> tuple[list, dict[str, Any]]:
+    """The model states measured in turn, as (row fields, preparation), and the backend settings
+    they need at load: the base model alone, or an adapter unmerged then merged
+    (lora_build.measurement_phases; on vllm lora_vllm.measurement_phases)."""
     if adapter_dir is None:
-        return [({}, lambda runner: {})]
+        return [({}, lambda runner: {})], {}
+    if backend == "vllm":
+        from . import lora_vllm
+
+        if merged_dir is None:
+            raise MeasureConfigError("an adapter job on vllm needs the merged checkpoint (rule merge_adapter)")
+        return (lora_vllm.measurement_phases(adapter_dir, merged_dir, variant.to_json()),
+                lora_vllm.engine_settings(adapter_dir, settings))
     from .lora_build import measurement_phases
 
-    return measurement_phases(adapter_dir)
+    return measurement_phases(adapter_dir), {}
 
 
 def _close(runner: Backend | None) -> None:

@@ -71,6 +71,10 @@ class Backend(abc.ABC):
 
         `on_token` is called after each new token is available on the host."""
 
+    def model_replaced(self) -> None:
+        """The model object changed after load (an adapter put on or merged in): drop anything
+        prepared for the old one (no-op here; pytorch-compiled re-warms its compiled shapes)."""
+
     def synchronize(self) -> None:
         """Wait until queued device work has finished (no-op on CPU)."""
 

@@ -97,6 +97,12 @@ class CompiledPyTorchBackend(PyTorchBackend):
     def _decode_is_compiled(self) -> bool:
         return getattr(self.model, "_compiled_call", None) is not None
 
+    def model_replaced(self) -> None:
+        """New modules (PEFT's LoRA layers, or plain ones again after a merge) make dynamo
+        recompile: forget the warm shapes so prepare_inputs recompiles, and times it, outside
+        every window."""
+        self._warm_shapes.clear()
+
     def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> dict[str, Any]:
         inputs = super().prepare_inputs(batch_size, prompt_tokens, seed)
         self.max_cache_len = prompt_tokens + self.max_new_tokens

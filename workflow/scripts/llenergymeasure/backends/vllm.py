@@ -98,6 +98,8 @@ def engine_settings(variant: dict[str, Any], settings: dict[str, Any], device: s
         "tensor_parallel_size": int(settings.get("tensor_parallel_size", 1)),
         "enable_prefix_caching": False,
     }
+    if settings.get("max_lora_rank"):  # an adapter job (lora_vllm.py): LoRA layers for one adapter
+        engine.update(enable_lora=True, max_lora_rank=int(settings["max_lora_rank"]), max_loras=1)
     if settings.get("max_num_seqs") is not None:
         engine["max_num_seqs"] = int(settings["max_num_seqs"])
     if device == "cpu":
@@ -148,7 +150,10 @@ def loaded_kernels(model: Any) -> dict[str, Any]:
     """What the loaded model runs: linear methods (with the CPU GEMM of each), attention backends, weight dtype."""
     linear: Counter[str] = Counter()
     attention: set[str] = set()
+    lora: Counter[str] = Counter()  # vLLM's LoRA wrappers (enable_lora), e.g. QKVParallelLinearWithLoRA
     for module in model.modules():
+        if type(module).__name__.endswith("WithLoRA"):
+            lora[type(module).__name__] += 1
         method = getattr(module, "quant_method", None)
         if method is not None and "Embedding" not in type(method).__name__:
             gemm = _gemm_of(module)
@@ -157,13 +162,14 @@ def loaded_kernels(model: Any) -> dict[str, Any]:
         if backend is not None:
             attention.add(backend.get_name() if hasattr(backend, "get_name") else type(backend).__name__)
     dtype = next((str(p.dtype).replace("torch.", "") for p in model.parameters() if p.is_floating_point()), None)
-    return {"linear": dict(linear), "attention": sorted(attention), "weight_dtype": dtype}
+    return {"linear": dict(linear), "attention": sorted(attention), "weight_dtype": dtype, "lora": dict(lora)}
 
 
 def kernel_path_of(kernels: dict[str, Any], device: str) -> str:
     linear = "+".join(sorted(kernels["linear"])) or "no-linear-layers"
     attention = "+".join(kernels["attention"]) or "unknown"
-    return f"vllm-{device}:{linear}+attn:{attention}({kernels['weight_dtype']})"
+    lora = f"+lora:{'+'.join(sorted(kernels['lora']))}" if kernels.get("lora") else ""
+    return f"vllm-{device}:{linear}+attn:{attention}({kernels['weight_dtype']}){lora}"
 
 
 class VllmBackend(Backend):
@@ -171,7 +177,8 @@ class VllmBackend(Backend):
     max_prompt_tokens (default 2048), threads (CPU, default: usable cores), kv_cache_memory_bytes
     (CPU default 1 GiB), gpu_memory_utilization (CUDA, default 0.9), enforce_eager (default: true
     on CPU, false on CUDA), max_num_seqs, cpu_threads_bind, load_format (default: dummy for random
-    weights), tensor_parallel_size."""
+    weights), tensor_parallel_size; max_lora_rank (set by an adapter job, lora_vllm.py: enable_lora
+    with one adapter slot)."""
 
     name = "vllm"
     supported_quants = tuple(quants_for_backend("vllm"))
@@ -185,6 +192,7 @@ class VllmBackend(Backend):
         self.kernels: dict[str, Any] = {}
         self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable (vLLM pre-allocates gpu_memory_utilization)"
         self._request = 0
+        self.lora_request = None  # a vllm LoRARequest every generate passes (lora_vllm.py sets it)
 
     def load(self, variant: VariantManifest | dict[str, Any]) -> LoadInfo:
         variant = VariantManifest.coerce(variant)
@@ -233,7 +241,8 @@ class VllmBackend(Backend):
                  on_token: Callable[[], None] | None = None) -> int:
         if on_token is not None:
             return self._generate_stepwise(inputs, new_tokens, on_token)
-        outputs = self.llm.generate(inputs, self.sampling_params(new_tokens), use_tqdm=False)
+        outputs = self.llm.generate(inputs, self.sampling_params(new_tokens), use_tqdm=False,
+                                    lora_request=self.lora_request)
         counts = {len(output.outputs[0].token_ids) for output in outputs}
         if counts != {new_tokens} or len(outputs) != len(inputs):
             raise RuntimeError(f"vllm produced {sorted(counts)} tokens for {len(outputs)} sequences, expected {new_tokens}")
@@ -249,7 +258,7 @@ class VllmBackend(Backend):
         produced: Counter[str] = Counter()
         for prompt in inputs:
             self._request += 1
-            engine.add_request(f"probe-{self._request}", prompt, params)
+            engine.add_request(f"probe-{self._request}", prompt, params, lora_request=self.lora_request)
         while engine.has_unfinished_requests():
             outputs = engine.step()
             fresh = [o for o in outputs if o.outputs and o.outputs[0].token_ids]

@@ -5,9 +5,7 @@ On vllm the rule names vLLM's interpreter in `params.python` and the adapter run
 (`adapter.in_rule_interpreter`), as measure.py does; the main guard keeps a process vLLM spawns
 from running the job again."""
 
-import json
-
-from llenergymeasure.adapter import command_line_job, in_rule_interpreter, run_rule
+from llenergymeasure.adapter import job_arguments, run_rule, start
 from llenergymeasure.measure import run_job
 
 
@@ -15,13 +13,7 @@ def main(snakemake):
     run_rule(
         snakemake,
         lambda: run_job(
-            config=json.loads(snakemake.params.settings),
-            model=snakemake.wildcards.model,
-            quant=snakemake.wildcards.quant,
-            backend=snakemake.wildcards.backend,
-            variant_path=snakemake.input.variant,
-            output=snakemake.output.rows,
-            env_output=snakemake.output.environment,
+            **job_arguments(snakemake),
             adapter_dir=snakemake.input.adapter,
             merged_dir=getattr(snakemake.input, "merged", None) or None,
         ),
@@ -29,7 +21,4 @@ def main(snakemake):
 
 
 if __name__ == "__main__":
-    if "snakemake" in globals():
-        in_rule_interpreter(globals()["snakemake"], main)
-    else:
-        main(command_line_job())
+    start(globals(), main)

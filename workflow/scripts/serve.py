@@ -2,9 +2,7 @@
 (`params.python`, see `adapter.in_rule_interpreter`; the main guard keeps processes vLLM
 spawns from re-running the job)."""
 
-import json
-
-from llenergymeasure.adapter import command_line_job, in_rule_interpreter, run_rule
+from llenergymeasure.adapter import job_arguments, run_rule, start
 from llenergymeasure.serving.job import run_serving_job
 
 
@@ -12,21 +10,12 @@ def main(snakemake):
     run_rule(
         snakemake,
         lambda: run_serving_job(
-            config=json.loads(snakemake.params.settings),
-            model=snakemake.wildcards.model,
-            quant=snakemake.wildcards.quant,
-            backend=snakemake.wildcards.backend,
-            variant_path=snakemake.input.variant,
-            output=snakemake.output.rows,
+            **job_arguments(snakemake),
             requests_output=snakemake.output.requests,
-            env_output=snakemake.output.environment,
             server_log=snakemake.log.server,
         ),
     )
 
 
 if __name__ == "__main__":
-    if "snakemake" in globals():
-        in_rule_interpreter(globals()["snakemake"], main)
-    else:
-        main(command_line_job())
+    start(globals(), main)

@@ -10,6 +10,7 @@ an argument list (never a shell line), its whole output going to the rule's log,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import subprocess
@@ -87,3 +88,26 @@ def in_rule_interpreter(snakemake: Any, main: Callable[[Any], None]) -> None:
         done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         raise SystemExit(f"rule {snakemake.rule} failed in {python} (exit {done.returncode}); see {snakemake.log[0]}")
+
+
+def start(script_globals: dict[str, Any], main: Callable[[Any], None]) -> None:
+    """The entry of an adapter that may run in another interpreter: under Snakemake's `script:`
+    (a `snakemake` object in the script's globals) or relaunched as a command (`command_line_job`)."""
+    if "snakemake" in script_globals:
+        in_rule_interpreter(script_globals["snakemake"], main)
+    else:
+        main(command_line_job())
+
+
+def job_arguments(snakemake: Any) -> dict[str, Any]:
+    """What every job of one variant on one backend takes from its rule (measure, measure_vllm,
+    measure_adapter, serve): the settings, the wildcards, the variant, the rows and the environment."""
+    return {
+        "config": json.loads(snakemake.params.settings),
+        "model": snakemake.wildcards.model,
+        "quant": snakemake.wildcards.quant,
+        "backend": snakemake.wildcards.backend,
+        "variant_path": snakemake.input.variant,
+        "output": snakemake.output.rows,
+        "env_output": snakemake.output.environment,
+    }

@@ -17,6 +17,7 @@ transformers importable, a named family's hand formula is returned as `unverifie
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from llenergymeasure.variants import VARIANTS
@@ -81,6 +82,95 @@ def _relative(a: int, b: int) -> float:
     return abs(a - b) / b if b else (0.0 if a == b else float("inf"))
 
 
+@dataclass
+class _Counts:
+    """The counts behind one answer: the module walk (structure) and the FlopCounterMode trace."""
+
+    structure: Any = None
+    structure_counts: dict[str, int] | None = None
+    structure_error: str | None = None
+    traced: Any = None
+    trace_error: str | None = None
+
+
+def _walk_and_trace(hf_config: dict, batch: int, prompt: int, new: int, static_cache_len: int | None,
+                    trace: bool) -> _Counts:
+    counts = _Counts()
+    if not _torch_available():
+        counts.trace_error = "torch and transformers are not importable here, so the count was not traced"
+        return counts
+    from .structure import count_structure, read_structure
+    from .tracing import TraceError, trace_generate
+
+    try:
+        counts.structure = read_structure(hf_config)
+        counts.structure_counts = count_structure(counts.structure, batch, prompt, new, static_cache_len)
+    except Exception as exc:  # noqa: BLE001 - the walk is one of two counts; the reason keeps it
+        counts.structure_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+    if not trace:
+        counts.trace_error = "tracing was switched off"
+        return counts
+    try:
+        counts.traced = trace_generate(hf_config, prompt, new, static_cache_len)
+    except TraceError as exc:
+        counts.trace_error = str(exc)
+    return counts
+
+
+def _choose(family: str, batch: int, hand: dict | None, counts: _Counts) -> tuple[dict[str, Any], str, str, str]:
+    """The FLOPs reported and (method, confidence, reason): an analytical count the trace
+    confirms is exact; one it contradicts gives way to the trace; without a trace, the hand
+    formula is unverified and anything else is refused."""
+    analytic, analytic_name = (hand, f"the hand formula for {family}") if hand else (
+        counts.structure_counts, "the count read from the model's modules")
+    result: dict[str, Any] = {name: None for name in ("flops_prefill", "flops_decode", "flops_total", *_PARTS)}
+    traced = counts.traced
+    if traced is not None:
+        traced_prefill, traced_total = batch * traced.prefill, batch * (traced.prefill + traced.decode)
+        agrees = analytic is not None and _relative(analytic["flops_prefill"], traced_prefill) <= TOLERANCE and \
+            _relative(analytic["flops_total"], traced_total) <= TOLERANCE
+        if agrees:
+            result.update(analytic)
+            reason = f"{analytic_name} equals the FlopCounterMode trace of the model transformers builds"
+            return result, ("analytical" if hand else "structure"), "exact", reason
+        result.update(flops_prefill=traced_prefill, flops_decode=batch * traced.decode, flops_total=traced_total)
+        if analytic is None:
+            reason = f"no analytical count ({counts.structure_error or 'none for this family'}); FlopCounterMode trace only"
+        else:
+            error = analytic["flops_total"] / traced_total - 1
+            reason = (f"{analytic_name} gives {analytic['flops_total']} FLOPs, the FlopCounterMode trace "
+                      f"{traced_total} ({100 * error:+.3f} %); the traced count is used")
+        return result, "traced", "traced", reason
+    if hand is not None and not _torch_available():
+        result.update(hand)
+        reason = f"{counts.trace_error}: the hand formula for {family} (tested against FlopCounterMode) is unchecked for this config"
+        return result, "analytical", "unverified", reason
+    reason = f"model_type '{family or '?'}': {counts.trace_error or counts.structure_error}; no FLOP count is reported"
+    return result, "none", "unsupported", reason
+
+
+def _parameters(structure: Any, hand_arch: Any) -> dict[str, int | None]:
+    """params_total, params_non_embedding and params_active, from the module walk or the formula."""
+    names = ("params_total", "params_non_embedding", "params_active")
+    if structure is not None:
+        return {name: getattr(structure, name) for name in names}
+    if hand_arch is not None:
+        counts = parameter_counts(hand_arch)
+        return {name: counts[name] for name in names}
+    return dict.fromkeys(names)
+
+
+def _add_per_token(result: dict[str, Any], batch: int, prompt: int, new: int, per_token: int) -> None:
+    """Add FLOPs per processed token (e.g. a LoRA adapter's) to prefill, decode and the linears."""
+    if result["flops_total"] is None or not per_token:
+        return
+    result["flops_prefill"] += batch * prompt * per_token
+    result["flops_decode"] += batch * (new - 1) * per_token
+    result["flops_total"] = result["flops_prefill"] + result["flops_decode"]
+    if result["flops_linear"] is not None:
+        result["flops_linear"] += batch * (prompt + new - 1) * per_token
+
+
 def count_generate(
     hf_config: dict, batch: int, prompt: int, new: int, quant: str | None = None, *,
     static_cache_len: int | None = None, extra_flops_per_token: int = 0, trace: bool = True,
@@ -101,74 +191,16 @@ def count_generate(
     hand_arch = parse_architecture(hf_config) if family in VERIFIED_FAMILIES else None
     hand = count_hand_formula(hand_arch, batch, prompt, new, static_cache_len) if hand_arch else None
 
-    structure = structure_counts = structure_error = None
-    traced = trace_error = None
-    if not _torch_available():
-        trace_error = "torch and transformers are not importable here, so the count was not traced"
-    else:
-        from .structure import count_structure, read_structure
-        from .tracing import TraceError, trace_generate
-
-        try:
-            structure = read_structure(hf_config)
-            structure_counts = count_structure(structure, batch, prompt, new, static_cache_len)
-        except Exception as exc:  # noqa: BLE001 - the walk is one of two counts; the reason keeps it
-            structure_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
-        if trace:
-            try:
-                traced = trace_generate(hf_config, prompt, new, static_cache_len)
-            except TraceError as exc:
-                trace_error = str(exc)
-        else:
-            trace_error = "tracing was switched off"
-
-    analytic, analytic_name = (hand, f"the hand formula for {family}") if hand else (
-        structure_counts, "the count read from the model's modules")
-    result: dict[str, Any] = {name: None for name in ("flops_prefill", "flops_decode", "flops_total", *_PARTS)}
-    if traced is not None:
-        traced_prefill, traced_total = batch * traced.prefill, batch * (traced.prefill + traced.decode)
-        agrees = analytic is not None and _relative(analytic["flops_prefill"], traced_prefill) <= TOLERANCE and \
-            _relative(analytic["flops_total"], traced_total) <= TOLERANCE
-        if agrees:
-            result.update(analytic)
-            method, confidence = ("analytical" if hand else "structure"), "exact"
-            reason = f"{analytic_name} equals the FlopCounterMode trace of the model transformers builds"
-        else:
-            result.update(flops_prefill=traced_prefill, flops_decode=batch * traced.decode, flops_total=traced_total)
-            method = confidence = "traced"
-            if analytic is None:
-                reason = f"no analytical count ({structure_error or 'none for this family'}); FlopCounterMode trace only"
-            else:
-                error = analytic["flops_total"] / traced_total - 1
-                reason = (f"{analytic_name} gives {analytic['flops_total']} FLOPs, the FlopCounterMode trace "
-                          f"{traced_total} ({100 * error:+.3f} %); the traced count is used")
-    elif hand is not None and not _torch_available():
-        result.update(hand)
-        method, confidence = "analytical", "unverified"
-        reason = f"{trace_error}: the hand formula for {family} (tested against FlopCounterMode) is unchecked for this config"
-    else:
-        method, confidence = "none", "unsupported"
-        reason = f"model_type '{family or '?'}': {trace_error or structure_error}; no FLOP count is reported"
-
-    if structure is not None:
-        params = {"params_total": structure.params_total, "params_non_embedding": structure.params_non_embedding,
-                  "params_active": structure.params_active}
-    elif hand_arch is not None:
-        params = {k: v for k, v in parameter_counts(hand_arch).items() if k in ("params_total", "params_non_embedding", "params_active")}
-    else:
-        params = {"params_total": None, "params_non_embedding": None, "params_active": None}
-
-    if result["flops_total"] is not None and extra_flops_per_token:
-        result["flops_prefill"] += batch * prompt * extra_flops_per_token
-        result["flops_decode"] += batch * (new - 1) * extra_flops_per_token
-        result["flops_total"] = result["flops_prefill"] + result["flops_decode"]
-        if result["flops_linear"] is not None:
-            result["flops_linear"] += batch * (prompt + new - 1) * extra_flops_per_token
+    counts = _walk_and_trace(hf_config, batch, prompt, new, static_cache_len, trace)
+    result, method, confidence, reason = _choose(family, batch, hand, counts)
+    params = _parameters(counts.structure, hand_arch)
+    _add_per_token(result, batch, prompt, new, extra_flops_per_token)
 
     processed = prompt + new - 1  # positions forwarded: the last new token is never fed back
     active = params["params_active"]
     # W8A8: the quantised decoder linears run as int8 ops; LM head, router and attention stay float.
     weight_only = spec.weight_only if spec else True
+    analytic = hand or counts.structure_counts
     result.update(
         flops_per_output_token=None if result["flops_total"] is None else result["flops_total"] / (batch * new),
         flops_2n_reference=None if active is None else 2 * active * batch * processed,
@@ -180,7 +212,7 @@ def count_generate(
         quant=quant, model_type=family, batch=batch, prompt=prompt, new=new,
         static_cache_len=static_cache_len, extra_flops_per_token=extra_flops_per_token,
         analytical_flops_total=None if analytic is None else analytic["flops_total"],
-        trace_seconds=None if traced is None else traced.seconds,
-        structure=None if structure is None else structure.features,
+        trace_seconds=None if counts.traced is None else counts.traced.seconds,
+        structure=None if counts.structure is None else counts.structure.features,
     )
     return result

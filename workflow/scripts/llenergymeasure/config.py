@@ -151,8 +151,78 @@ def max_positions(arch: dict[str, Any]) -> int | None:
     return None
 
 
+def _check_model_source(name: str, entry: dict[str, Any], root: Path, longest: int) -> tuple[dict | None, int | None]:
+    """A model's architecture (source config) and its positions, or the hub fields it needs."""
+    if not MODEL_NAME_RE.match(name):
+        raise ConfigError(f"models.{name}: model names use lowercase letters, digits, '.', '_', '-' (no paths)")
+    if entry.get("source", "config") != "config":
+        for key in ("repo_id", "revision"):
+            if key not in entry:
+                raise ConfigError(f"models.{name}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)")
+        return None, None
+    arch = _check_architecture(name, entry, root)
+    limit = max_positions(arch)
+    if limit is not None and longest > limit:
+        raise ConfigError(
+            f"workload: prompt_tokens + new_tokens = {longest} exceeds models.{name}'s "
+            f"{limit} positions; shorten the workload or use a longer-context architecture"
+        )
+    return arch, limit
+
+
+def _check_model_backends(name: str, entry: dict[str, Any], model_type: str | None, has_cuda: bool) -> None:
+    """Every (backend, variant) of a model exists, fits together and runs on this device."""
+    for backend, quants in entry["backends"].items():
+        field = f"models.{name}.backends.{backend}"
+        if backend not in BACKEND_NAMES:
+            raise ConfigError(f"{field}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_NAMES)}")
+        if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
+            raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
+        allowed = quants_for_backend(backend)
+        on_this_device = quants_for_backend(backend, "cuda" if has_cuda else "cpu")
+        for index, quant in enumerate(quants):
+            if quant not in VARIANTS:
+                raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+            if quant not in allowed:
+                raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+            if quant not in on_this_device:
+                raise ConfigError(
+                    f"{field}[{index}]: {backend} on CPU cannot run {quant!r} (not verified with its CPU build); "
+                    f"allowed on CPU: {', '.join(on_this_device)}; measure it on a GPU or with pytorch"
+                )
+            problem = check_supported(quant, has_cuda, model_type)
+            if problem:
+                raise ConfigError(f"{field}[{index}]: {problem}")
+
+
+def _check_texts(config: dict[str, Any], root: Path) -> None:
+    for section, key in (("quantisation", "calibration"), ("evaluation", None)):
+        block = config[section][key] if key else config[section]
+        field = f"{section}.{key}.text" if key else f"{section}.text"
+        path = repo_path(block["text"], field, root)
+        if not path.is_file():
+            raise ConfigError(f"{field}: file {block['text']!r} does not exist; ship the text or fix the path")
+
+
+def _check_analysis(config: dict[str, Any], root: Path) -> None:
+    """The reference is a measured configuration; every extra results folder has its table."""
+    reference = config["analysis"].get("reference")
+    if reference:
+        jobs = {(j.model, j.quant, j.backend) for j in expand_jobs(config)}
+        key = (reference.get("model"), reference.get("quant"), reference.get("backend"))
+        if key not in jobs:
+            raise ConfigError(
+                f"analysis.reference: {dict(zip(('model', 'quant', 'backend'), key, strict=True))} is not a measured "
+                "configuration; pick one of the models' backends/variants"
+            )
+    for index, folder in enumerate(config["analysis"].get("extra_results", [])):
+        field = f"analysis.extra_results[{index}]"
+        if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
+            raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
+
+
 def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> None:
-    """Checks beyond the schema: files exist, combinations are runnable on this machine."""
+    """Checks beyond the schema: files exist, combinations are runnable on this machine, shapes fit."""
     device = config.get("device", "auto")
     if has_cuda is None:
         has_cuda = device == "cuda" or (device == "auto" and cuda_visible())
@@ -162,77 +232,20 @@ def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bo
     longest = max(workload["prompt_tokens"]) + workload["new_tokens"]
     positions: dict[str, int | None] = {}
     architectures: dict[str, dict[str, Any]] = {}
-
     for name, entry in config["models"].items():
-        if not MODEL_NAME_RE.match(name):
-            raise ConfigError(f"models.{name}: model names use lowercase letters, digits, '.', '_', '-' (no paths)")
-        source = entry.get("source", "config")
-        model_type = arch = None
-        if source == "config":
-            arch = architectures[name] = _check_architecture(name, entry, root)
-            model_type = arch.get("model_type")
-            limit = positions[name] = max_positions(arch)
-            if limit is not None and longest > limit:
-                raise ConfigError(
-                    f"workload: prompt_tokens + new_tokens = {longest} exceeds models.{name}'s "
-                    f"{limit} positions; shorten the workload or use a longer-context architecture"
-                )
-        else:
-            for key in ("repo_id", "revision"):
-                if key not in entry:
-                    raise ConfigError(f"models.{name}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)")
-        for backend, quants in entry["backends"].items():
-            field = f"models.{name}.backends.{backend}"
-            if backend not in BACKEND_NAMES:
-                raise ConfigError(f"{field}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_NAMES)}")
-            if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
-                raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
-            allowed = quants_for_backend(backend)
-            on_this_device = quants_for_backend(backend, "cuda" if has_cuda else "cpu")
-            for index, quant in enumerate(quants):
-                if quant not in VARIANTS:
-                    raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
-                if quant not in allowed:
-                    raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
-                if quant not in on_this_device:
-                    raise ConfigError(
-                        f"{field}[{index}]: {backend} on CPU cannot run {quant!r} (not verified with its CPU build); "
-                        f"allowed on CPU: {', '.join(on_this_device)}; measure it on a GPU or with pytorch"
-                    )
-                problem = check_supported(quant, has_cuda, model_type)
-                if problem:
-                    raise ConfigError(f"{field}[{index}]: {problem}")
+        arch, positions[name] = _check_model_source(name, entry, root, longest)
+        if arch is not None:
+            architectures[name] = arch
+        _check_model_backends(name, entry, arch.get("model_type") if arch else None, has_cuda)
         if entry.get("adapters"):
             from .lora import check_adapters
 
             check_adapters(config, name, arch, root)
-
     check_serving(config, positions, ConfigError)
-
-    for section, key in (("quantisation", "calibration"), ("evaluation", None)):
-        block = config[section][key] if key else config[section]
-        field = f"{section}.{key}.text" if key else f"{section}.text"
-        path = repo_path(block["text"], field, root)
-        if not path.is_file():
-            raise ConfigError(f"{field}: file {block['text']!r} does not exist; ship the text or fix the path")
-
+    _check_texts(config, root)
     for backend, settings in config.get("backend_settings", {}).items():
         _check_backend_settings(backend, settings, workload)
-
-    reference = config["analysis"].get("reference")
-    if reference:
-        jobs = {(j.model, j.quant, j.backend) for j in expand_jobs(config)}
-        key = (reference.get("model"), reference.get("quant"), reference.get("backend"))
-        if key not in jobs:
-            raise ConfigError(
-                f"analysis.reference: {dict(zip(('model', 'quant', 'backend'), key))} is not a measured configuration; "
-                "pick one of the models' backends/variants"
-            )
-    for index, folder in enumerate(config["analysis"].get("extra_results", [])):
-        field = f"analysis.extra_results[{index}]"
-        if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
-            raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
-
+    _check_analysis(config, root)
     check_memory(config, architectures, "cuda" if has_cuda else "cpu")
 
 

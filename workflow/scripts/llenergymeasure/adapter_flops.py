@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-ADAPTER_COLUMNS: tuple[str, ...] = ("flops_adapter",)
+from . import schema
+
+# The columns rule flops_adapter adds (stage flops_adapter in the schema).
+ADAPTER_COLUMNS: tuple[str, ...] = tuple(schema.columns("flops_adapter"))
 
 
 def adapter_flops_per_token(manifest: dict[str, Any]) -> int:
@@ -54,5 +57,5 @@ def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
         if not pd.isna(row.get("mfu_prefill")) and old_prefill:
             out.at[index, "mfu_prefill"] = float(row["mfu_prefill"]) * (old_prefill + added["flops_prefill"]) / old_prefill
         extra.append(added["flops_total"])
-    out["flops_adapter"] = pd.array(extra, dtype="Int64")
+    out["flops_adapter"] = schema.cast(pd.Series(extra, index=out.index, dtype=object), "integer")
     return out

@@ -22,71 +22,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from . import intervals
+from . import intervals, schema
 
-# What identifies one measured configuration.
-CONFIG_KEYS: list[str] = [
-    "platform_id",
-    "model",
-    "quant",
-    "backend",
-    "batch_size",
-    "prompt_tokens",
-    "output_tokens",
-]
+# The lists below come from the column contract (config/schema/measurements.schema.yaml, schema.py).
+# What identifies one measured configuration: platform_id, model, quant, backend, batch_size,
+# prompt_tokens, output_tokens.
+CONFIG_KEYS: list[str] = schema.keys("platform", "choice", "workload")
 # The implementation choice (what gets ranked) and the workload it ran (what must match).
-CHOICE_KEYS: list[str] = ["model", "quant", "backend"]
-WORKLOAD_KEYS: list[str] = ["batch_size", "prompt_tokens", "output_tokens"]
+CHOICE_KEYS: list[str] = schema.keys("choice")
+WORKLOAD_KEYS: list[str] = schema.keys("workload")
 
 # Metrics summarised in full: median, mean, std, CV and interval of the median.
-HEADLINE_METRICS: list[str] = ["energy_j_per_output_token", "tokens_per_s", "latency_s"]
+HEADLINE_METRICS: list[str] = schema.summary("headline")
 # Metrics summarised by their median only (those absent from the table are skipped).
-MEDIAN_METRICS: list[str] = [
-    "ttft_s",
-    "tpot_s",
-    "energy_j",
-    "energy_net_j",
-    "energy_uncertainty_j",
-    "energy_prefill_j",
-    "energy_decode_j",
-    "peak_memory_bytes",
-    "mfu_prefill",
-    "mbu_decode",
-]
+MEDIAN_METRICS: list[str] = schema.summary("median")
 # Descriptive columns constant within a configuration: the first non-empty value is kept.
-CARRIED_COLUMNS: list[str] = [
-    "dtype",
-    "quant_method",
-    "weight_bits",
-    "compute_dtype",
-    "weights",
-    "perplexity",
-    "weight_bytes_disk",
-    "weight_bytes_memory",
-    "kernel_path",
-    "device",
-    "device_name",
-    "energy_source",
-    "energy_is_estimate",
-    "model_family",
-    "backend_version",
-    "flops_prefill",
-    "flops_decode",
-    "flops_total",
-    "flops_per_output_token",
-    "flops_attention",
-    "flops_attention_causal",
-    "flops_lm_head",
-    "flops_2n_reference",
-    "flops_method",
-    "flops_confidence",
-    "flops_reason",
-    "flops_2n_parameters",
-    "flops_static_cache_len",
-    "int_ops_total",
-    "config_hash",
-    "git_commit",
-]
+CARRIED_COLUMNS: list[str] = schema.summary("carried")
 
 CONFIDENCE = intervals.CONFIDENCE
 REPLICATE_COLUMN = "replicate"  # fresh-process repeats of one configuration; absent = one (0)

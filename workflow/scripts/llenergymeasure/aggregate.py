@@ -11,6 +11,7 @@ de-duplicated there, and converted to pandas once, already in the schema's types
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,10 +24,18 @@ log = logging.getLogger(__name__)
 
 # a trial is one (replicate, trial) of one configuration; tables from before replicates lack the column
 TRIAL_KEYS = schema.keys("platform", "choice", "workload", "trial")
+READ_THREADS = min(8, os.cpu_count() or 1)  # thousands of small files: read several at once
 
 
 def load_measurements_schema(path: Path = MEASUREMENTS_SCHEMA_PATH) -> dict[str, Any]:
     return schema.load(path)
+
+
+def _read_parquet(path: str | Path) -> Any:
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as handle:
+        return handle.read(use_threads=False)
 
 
 def read_row_files(paths: Iterable[str | Path]) -> Any:
@@ -35,14 +44,10 @@ def read_row_files(paths: Iterable[str | Path]) -> Any:
     Columns are aligned by name, a column missing from a file is empty there; where files
     store one column with types Arrow cannot unify, see `concat`.
     """
-    import pyarrow.parquet as pq
+    from concurrent.futures import ThreadPoolExecutor
 
-    tables = []
-    for path in paths:
-        with pq.ParquetFile(path) as handle:
-            table = handle.read(use_threads=False)
-        if table.num_rows:
-            tables.append(table)
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:  # Arrow reads release the GIL
+        tables = [table for table in pool.map(_read_parquet, paths) if table.num_rows]
     if not tables:
         raise SchemaError("no rows to aggregate: every input file is empty")
     return concat(tables)

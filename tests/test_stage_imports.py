@@ -1,5 +1,7 @@
 """The import graph keeps the stages apart: measure and the backends load variants without the
-quantise build stage, and config validation needs neither (no config <-> quantise circle).
+quantise build stage, and config validation needs neither (no config <-> quantise circle);
+the pipeline's stages (measure, flops, aggregate, analysis) import only earlier ones, and the
+column contract (schema.py) none.
 
 Read from the source with `ast` (every import, at module level or inside a function), so a
 lazy import counts as much as one at the top."""

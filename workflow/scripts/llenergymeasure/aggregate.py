@@ -84,8 +84,6 @@ def with_base_adapter_fields(table: Any) -> Any:
 def merge_platforms(table: Any, extra_folders: Iterable[str | Path]) -> Any:
     """Append other platforms' or clusters' measurements (their results/aggregate folders) to
     `table` (Arrow) and drop repeated trials, keeping the first."""
-    import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = [table]
@@ -95,12 +93,36 @@ def merge_platforms(table: Any, extra_folders: Iterable[str | Path]) -> Any:
     merged = concat(tables)
     keys = [key for key in TRIAL_KEYS if key in merged.column_names]  # a missing required one: conform says so
     keys += [key for key in KEY_COLUMNS if key in merged.column_names]  # LoRA adapters: a base row and an adapter's differ
-    rows = merged.select(keys).append_column("__row", pa.array(np.arange(merged.num_rows)))
-    first = rows.group_by(keys, use_threads=False).aggregate([("__row", "min")])
-    if first.num_rows < merged.num_rows:
-        log.warning("dropping %d duplicated trial rows found in merged results", merged.num_rows - first.num_rows)
-        merged = merged.take(np.sort(first["__row_min"].to_numpy()))
+    first = _first_of_each(merged, keys)
+    if len(first) < merged.num_rows:
+        log.warning("dropping %d duplicated trial rows found in merged results", merged.num_rows - len(first))
+        merged = merged.take(first)
     return merged
+
+
+def _first_of_each(table: Any, keys: list[str]) -> Any:
+    """Indices (ascending) of the first row of each distinct combination of `keys`; empty
+    cells equal each other, as in pandas' `duplicated`.
+
+    Each key column is dictionary-encoded (Arrow), and the codes are combined into one integer
+    per row in mixed radix, re-numbered whenever the product of the radices would overflow."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    combined = np.zeros(table.num_rows, dtype=np.int64)
+    span = 1
+    for key in keys:
+        encoded = pc.dictionary_encode(table[key].combine_chunks(), null_encoding="encode")
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        radix = max(len(encoded.dictionary), 1)
+        if span * radix >= 2**62:
+            _, combined = np.unique(combined, return_inverse=True)
+            span = int(combined.max()) + 1 if combined.size else 1
+        combined = combined * radix + codes
+        span *= radix
+    _, first = np.unique(combined, return_index=True)
+    return pa.array(np.sort(first))
 
 
 def aggregate(row_files: Iterable[str | Path], measurements_out: str | Path, summary_out: str | Path,

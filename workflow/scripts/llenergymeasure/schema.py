@@ -168,7 +168,9 @@ def _arrow_cast(column: Any, kind: str, name: str) -> Any:
     import pyarrow.compute as pc
 
     if pa.types.is_floating(column.type):
-        column = pc.if_else(pc.is_nan(column), pa.scalar(None, column.type), column)
+        nan = pc.is_nan(column)
+        if pc.any(nan).as_py():
+            column = pc.if_else(nan, pa.scalar(None, column.type), column)
     target = arrow_type(kind)
     if column.type == target:
         return column
@@ -188,17 +190,20 @@ def _arrow_table(frame: Any) -> Any:
 
 
 def arrow_type(kind: str) -> Any:
-    """The pyarrow type of a schema type."""
+    """The pyarrow type of a schema type (large_string: what pandas writes, no cast on reading)."""
     import pyarrow as pa
 
-    return {"string": pa.string, "integer": pa.int64, "number": pa.float64, "boolean": pa.bool_}[kind]()
+    return {"string": pa.large_string, "integer": pa.int64, "number": pa.float64, "boolean": pa.bool_}[kind]()
 
 
 def _pandas_dtype_of_arrow() -> dict[Any, Any]:
     """Arrow type -> the pandas dtype `cast` gives for the same schema type."""
     import pandas as pd
 
-    return {arrow_type(kind): pd.api.types.pandas_dtype(dtype) for kind, dtype in PANDAS_TYPES.items()}
+    import pyarrow as pa
+
+    types = {arrow_type(kind): pd.api.types.pandas_dtype(dtype) for kind, dtype in PANDAS_TYPES.items()}
+    return {**types, pa.string(): types[pa.large_string()]}
 
 
 __all__ = [

@@ -93,8 +93,8 @@ def test_every_schema_type_round_trips_through_both_casts(kind, tmp_path: Path):
     assert [None if pd.isna(v) else v for v in cast.tolist()] == VALUES[kind]  # exact, missing stays missing
     # through a Parquet file and the Arrow conform, as aggregate reads job files: the same column
     column = next(name for name, spec in SPECS.items() if spec["type"] == kind and not spec.get("required"))
-    required = {name: schema.cast(pd.Series(["x"] * 3 if SPECS[name]["type"] == "string" else [1] * 3, dtype=object),
-                                  SPECS[name]["type"])
+    required = {name: schema.cast(pd.Series(["x"] * 3 if spec["type"] == "string" else [1] * 3, dtype=object),
+                                  spec["type"])
                 for name, spec in SPECS.items() if spec.get("required")}
     frame = pd.DataFrame({**required, column: cast})
     frame.to_parquet(tmp_path / "rows.parquet", index=False)

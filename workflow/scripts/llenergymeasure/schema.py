@@ -13,8 +13,9 @@ This module imports no pipeline stage, so every stage may import it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
@@ -199,7 +200,6 @@ def arrow_type(kind: str) -> Any:
 def _pandas_dtype_of_arrow() -> dict[Any, Any]:
     """Arrow type -> the pandas dtype `cast` gives for the same schema type."""
     import pandas as pd
-
     import pyarrow as pa
 
     types = {arrow_type(kind): pd.api.types.pandas_dtype(dtype) for kind, dtype in PANDAS_TYPES.items()}
@@ -207,6 +207,6 @@ def _pandas_dtype_of_arrow() -> dict[Any, Any]:
 
 
 __all__ = [
-    "KEY_GROUPS", "PANDAS_TYPES", "arrow_type", "conform_table", "cast_known_columns", "ROLES", "SCHEMA_PATH", "STAGES", "SUMMARY_KINDS", "SchemaError",
-    "cast", "columns", "conform", "keys", "labels", "load", "summary", "typed_frame",
+    "KEY_GROUPS", "PANDAS_TYPES", "ROLES", "SCHEMA_PATH", "STAGES", "SUMMARY_KINDS", "SchemaError", "arrow_type",
+    "cast", "cast_known_columns", "columns", "conform", "conform_table", "keys", "labels", "load", "summary", "typed_frame",
 ]

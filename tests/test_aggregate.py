@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import REPO_ROOT
 
@@ -49,6 +50,11 @@ def _rows(platform: str, n: int = 2) -> pd.DataFrame:
     )
 
 
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """Rows as aggregate holds them before conforming them: an Arrow table."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def test_conform_types_orders_and_stamps_the_version():
     out = conform(_rows("cpu-a"), SCHEMA)
     assert list(out.columns)[: len(SCHEMA["columns"])] == list(SCHEMA["columns"])
@@ -69,7 +75,7 @@ def test_platforms_merge_into_one_study_table_without_duplicates(tmp_path):
     other = tmp_path / "gpu-run"
     other.mkdir()
     conform(_rows("nvidia-h100x1"), SCHEMA).to_parquet(other / "measurements.parquet")
-    merged = merge_platforms(pd.concat([_rows("cpu-a"), _rows("cpu-a")]), [other])
+    merged = merge_platforms(_arrow(pd.concat([_rows("cpu-a"), _rows("cpu-a")])), [other]).to_pandas()
     assert sorted(merged.platform_id.unique()) == ["cpu-a", "nvidia-h100x1"]
     assert len(merged) == 4  # the repeated cpu-a trials were dropped once
 
@@ -97,5 +103,5 @@ def test_replicates_with_the_same_trial_numbers_are_all_kept(tmp_path):
     measurements, summary = aggregate(files, tmp_path / "m.parquet", tmp_path / "s.parquet")
     assert len(measurements) == 6 and sorted(measurements["replicate"].unique()) == [1, 2, 3]
     assert len(summary) == 1
-    repeated = merge_platforms(pd.concat([_rows("cpu-a").assign(replicate=1)] * 2), [])
+    repeated = merge_platforms(_arrow(pd.concat([_rows("cpu-a").assign(replicate=1)] * 2)), [])
     assert len(repeated) == 2  # the same replicate twice is still a duplicate

@@ -351,8 +351,8 @@ def test_annotate_adds_flops_and_utilisation_columns() -> None:
     assert out.loc[0, "mfu_prefill"] == pytest.approx(expected["flops_prefill"] / 1e-3 / 989.5e12)
     moved = flops.decode_bytes_per_step(config, 1, 64, 8, 2e5, 2)
     assert out.loc[0, "mbu_decode"] == pytest.approx(moved / 2e-4 / 3350e9)
-    assert math.isnan(out.loc[1, "mfu_prefill"]) and math.isnan(out.loc[1, "mbu_decode"])  # failed
-    assert math.isnan(out.loc[2, "mfu_prefill"]) and math.isnan(out.loc[2, "mbu_decode"])  # unknown hw
+    assert pd.isna(out.loc[1, "mfu_prefill"]) and pd.isna(out.loc[1, "mbu_decode"])  # failed (empty: Float64 NA, the schema type)
+    assert pd.isna(out.loc[2, "mfu_prefill"]) and pd.isna(out.loc[2, "mbu_decode"])  # unknown hw
     assert out.loc[2, "flops_total"] == flops.count_generate(config, 4, 64, 8)["flops_total"]
     assert out.loc[0, "flops_method"] == "analytical" and out.loc[0, "flops_confidence"] == "exact"
     assert "FlopCounterMode" in out.loc[0, "flops_reason"] and out.loc[0, "flops_2n_parameters"] == "params_active"

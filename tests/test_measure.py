@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from llenergymeasure import energy, measure
+from llenergymeasure import energy, lora, measure, schema
 from llenergymeasure.backends import LoadInfo
 from llenergymeasure.backends.pytorch import PyTorchBackend
 from llenergymeasure.job_gpus import JobGpus
@@ -90,6 +90,25 @@ def _run(config, variant_path, out_dir: Path, **job: Any) -> tuple[pd.DataFrame,
 def _no_stated_power(monkeypatch):
     monkeypatch.delenv("LLEM_CPU_TDP_W", raising=False)
     monkeypatch.delenv("LLEM_CPU_TDP_THREADS", raising=False)
+
+
+def test_the_rows_measure_builds_are_exactly_its_schema_columns(tiny_variant, tiny_backend, tmp_path, monkeypatch):
+    """Every field a successful row carries is a stage-measure column of the schema, and every
+    stage-measure column is a field of it but an adapter's description (write_rows refuses
+    the first kind of drift)."""
+    built: list[dict[str, Any]] = []
+    real_write_rows = measure.write_rows
+    monkeypatch.setattr(measure, "write_rows", lambda rows, output: (built.extend(rows), real_write_rows(rows, output)))
+    out_dir = tmp_path / "measure"
+    out_dir.mkdir()
+    rows, _ = _run(_config(), tiny_variant, out_dir)
+    ok = [row for row in built if row["status"] == "ok"]
+    missing = set(schema.columns("measure")) - set().union(*ok)
+    adapter_description = set(lora.ROW_COLUMNS) - set(lora.KEY_COLUMNS)  # filled on adapter jobs' rows only
+    assert ok and missing == adapter_description, missing ^ adapter_description
+    assert list(rows.columns) == list(schema.columns("measure"))
+    with pytest.raises(schema.SchemaError, match="not declared with stage: measure.*colour"):
+        real_write_rows([{**ok[0], "colour": "blue"}], out_dir / "refused.parquet")
 
 
 def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_backend, tmp_path, monkeypatch):

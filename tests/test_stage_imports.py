@@ -1,5 +1,7 @@
 """The import graph keeps the stages apart: measure and the backends load variants without the
-quantise build stage, and config validation needs neither (no config <-> quantise circle).
+quantise build stage, and config validation needs neither (no config <-> quantise circle);
+the pipeline's stages (measure, flops, aggregate, analysis) import only earlier ones, and the
+column contract (schema.py) none.
 
 Read from the source with `ast` (every import, at module level or inside a function), so a
 lazy import counts as much as one at the top."""
@@ -97,3 +99,60 @@ def test_repo_root_is_defined_once():
             if any(isinstance(t, ast.Name) and t.id == "REPO_ROOT" for t in targets):
                 definitions.append(_module_name(path))
     assert definitions == ["llenergymeasure.paths"]
+
+
+# The pipeline's stages in order, by the modules that implement each (a package counts with
+# everything under it). Data flows forward: no stage may import a later one.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("measure", ("llenergymeasure.measure", "llenergymeasure.measured_columns", "llenergymeasure.serving.job",
+                 "llenergymeasure.serving.load", "llenergymeasure.serving.server", "llenergymeasure.serving.steady")),
+    ("flops", ("llenergymeasure.flops", "llenergymeasure.adapter_flops")),
+    ("aggregate", ("llenergymeasure.aggregate",)),
+    ("analysis", ("llenergymeasure.analysis", "llenergymeasure.figures", "llenergymeasure.tables",
+                  "llenergymeasure.serving.figures")),
+]
+CONTRACT = "llenergymeasure.schema"
+
+
+def _in(module: str, prefixes: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def test_every_stage_is_found_in_the_source():
+    graph = _graph()
+    for stage, prefixes in STAGES:
+        assert any(_in(name, prefixes) for name in graph), f"no module of stage {stage} found: update STAGES"
+    assert CONTRACT in graph
+
+
+def _backward_arrows(graph: dict[str, set[str]]) -> list[str]:
+    """'module (stage) -> later-stage modules' for every module that reaches a later stage."""
+    found = []
+    for index, (stage, prefixes) in enumerate(STAGES):
+        later = tuple(p for _, ps in STAGES[index + 1:] for p in ps)
+        for start in sorted(name for name in graph if _in(name, prefixes)):
+            reached = sorted(m for m in _reachable(graph, start) if _in(m, later))
+            if reached:
+                found.append(f"{start} ({stage}) -> {reached}")
+    return found
+
+
+def test_no_stage_imports_a_later_stage():
+    assert _backward_arrows(_graph()) == []
+
+
+def test_the_column_contract_imports_no_stage():
+    graph = _graph()
+    every_stage = tuple(p for _, ps in STAGES for p in ps)
+    reached = sorted(m for m in _reachable(graph, CONTRACT) if _in(m, every_stage))
+    assert not reached, f"{CONTRACT} imports {reached}"
+    for stage, prefixes in STAGES[:3]:  # measure, flops and aggregate take their columns from it
+        assert any(CONTRACT in _reachable(graph, name) for name in graph if _in(name, prefixes)), stage
+
+
+def test_the_direction_check_sees_a_backward_arrow():
+    """The check can fail: measure importing aggregate, as it once did (for a cast), is found."""
+    graph = _graph()
+    graph["llenergymeasure.measured_columns"] = graph["llenergymeasure.measured_columns"] | {"llenergymeasure.aggregate"}
+    arrows = _backward_arrows(graph)
+    assert any(a.startswith("llenergymeasure.measure (measure)") and "llenergymeasure.aggregate" in a for a in arrows)

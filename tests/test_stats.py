@@ -261,7 +261,7 @@ def test_row_files_are_concatenated_by_column_name(tmp_path):
     empty = first.iloc[:0]
     for name, frame in {"a": first, "empty": empty, "b": second}.items():
         frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
-    rows = read_row_files([tmp_path / f"{name}.parquet" for name in ("a", "empty", "b")])
+    rows = read_row_files([tmp_path / f"{name}.parquet" for name in ("a", "empty", "b")]).to_pandas(types_mapper=pd.ArrowDtype)
     assert list(rows.columns) == list(first.columns)
     assert rows["status"].tolist() == ["ok", "ok", "failed"]
     assert rows["ttft_s"].isna().tolist() == [False, False, True]

@@ -41,12 +41,11 @@ CARRIED = ["adapter_source", "adapter_rank", "adapter_alpha", "adapter_target_mo
 
 def with_adapter_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with adapter and adapter_merged filled as on base rows where absent or empty."""
-    out = frame.copy()
-    adapter = out["adapter"] if "adapter" in out else pd.Series(pd.NA, index=out.index, dtype="string")
-    merged = out["adapter_merged"] if "adapter_merged" in out else pd.Series(pd.NA, index=out.index, dtype="boolean")
-    out["adapter"] = adapter.astype("string").fillna(NO_ADAPTER)
-    out["adapter_merged"] = merged.astype("boolean").fillna(False)
-    return out
+    adapter = frame["adapter"] if "adapter" in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
+    merged = frame["adapter_merged"] if "adapter_merged" in frame else pd.Series(pd.NA, index=frame.index, dtype="boolean")
+    # assign, not copy: the other columns are shared until written (copy-on-write)
+    return frame.assign(adapter=adapter.astype("string").fillna(NO_ADAPTER),
+                        adapter_merged=merged.astype("boolean").fillna(False))
 
 
 def base_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,7 +58,10 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05) -> pd.Data
     """stats.summarise per adapter state; the adapter keys and descriptions join the keys."""
     filled = with_adapter_columns(measurements)
     parts = []
-    for (adapter, merged), group in filled.groupby(list(KEY_COLUMNS), sort=True):
+    states = filled.groupby(list(KEY_COLUMNS), sort=True)
+    # one state (a study without adapters): the table itself, not a copy of it
+    groups = [(next(iter(states.groups)), filled)] if states.ngroups == 1 else states
+    for (adapter, merged), group in groups:
         part = stats.summarise(group.reset_index(drop=True), cv_threshold=cv_threshold)
         part.insert(len(stats.CONFIG_KEYS), "adapter", adapter)
         part.insert(len(stats.CONFIG_KEYS) + 1, "adapter_merged", bool(merged))

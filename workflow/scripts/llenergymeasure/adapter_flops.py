@@ -24,9 +24,12 @@ from typing import Any
 
 from llenergymeasure import hardware
 
+from . import schema
+
 ADAPTER_DTYPE_BYTES = 4  # PEFT's adapter weights at inference: float32 (see the module docstring)
 
-ADAPTER_COLUMNS: tuple[str, ...] = ("flops_adapter",)
+# The columns rule flops_adapter adds (stage flops_adapter in the schema).
+ADAPTER_COLUMNS: tuple[str, ...] = tuple(schema.columns("flops_adapter"))
 
 
 def adapter_flops_per_token(manifest: dict[str, Any]) -> int:
@@ -73,5 +76,5 @@ def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
             adapter_mbu = hardware.mbu(adapter_read_bytes(manifest), float(row["tpot_s"]), row.get("device_name"))
             out.at[index, "mbu_decode"] = float(row["mbu_decode"]) + (adapter_mbu or 0.0)
         extra.append(added["flops_total"])
-    out["flops_adapter"] = pd.array(extra, dtype="Int64")
+    out["flops_adapter"] = schema.cast(pd.Series(extra, index=out.index, dtype=object), "integer")
     return out

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from . import schema
 from .config import ConfigError, repo_path
 
 NO_ADAPTER = "none"
@@ -65,22 +66,11 @@ def support_problem(backend: str, quant: str, arch: dict[str, Any] | None = None
     return None
 
 
-# Columns measure adds to every row (base rows: adapter 'none', adapter_merged false), typed in
-# the vocabulary of config/schema/measurements.schema.yaml.
-ROW_COLUMNS: dict[str, str] = {
-    "adapter": "string",
-    "adapter_merged": "boolean",
-    "adapter_source": "string",
-    "adapter_rank": "integer",
-    "adapter_alpha": "number",
-    "adapter_target_modules": "string",
-    "adapter_bytes": "integer",
-    "adapter_sha256": "string",
-    "adapter_load_s": "number",
-    "adapter_merge_s": "number",
-}
+# The adapter_* columns measure adds to every row (base rows: adapter 'none', adapter_merged
+# false), with their types, from config/schema/measurements.schema.yaml.
+ROW_COLUMNS: dict[str, str] = {name: kind for name, kind in schema.columns("measure").items() if name.startswith("adapter")}
 # What identifies an adapter configuration besides the base configuration keys.
-KEY_COLUMNS: tuple[str, ...] = ("adapter", "adapter_merged")
+KEY_COLUMNS: tuple[str, ...] = tuple(schema.keys("adapter"))
 
 
 def base_row_fields() -> dict[str, Any]:

@@ -22,71 +22,22 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from . import intervals
+from . import intervals, schema
 
-# What identifies one measured configuration.
-CONFIG_KEYS: list[str] = [
-    "platform_id",
-    "model",
-    "quant",
-    "backend",
-    "batch_size",
-    "prompt_tokens",
-    "output_tokens",
-]
+# The lists below come from the column contract (config/schema/measurements.schema.yaml, schema.py).
+# What identifies one measured configuration: platform_id, model, quant, backend, batch_size,
+# prompt_tokens, output_tokens.
+CONFIG_KEYS: list[str] = schema.keys("platform", "choice", "workload")
 # The implementation choice (what gets ranked) and the workload it ran (what must match).
-CHOICE_KEYS: list[str] = ["model", "quant", "backend"]
-WORKLOAD_KEYS: list[str] = ["batch_size", "prompt_tokens", "output_tokens"]
+CHOICE_KEYS: list[str] = schema.keys("choice")
+WORKLOAD_KEYS: list[str] = schema.keys("workload")
 
 # Metrics summarised in full: median, mean, std, CV and interval of the median.
-HEADLINE_METRICS: list[str] = ["energy_j_per_output_token", "tokens_per_s", "latency_s"]
+HEADLINE_METRICS: list[str] = schema.summary("headline")
 # Metrics summarised by their median only (those absent from the table are skipped).
-MEDIAN_METRICS: list[str] = [
-    "ttft_s",
-    "tpot_s",
-    "energy_j",
-    "energy_net_j",
-    "energy_uncertainty_j",
-    "energy_prefill_j",
-    "energy_decode_j",
-    "peak_memory_bytes",
-    "mfu_prefill",
-    "mbu_decode",
-]
+MEDIAN_METRICS: list[str] = schema.summary("median")
 # Descriptive columns constant within a configuration: the first non-empty value is kept.
-CARRIED_COLUMNS: list[str] = [
-    "dtype",
-    "quant_method",
-    "weight_bits",
-    "compute_dtype",
-    "weights",
-    "perplexity",
-    "weight_bytes_disk",
-    "weight_bytes_memory",
-    "kernel_path",
-    "device",
-    "device_name",
-    "energy_source",
-    "energy_is_estimate",
-    "model_family",
-    "backend_version",
-    "flops_prefill",
-    "flops_decode",
-    "flops_total",
-    "flops_per_output_token",
-    "flops_attention",
-    "flops_attention_causal",
-    "flops_lm_head",
-    "flops_2n_reference",
-    "flops_method",
-    "flops_confidence",
-    "flops_reason",
-    "flops_2n_parameters",
-    "flops_static_cache_len",
-    "int_ops_total",
-    "config_hash",
-    "git_commit",
-]
+CARRIED_COLUMNS: list[str] = schema.summary("carried")
 
 CONFIDENCE = intervals.CONFIDENCE
 REPLICATE_COLUMN = "replicate"  # fresh-process repeats of one configuration; absent = one (0)
@@ -150,7 +101,11 @@ class _GroupedSample:
     def __init__(self, values: np.ndarray, codes: np.ndarray, n_groups: int) -> None:
         keep = np.isfinite(values)
         values, codes = values[keep], codes[keep]
-        order = np.lexsort((values, codes))
+        # sorted by (group, value): one integer key, group * n + the value's rank (np.lexsort's
+        # order, about three times faster on a million rows)
+        rank = np.empty(values.size, dtype=np.int64)
+        rank[np.argsort(values)] = np.arange(values.size)
+        order = np.argsort(codes.astype(np.int64) * max(values.size, 1) + rank)
         self.values = values[order]
         self.counts = np.bincount(codes, minlength=n_groups)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
@@ -204,11 +159,10 @@ def _described(
 def _python_objects(column: pd.Series) -> list:
     """Values as Python scalars with None for missing, so the summary infers its dtypes
     from values rather than inheriting the trial table's (nullable) dtypes."""
-    values = column.astype(object)
-    return [
-        value.item() if isinstance(value, np.generic) else value
-        for value in values.where(values.notna(), None).tolist()
-    ]
+    values = column.to_numpy(dtype=object, na_value=None)  # numpy and masked arrays: Python scalars
+    if column.dtype == object:  # an object column may hold NumPy scalars
+        return [value.item() if isinstance(value, np.generic) else value for value in values.tolist()]
+    return values.tolist()
 
 
 STATISTICS = ("median", "mean", "std", "cv", "ci_low", "ci_high", "ci_coverage")
@@ -275,11 +229,13 @@ def summarise(
     status = measurements["status"]
     ok = status.isin(["ok"]).to_numpy(dtype=bool)
     # (configuration, replicate) pairs among the successful trials
-    pairs, replicate_codes = np.unique(
-        np.column_stack([codes[ok], replicates_of(measurements)[ok]]), axis=0, return_inverse=True
-    )
+    replicates = replicates_of(measurements)[ok]
+    low = replicates.min() if replicates.size else 0
+    span = int(replicates.max() - low + 1) if replicates.size else 1
+    # one integer per pair, ordered as the (configuration, replicate) pairs sort
+    pairs, replicate_codes = np.unique(codes[ok] * span + (replicates - low), return_inverse=True)
     replicate_codes = replicate_codes.reshape(-1)
-    replicate_group = pairs[:, 0] if len(pairs) else np.empty(0, dtype=np.int64)
+    replicate_group = pairs // span
     n_replicates = np.bincount(replicate_group, minlength=n_groups)
     multi = n_replicates >= 2
 

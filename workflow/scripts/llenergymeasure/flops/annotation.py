@@ -13,7 +13,7 @@ import json
 import math
 from typing import Any
 
-from llenergymeasure import hardware
+from llenergymeasure import hardware, schema
 
 from .analytical import decode_bytes_per_step
 from .architecture import FlopsConfigError
@@ -23,17 +23,10 @@ STATIC_CACHE_BACKENDS = ("pytorch-compiled",)
 
 _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2}
 
-ANNOTATION_COLUMNS: tuple[str, ...] = (
-    "flops_prefill", "flops_decode", "flops_total", "flops_per_output_token", "flops_attention",
-    "flops_attention_causal", "flops_lm_head", "flops_2n_reference", "flops_2n_parameters", "flops_method",
-    "flops_confidence", "flops_reason", "flops_static_cache_len", "int_ops_total", "params_total", "params_non_embedding", "params_active",
-    "mfu_prefill", "mbu_decode",
-)
-_INT_COLUMNS = (
-    "flops_prefill", "flops_decode", "flops_total", "flops_attention", "flops_attention_causal",
-    "flops_lm_head", "flops_2n_reference", "flops_static_cache_len", "int_ops_total", "params_total",
-    "params_non_embedding", "params_active",
-)
+FAMILY_COLUMN = "model_family"  # the architecture family, for per-family analyses
+# The columns `annotate` adds besides the family: the schema's flops-stage columns.
+_ANNOTATION_TYPES: dict[str, str] = {name: kind for name, kind in schema.columns("flops").items() if name != FAMILY_COLUMN}
+ANNOTATION_COLUMNS: tuple[str, ...] = tuple(_ANNOTATION_TYPES)
 
 
 def _as_int(value: Any) -> int | None:
@@ -116,16 +109,11 @@ def annotate(rows, hf_config: dict, extra_flops_per_token: int = 0):
                 record["mfu_prefill"] = _row_mfu(row, counted)
                 record["mbu_decode"] = _row_mbu(row, hf_config, batch, prompt, new)
         records.append(record)
-    added = pd.DataFrame.from_records(records, index=out.index, columns=list(ANNOTATION_COLUMNS))
+    added = schema.typed_frame(records, _ANNOTATION_TYPES, index=out.index)
     for name in ANNOTATION_COLUMNS:
-        if name in _INT_COLUMNS:
-            out[name] = pd.array(added[name].tolist(), dtype="Int64")
-        elif name in ("flops_method", "flops_confidence", "flops_reason", "flops_2n_parameters"):
-            out[name] = added[name].astype("string")
-        else:
-            out[name] = pd.to_numeric(added[name], errors="coerce").astype("float64")
+        out[name] = added[name]
     # the architecture family, for per-family analyses (llama, gpt2, mixtral, ...)
-    out["model_family"] = pd.Series(str(hf_config.get("model_type") or "unknown"), index=out.index, dtype="string")
+    out[FAMILY_COLUMN] = pd.Series(str(hf_config.get("model_type") or "unknown"), index=out.index, dtype="string")
     return out
 
 

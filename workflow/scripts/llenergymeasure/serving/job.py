@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import energy, environment
-from ..aggregate import as_schema_type
+from .. import energy, environment, schema
 from ..backends.vllm import engine_settings, runtime_environment, vllm_version
 from ..config import REPO_ROOT, resolve_device
 from ..io import write_json_atomic, write_parquet_atomic
@@ -88,12 +87,7 @@ class EnergySlices:
 
 
 def _frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> Any:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows, columns=list(columns))
-    for column, kind in columns.items():
-        frame[column] = as_schema_type(frame[column], kind)
-    return frame
+    return schema.typed_frame(rows, columns)
 
 
 def _levels(serving: dict[str, Any]) -> list[tuple[float | None, int | None]]:

@@ -354,15 +354,21 @@ def test_protocol_takes_unset_measurement_settings_from_the_config_defaults():
     assert scalar.warmup_max_s == 7.0  # one figure for every device is still accepted
 
 
-def test_schema_documents_the_defaults_the_code_applies():
-    """config.DEFAULTS fills the measurement keys; the schema must state the same defaults."""
-    from llenergymeasure.config import DEFAULTS, load_schema
+def test_the_defaults_are_the_schemas_and_pass_it():
+    """The defaults are read from the schema (written nowhere else) and a config made of only
+    the required sections, with them merged in, passes the schema it came from."""
+    from llenergymeasure.config import DEFAULTS, load_schema, validate_schema
 
-    properties = load_schema()["properties"]["measurement"]["properties"]
-    documented = {key: spec["default"] for key, spec in properties.items() if "default" in spec}
-    assert {"replicates", "warmup_runs", "warmup_min_s", "warmup_cv_threshold", "warmup_max_s"} <= set(documented)
-    for key, value in documented.items():
-        assert DEFAULTS["measurement"][key] == value, key
+    schema = load_schema()
+    documented = {key: spec["default"] for key, spec in schema["properties"]["measurement"]["properties"].items()
+                  if "default" in spec}
+    assert {"trials", "replicates", "warmup_runs", "min_window_s", "idle_baseline_s"} <= set(documented)
+    assert DEFAULTS["measurement"] == documented
+    optional = set(schema["properties"]) - set(schema.get("required", [])) - {"models", "workload"}
+    assert optional <= set(DEFAULTS), optional - set(DEFAULTS)  # every optional section has its defaults
+    minimal = {"models": {"tiny": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}}},
+               "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2}}
+    validate_schema({**DEFAULTS, **minimal})
 
 
 class _CpuComputeOnCudaLabel(TinyBackend):

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .config_file import read_config_file
+from .defaults import DEFAULTS, cuda_visible, max_positions, resolve_device  # noqa: F401 (re-exported)
 from .config_schema import SCHEMA_PATH, load_schema, validate_schema  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .memory_preflight import check_memory
-from .paths import REPO_ROOT
-from .serving.settings import DEFAULTS as SERVING_DEFAULTS
+from .paths import REPO_ROOT, repo_path  # noqa: F401 (repo_path re-exported)
 from .serving.settings import check_serving
 from .backend_specs import parse_settings
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supported, quants_for_backend
@@ -28,51 +28,6 @@ from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supp
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
-
-# Defaults for optional sections, filled in after validation so that a study config
-# only needs to say what differs.
-DEFAULTS: dict[str, Any] = {
-    "study": "default",
-    "seed": 0,
-    "device": "auto",
-    "measurement": {
-        "trials": 5,
-        "min_window_s": {"cuda": 5.0, "cpu": 0.25},
-        "idle_baseline_s": {"cuda": 5.0, "cpu": 1.0},
-        "cv_flag_threshold": 0.05,
-        "energy_source": "auto",
-        # replicates and warm-up to a steady state (issue 12; documented in the config schema)
-        "replicates": 3,
-        "warmup_runs": 3,
-        "warmup_min_s": {"cuda": 30.0, "cpu": 1.0},
-        "warmup_cv_threshold": 0.05,
-        "warmup_max_s": {"cuda": 120.0, "cpu": 5.0},
-    },
-    "quantisation": {
-        "bnb_compute_dtype": "float32",
-        "calibration": {"text": "data/text/calibration.txt", "samples": 16, "sequence_length": 64},
-    },
-    "evaluation": {"text": "data/text/evaluation.txt", "sequence_length": 128, "max_sequences": 4},
-    "backend_settings": {},
-    "scenarios": ["offline"],
-    "serving": SERVING_DEFAULTS,
-    "analysis": {
-        "reference": None,
-        "compound_metrics": [
-            "flops_per_output_token",
-            "latency_s",
-            "peak_memory_bytes",
-            "energy_j_per_output_token",
-        ],
-        "extra_results": [],
-        # statistics and analysis (issue 12): FLOPs levels, sensor-only energy
-        "flops_tolerance": 0.005,
-        "use_estimated_energy": False,
-    },
-}
-
-
-
 
 @dataclass(frozen=True)
 class Job:
@@ -93,40 +48,6 @@ def _merge_defaults(config: dict[str, Any], defaults: dict[str, Any]) -> dict[st
     return merged
 
 
-def cuda_visible() -> bool:
-    """Whether an NVIDIA GPU is usable, checked through NVML without importing torch."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return False
-
-
-def resolve_device(config: dict[str, Any]) -> str:
-    device = config.get("device", "auto")
-    if device == "auto":
-        return "cuda" if cuda_visible() else "cpu"
-    return device
-
-
-def repo_path(path: str, field: str, root: Path = REPO_ROOT) -> Path:
-    """Resolve a config path inside the repository; refuse paths that escape it."""
-    candidate = Path(path)
-    resolved = (root / candidate).resolve() if not candidate.is_absolute() else candidate.resolve()
-    try:
-        resolved.relative_to(root.resolve())
-    except ValueError:
-        raise ConfigError(
-            f"{field}: {path!r} points outside the repository; use a path inside it such as config/models/<name>.json"
-        ) from None
-    return resolved
-
-
 def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> dict[str, Any]:
     """The model's architecture config, checked: inside the repository, present, JSON, a HF config."""
     field = f"models.{name}.architecture"
@@ -142,13 +63,6 @@ def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> dict[st
     if not isinstance(arch, dict) or "model_type" not in arch:
         raise ConfigError(f"{field}: {entry['architecture']!r} has no 'model_type'; it must be a Hugging Face config.json")
     return arch
-
-
-def max_positions(arch: dict[str, Any]) -> int | None:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        if isinstance(arch.get(key), int):
-            return arch[key]
-    return None
 
 
 def _check_model_source(name: str, entry: dict[str, Any], root: Path, longest: int) -> tuple[dict | None, int | None]:

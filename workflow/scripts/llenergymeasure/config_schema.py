@@ -7,6 +7,7 @@ is allowed. Semantic checks (files, combinations, memory) follow in `config.chec
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -60,8 +61,26 @@ def _schema_error_message(error: Any) -> str:
 
 
 def load_schema() -> dict[str, Any]:
-    with open(SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _defaults_of(node: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, child in (node.get("properties") or {}).items():
+        if "default" in child:
+            found[key] = copy.deepcopy(child["default"])
+        elif child.get("properties"):
+            nested = _defaults_of(child)
+            if nested:
+                found[key] = nested
+    return found
+
+
+def schema_defaults() -> dict[str, Any]:
+    """The config's defaults, as the schema states them (the one place they live): every
+    property's `default`, nested as the sections are. A config is merged onto these after
+    validation, so a study only says what differs."""
+    return _defaults_of(load_schema())
 
 
 def validate_schema(config: dict[str, Any]) -> None:

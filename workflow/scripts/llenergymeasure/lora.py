@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from . import schema
-from .config import ConfigError, repo_path
+from .errors import ConfigError
+from .paths import repo_path
 
 NO_ADAPTER = "none"
 SOURCES = ("random", "path", "hub")
@@ -113,7 +114,7 @@ def adapter_names(config: dict[str, Any]) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def schema_defaults() -> dict[str, Any]:
     """The adapter entry's defaults, as config/schema/config.schema.yaml states them."""
-    from .config import load_schema
+    from .config_schema import load_schema
 
     model = load_schema()["properties"]["models"]["additionalProperties"]
     fields = model["properties"]["adapters"]["additionalProperties"]["properties"]

@@ -2,7 +2,7 @@
 
 Everything here is cheap: a bad value is one line naming the field (`MeasureConfigError`,
 or `energy.EnergySourceError` for a malformed LLEM_CPU_TDP_W) before a model loads.
-Defaults come from `config.DEFAULTS`, the one place they live (the config schema documents them).
+Defaults come from `defaults.DEFAULTS`, read from the config schema (the one place they live).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from . import energy
-from .config import DEFAULTS, cuda_visible, resolve_device
+from .defaults import DEFAULTS, cuda_visible, resolve_device
 from .errors import ConfigError
 
 

@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import max_positions
+from ..defaults import max_positions
 from ..manifest import VariantManifest
 from ..variants import quants_for_backend
 from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss

@@ -22,7 +22,8 @@ from typing import Any
 
 from .. import energy, environment, schema
 from ..backends.vllm import engine_settings, runtime_environment, vllm_version
-from ..config import REPO_ROOT, resolve_device
+from ..defaults import resolve_device
+from ..paths import REPO_ROOT
 from ..io import write_json_atomic, write_parquet_atomic
 from . import load, server, steady
 

@@ -7,19 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from ..config_schema import schema_defaults
+
 SERVING_BACKENDS = ("vllm",)  # backends with a server the scenario can drive
 
-DEFAULTS: dict[str, Any] = {
-    "arrival": "poisson",
-    "requests": 32,
-    "trials": 1,
-    "max_duration_s": 120.0,
-    "prompt_tokens": {"distribution": "uniform", "min": 16, "max": 64},
-    "output_tokens": {"distribution": "uniform", "min": 16, "max": 32},
-    "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
-    "server_start_timeout_s": 300.0,
-    "energy_slice_s": 0.5,
-}
+DEFAULTS: dict[str, Any] = schema_defaults()["serving"]  # the schema states them
 
 
 def serving_enabled(config: dict[str, Any]) -> bool:

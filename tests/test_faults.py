@@ -7,6 +7,7 @@ models) in a copy of the repository in a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import BIN, SNAKEMAKE, copy_workflow, run_snakemake
+from conftest import BIN, REPO_ROOT, SNAKEMAKE, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.pipeline
 
@@ -44,8 +45,24 @@ KILL_ROWS = KILL_JOBS * 2 * 3  # jobs x batch sizes x trials
 
 # A shape that cannot run: batch 200,000,000 x 16 prompt tokens needs 25.6 GB for the token
 # ids alone, more than the address-space limit the run gets (below), so it fails for real.
-HUGE_BATCH = 200_000_000
 ADDRESS_SPACE_LIMIT = 8 << 30
+
+
+def _batch_past_the_address_space() -> int:
+    """A batch the memory preflight lets through (its estimate, a floor of the real peak, fits
+    this machine's RAM) that cannot run under ADDRESS_SPACE_LIMIT: it fails at run time."""
+    from llenergymeasure.memory_preflight import estimate, host_memory, largest_fitting_batch
+
+    arch = json.loads((REPO_ROOT / "config" / "models" / "tiny-gpt2.json").read_text())
+    target = 2 * ADDRESS_SPACE_LIMIT
+    ram = host_memory()
+    assert ram is not None and ram.bytes > target, f"this test needs more than {target >> 30} GiB of RAM"
+    batch = largest_fitting_batch(arch, "none-float32", "pytorch", 16, 4, target)
+    assert estimate(arch, "none-bfloat16", "pytorch", batch, 16, 4).total > ADDRESS_SPACE_LIMIT
+    return batch
+
+
+HUGE_BATCH = _batch_past_the_address_space()
 FAIL_STUDY = {
     "study": "fault-failing-configuration",
     "device": "cpu",

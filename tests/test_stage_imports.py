@@ -104,7 +104,7 @@ def test_repo_root_is_defined_once():
 # The pipeline's stages in order, by the modules that implement each (a package counts with
 # everything under it). Data flows forward: no stage may import a later one.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("measure", ("llenergymeasure.measure", "llenergymeasure.measured_columns", "llenergymeasure.serving.job",
+    ("measure", ("llenergymeasure.measure", "llenergymeasure.trial", "llenergymeasure.measured_columns", "llenergymeasure.serving.job",
                  "llenergymeasure.serving.load", "llenergymeasure.serving.server", "llenergymeasure.serving.steady")),
     ("flops", ("llenergymeasure.flops", "llenergymeasure.adapter_flops")),
     ("aggregate", ("llenergymeasure.aggregate",)),

@@ -1,0 +1,146 @@
+"""The protocol's steps for one shape of a measure job (the job itself is `measure`).
+
+Warm up until steady (`warmup`), then per trial, in this order:
+
+1. prefill window: `generate(inputs, 1)` repeated until the window lasts `min_window_s`;
+2. full window: `generate(inputs, new_tokens)` repeated likewise (peak memory read here);
+3. streamed timing probe, outside both windows: one generate with a per-token callback
+   for the distribution of time per output token.
+
+Inside a window the harness does nothing but call `generate` and read a clock between
+calls; meters are read only at the window's edges, after the device has synchronised.
+Energy and time per generate call are window totals divided by the repetitions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import time
+from typing import Any
+
+from . import energy, stats, warmup
+from .backends import Backend
+from .protocol import Protocol
+from .warmup import Warmup
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """One energy window: `repetitions` identical generate calls."""
+
+    repetitions: int
+    elapsed_s: float
+    reading: energy.EnergyReading
+
+    @property
+    def per_call_s(self) -> float:
+        return self.elapsed_s / self.repetitions
+
+    def per_call(self, value: float | None) -> float | None:
+        return None if value is None else value / self.repetitions
+
+
+def warm_up(backend: Backend, inputs: Any, protocol: Protocol) -> Warmup:
+    """Warm up with the protocol's settings (see `warmup`)."""
+    return warmup.warm_up(backend, inputs, protocol.new_tokens, protocol.warmup_runs, protocol.warmup_min_s,
+                          protocol.warmup_cv_threshold, protocol.warmup_max_s)
+
+
+def measure_window(backend: Backend, meter: energy.EnergyMeter, inputs: Any, new_tokens: int, min_window_s: float) -> Window:
+    """Repeat `generate(inputs, new_tokens)` until at least `min_window_s` have passed, inside
+    one energy window. Only a clock read separates the calls."""
+    generate = backend.generate
+    clock = time.perf_counter
+    backend.synchronize()
+    meter.begin()
+    start = clock()
+    repetitions = 0
+    try:
+        while True:
+            generate(inputs, new_tokens)
+            repetitions += 1
+            if clock() - start >= min_window_s:
+                break
+        backend.synchronize()
+    except BaseException:
+        meter.cancel()  # so that the next window can open
+        raise
+    elapsed = clock() - start
+    reading = meter.end()
+    return Window(repetitions, elapsed, reading)
+
+
+def timing_probe(backend: Backend, inputs: Any, new_tokens: int) -> list[float]:
+    """Seconds between successive output tokens of one streamed generate (new_tokens - 1 values)."""
+    stamps: list[float] = []
+    clock = time.perf_counter
+    backend.synchronize()
+    backend.generate(inputs, new_tokens, on_token=lambda: stamps.append(clock()))
+    return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+
+
+def trial_metrics(
+    prefill: Window, full: Window, intervals: list[float], batch_size: int, new_tokens: int, idle: energy.IdleReading
+) -> dict[str, Any]:
+    """The measured columns of one trial from its two windows and its timing probe."""
+    ttft = prefill.per_call_s
+    latency = full.per_call_s
+    output_tokens = batch_size * new_tokens
+    energy_j = full.per_call(full.reading.joules)
+    energy_u = full.per_call(full.reading.uncertainty_j)
+    prefill_j = prefill.per_call(prefill.reading.joules)
+    prefill_u = prefill.per_call(prefill.reading.uncertainty_j)
+    decode_j = decode_u = None
+    if energy_j is not None and prefill_j is not None:
+        decode_j = energy_j - prefill_j
+        if energy_u is not None and prefill_u is not None:
+            decode_u = math.hypot(energy_u, prefill_u)  # independent windows
+    net_j = None
+    if energy_j is not None and idle.watts is not None:
+        net_j = energy_j - idle.watts * latency
+    per_device = {name: joules / full.repetitions for name, joules in full.reading.per_device.items()}
+    return {
+        "latency_s": latency,
+        "ttft_s": ttft,
+        "tpot_s": (latency - ttft) / (new_tokens - 1),
+        "tpot_stream_mean_s": statistics.fmean(intervals) if intervals else None,
+        "tpot_p50_s": stats.tail_percentile(intervals, 50),
+        "tpot_p90_s": stats.tail_percentile(intervals, 90),
+        "tpot_p99_s": stats.tail_percentile(intervals, 99),
+        "tokens_per_s": output_tokens / latency,
+        "energy_j": energy_j,
+        "energy_j_per_output_token": None if energy_j is None else energy_j / output_tokens,
+        "energy_uncertainty_j": energy_u,
+        "energy_prefill_j": prefill_j,
+        "energy_prefill_uncertainty_j": prefill_u,
+        "energy_decode_j": decode_j,
+        "energy_decode_uncertainty_j": decode_u,
+        "energy_net_j": net_j,
+        "idle_power_w": idle.watts,
+        "energy_source": full.reading.source,
+        "energy_is_estimate": full.reading.is_estimate,
+        "energy_per_device_json": json.dumps(per_device, sort_keys=True) if per_device else None,
+        "energy_cpu_j": full.per_call(full.reading.cpu_j),
+        "energy_dram_j": full.per_call(full.reading.dram_j),
+        "energy_unavailable_reason": full.reading.reason,
+        "window_s": full.elapsed_s,
+        "window_repetitions": full.repetitions,
+        "prefill_window_s": prefill.elapsed_s,
+        "prefill_window_repetitions": prefill.repetitions,
+    }
+
+
+def measure_trial(
+    runner: Backend, meter: energy.EnergyMeter, inputs: Any, batch_size: int, protocol: Protocol, idle: energy.IdleReading
+) -> dict[str, Any]:
+    """One trial: prefill window, full window (peak memory), then the streamed timing probe."""
+    prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
+    runner.peak_memory_reset()
+    full = measure_window(runner, meter, inputs, protocol.new_tokens, protocol.min_window_s)
+    peak = runner.peak_memory_bytes()
+    intervals = timing_probe(runner, inputs, protocol.new_tokens)
+    metrics = trial_metrics(prefill, full, intervals, batch_size, protocol.new_tokens, idle)
+    return {**metrics, "peak_memory_bytes": peak}

@@ -98,7 +98,7 @@ def load_study(
     """The tables every figure and table function reads, by name, and whether the study
     opted in to estimated energy (``use_estimated_energy``, the config's analysis key).
     Base-model rows only: adapters are drawn from the adapter_overhead analysis."""
-    from .adapter_analysis import base_rows
+    from ..adapter_analysis import base_rows
 
     data: dict[str, object] = {"measurements": base_rows(pd.read_parquet(measurements_path)),
                                "summary": base_rows(pd.read_parquet(summary_path))}
@@ -113,7 +113,7 @@ def draw_files(
 ) -> None:
     """Every figure to its (pdf, png) paths, every table to its .tex path, and the findings
     table also as Markdown."""
-    from . import findings, tables
+    from .. import findings, tables
 
     for name, (pdf, png) in figure_outputs.items():
         render(name, data, pdf, png)

@@ -28,10 +28,23 @@ from typing import Any
 import pandas as pd
 
 from .. import adapter_analysis, cross_engine, findings
-from ..energy_analysis import energy_phase_shares, quantisation_energy_effect, sensor_energy_only
-from ..outputs import ANALYSES, all_analysis_outputs, analysis_paths, shipped_analysis_config
+from ..energy_analysis import (
+    energy_phase_shares,
+    quantisation_energy_effect,
+    sensor_energy_only,
+)
+from ..outputs import (
+    ANALYSES,
+    all_analysis_outputs,
+    analysis_paths,
+    shipped_analysis_config,
+)
 from ..rank_tests import (
-    FLOPS_TOLERANCE, cohens_d, flops_rank_comparison, rank_agreement, rank_difference_tests,
+    FLOPS_TOLERANCE,
+    cohens_d,
+    flops_rank_comparison,
+    rank_agreement,
+    rank_difference_tests,
 )
 from ..ranking import HIGHER_IS_BETTER, cost_rank, metric_column, metric_values
 from ..stats import StatsInputError
@@ -39,7 +52,12 @@ from .columns import COLUMNS
 from .columns import frame as _frame
 from .compound import compound_efficiency, compound_rank_stability
 from .pareto import pareto_frontiers, pareto_mask, pareto_transfer
-from .transfer import FAMILY_COLUMN, families_of, family_transfer_error, ranking_transfer
+from .transfer import (
+    FAMILY_COLUMN,
+    families_of,
+    family_transfer_error,
+    ranking_transfer,
+)
 from .two_n import TWO_N_PROMPT_LENGTHS, load_architectures, two_n_formula_error
 
 log = logging.getLogger(__name__)

@@ -13,9 +13,9 @@ from scipy import stats as scipy_stats
 
 from .. import stats
 from ..rank_tests import GROUP_KEYS
-from ..ranking import metric_column, metric_values
 from ..ranking import cost as _cost
 from ..ranking import label as _label
+from ..ranking import metric_column, metric_values
 from ..ranking import spearman as _spearman
 from ..ranking import usable as _usable
 from ..stats import CHOICE_KEYS, CONFIG_KEYS, StatsInputError

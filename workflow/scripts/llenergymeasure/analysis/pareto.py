@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from ..rank_tests import GROUP_KEYS
-from ..ranking import metric_values
 from ..ranking import cost as _cost
+from ..ranking import metric_values
 from ..ranking import platforms as _platforms
 from ..ranking import usable as _usable
 from ..stats import CHOICE_KEYS, WORKLOAD_KEYS

@@ -19,7 +19,6 @@ from ..ranking import usable as _usable
 from ..stats import CHOICE_KEYS, WORKLOAD_KEYS
 from .columns import frame as _frame
 
-
 FAMILY_COLUMN = "model_family"
 
 

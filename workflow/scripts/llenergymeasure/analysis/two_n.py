@@ -14,7 +14,6 @@ import pandas as pd
 from .columns import empty as _empty
 from .columns import frame as _frame
 
-
 TWO_N_PROMPT_LENGTHS: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 

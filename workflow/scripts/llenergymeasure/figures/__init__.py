@@ -24,12 +24,21 @@ from matplotlib.figure import Figure
 from .. import outputs
 from ..adapter_figures import adapter_overhead_figure
 from ..outputs import all_figure_outputs, caption, figure_paths
-from .cost import energy_phase_shares, energy_vs_batch, latency_vs_batch, quantisation_energy
-from .flops_vs_measured import flops_rank_vs_measured, rank_difference_tests, two_n_error
+from . import engines
+from .cost import (
+    energy_phase_shares,
+    energy_vs_batch,
+    latency_vs_batch,
+    quantisation_energy,
+)
+from .flops_vs_measured import (
+    flops_rank_vs_measured,
+    rank_difference_tests,
+    two_n_error,
+)
 from .style import GREY, STYLE, Tables, plt
 from .tradeoffs import compound_efficiency, pareto
 from .transfer import family_transfer_error, ranking_transfer
-from . import engines
 
 log = logging.getLogger(__name__)
 

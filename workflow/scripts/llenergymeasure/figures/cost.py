@@ -4,20 +4,30 @@ the energy effect of quantisation and prefill's share of energy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from ..energy_analysis import study_energy
 from .style import (
-    GREY, Tables,
-    _by_label, _choice_label, _choice_styles, _estimate_note,
-    _footnote, _grid, _is_true, _legend, _log2_batch_axis,
-    _ok, _scale, _sensorless_message, _sensorless_panels,
+    GREY,
+    Tables,
+    _by_label,
+    _choice_label,
+    _choice_styles,
+    _estimate_note,
+    _footnote,
+    _grid,
+    _is_true,
+    _legend,
+    _log2_batch_axis,
+    _ok,
+    _scale,
+    _sensorless_message,
+    _sensorless_panels,
 )
-
-
-from collections.abc import Mapping
 
 
 def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: bool = True,

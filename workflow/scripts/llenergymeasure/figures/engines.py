@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import GREY, OKABE_ITO, SHORT_LABELS, Tables, _footnote, _grid, _legend, _message
+from .style import (
+    GREY,
+    OKABE_ITO,
+    SHORT_LABELS,
+    Tables,
+    _footnote,
+    _grid,
+    _legend,
+    _message,
+)
 
 
 def engine_transfer(data: Tables) -> Figure:

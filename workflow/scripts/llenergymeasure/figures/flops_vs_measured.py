@@ -9,8 +9,18 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .style import (
-    COLUMN_WIDTH_IN, GREY, OKABE_ITO, SHORT_LABELS, WORKLOAD_COLUMNS, Tables,
-    _colour_map, _estimated_platforms_note, _footnote, _grid, _legend, _message,
+    COLUMN_WIDTH_IN,
+    GREY,
+    OKABE_ITO,
+    SHORT_LABELS,
+    WORKLOAD_COLUMNS,
+    Tables,
+    _colour_map,
+    _estimated_platforms_note,
+    _footnote,
+    _grid,
+    _legend,
+    _message,
 )
 
 

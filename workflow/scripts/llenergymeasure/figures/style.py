@@ -14,14 +14,14 @@ from collections.abc import Iterable, Mapping
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import ticker
+from matplotlib.figure import Figure
 
-from ..tables import METRIC_LABELS  # noqa: E402
-from ..variants import BACKEND_NAMES, VARIANTS  # noqa: E402
+from ..tables import METRIC_LABELS
+from ..variants import BACKEND_NAMES, VARIANTS
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable under common colour-vision deficiencies.
 # Yellow last: it is the hardest to see on white.

@@ -8,9 +8,21 @@ from matplotlib.figure import Figure
 
 from ..energy_analysis import study_energy
 from .style import (
-    GREY, PAGE_WIDTH_IN, Tables,
-    _choice_label, _colour_map, _estimate_note,
-    _estimated_platforms_note, _footnote, _grid, _is_true, _legend, _metric_label, _scale, _sensorless_message, _sensorless_panels,
+    GREY,
+    PAGE_WIDTH_IN,
+    Tables,
+    _choice_label,
+    _colour_map,
+    _estimate_note,
+    _estimated_platforms_note,
+    _footnote,
+    _grid,
+    _is_true,
+    _legend,
+    _metric_label,
+    _scale,
+    _sensorless_message,
+    _sensorless_panels,
 )
 
 

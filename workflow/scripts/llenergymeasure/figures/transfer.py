@@ -8,8 +8,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .style import (
-    GREY, OKABE_ITO, SHORT_LABELS, WORKLOAD_COLUMNS, Tables,
-    _estimated_platforms_note, _footnote, _grid, _legend, _message, _metric_label,
+    GREY,
+    OKABE_ITO,
+    SHORT_LABELS,
+    WORKLOAD_COLUMNS,
+    Tables,
+    _estimated_platforms_note,
+    _footnote,
+    _grid,
+    _legend,
+    _message,
+    _metric_label,
 )
 
 

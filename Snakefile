@@ -4,7 +4,7 @@
 #   snakemake --cores all --configfile STUDY    another study (replaces the default entirely)
 #   snakemake --cores 1 paper_figures           every paper figure from paper/data/, no GPU
 #
-# DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figures
+# DAG: model -> quantise | gguf -> measure -> flops -> aggregate -> analyse -> figure, latex_tables
 #      model -> adapter -> measure_adapter -> flops_adapter -> aggregate  (LoRA adapters)
 #      model -> reference_logits; quantise | gguf -> fidelity -> fidelity_table -> analyse
 
@@ -64,6 +64,8 @@ localrules:
     aggregate,
     fidelity_table,
     analyse,
+    figure,
+    latex_tables,
     figures,
     paper_figures,
     serving_figures,

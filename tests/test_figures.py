@@ -7,15 +7,17 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
+import pandas as pd
 import pytest
 
 import study_tables
 from conftest import copy_workflow, run_snakemake
-from llenergymeasure import analysis, figures, tables
+from llenergymeasure import analysis, figures, findings, outputs, tables
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "config" / "models"
@@ -193,25 +195,111 @@ def test_rule_files_are_snakefmt_clean():
     assert result.returncode == 0, result.stderr
 
 
+def _jobs(output: str, rule: str) -> list[dict[str, str]]:
+    """The jobs of `rule` snakemake printed: their input and wildcards lines."""
+    jobs = []
+    for block in re.split(r"\n(?=\[|rule |localrule )", output):
+        if re.match(rf"(local)?rule {rule}:", block.strip()):
+            fields = dict(re.findall(r"^\s+(input|wildcards): (.*)$", block, flags=re.MULTILINE))
+            jobs.append(fields)
+    return jobs
+
+
 def test_paper_figures_rebuilds_everything_from_shipped_tables_alone(tmp_path, one_platform):
-    """A fresh copy whose paper/data holds only the two tables: paper_figures runs alone
-    (no other job planned) and leaves every figure, table and analysis."""
+    """A fresh copy whose paper/data holds only the two tables: paper_figures plans only the
+    analysis, figure and table rules (one job per figure, reading only its analyses), leaves
+    every figure, table and analysis, and gives the tables the library gives in process."""
+    from llenergymeasure.config import load_config
+
     workflow = copy_workflow(tmp_path / "repo")
     data = workflow / "paper" / "data"
     shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True)
     one_platform["measurements"].to_parquet(data / "measurements.parquet")
     one_platform["summary"].to_parquet(data / "summary.parquet")
-    result = run_snakemake(workflow, "--cores", "1", "paper_figures", timeout=300)
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    job_stats = (result.stdout + result.stderr).split("Job stats:")[1].split("\n\n")[0]
+    result = run_snakemake(workflow, "--cores", "1", "paper_figures", timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    job_stats = output.split("Job stats:")[1].split("\n\n")[0]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", job_stats, flags=re.MULTILINE))
-    assert planned == {"paper_figures": "1", "total": "1"}, planned
+    n_figures = str(len(outputs.FIGURES))
+    assert planned == {"analyse": "1", "figure": n_figures, "latex_tables": "1", "paper_figures": "1",
+                       "total": str(len(outputs.FIGURES) + 3)}, planned
+    figure_jobs = _jobs(output, "figure")
+    assert len(figure_jobs) == len(outputs.FIGURES)
+    for job in figure_jobs:
+        name = re.search(r"figure=(\w+)", job["wildcards"]).group(1)
+        expected = {"paper/data/measurements.parquet", "paper/data/summary.parquet"} | {
+            f"results/paper_figures/analysis/{a}.parquet" for a in outputs.FIGURES[name].reads}
+        assert set(job["input"].split(", ")) == expected, name
     out = workflow / "results" / "paper_figures"
     for path in figures.figure_paths(str(out)).values():
         assert Path(path).stat().st_size > 0, path
     for name in analysis.ANALYSES:
         assert (out / "analysis" / f"{name}.parquet").is_file(), name
+
+    # value for value what the library computes in process from the same tables and settings
+    config = load_config(workflow / "config" / "config.yaml")
+    expected = tmp_path / "expected"
+    analysis.analyse_files(
+        data / "measurements.parquet", data / "summary.parquet",
+        analysis.analysis_paths(str(expected / "analysis")), config["analysis"],
+        sorted((workflow / "config" / "models").glob("*.json")),
+        analysis.families_from_config(config["models"], workflow), config["workload"]["new_tokens"],
+    )
+    for name in analysis.ANALYSES:
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / "analysis" / f"{name}.parquet"),
+            pd.read_parquet(expected / "analysis" / f"{name}.parquet"), obj=name,
+        )
+    study = figures.load_study(
+        data / "measurements.parquet", data / "summary.parquet",
+        analysis.analysis_paths(str(expected / "analysis")),
+        use_estimated_energy=config["analysis"]["use_estimated_energy"],
+    )
+    tables.write_all(study, expected / "tables")
+    findings.write_markdown(study, expected / "tables" / "findings.md")
+    for path in sorted((expected / "tables").iterdir()):
+        assert (out / "tables" / path.name).read_text() == path.read_text(), path.name
+
+
+def test_each_figure_and_table_reads_only_what_the_registry_says(two_platforms, one_platform, tmp_path):
+    """Drawn from a mapping that records every key asked for, each figure asks for exactly
+    the analyses `outputs.FIGURES` gives it (those are its rule's only inputs), and the
+    tables for no analysis outside `outputs.TABLES`."""
+
+    class Recording(Mapping):
+        def __init__(self, data, allowed):
+            self.data, self.allowed, self.asked = data, set(allowed), set()
+
+        def __getitem__(self, key):
+            self.asked.add(key)
+            if key not in self.allowed:
+                raise KeyError(key)
+            return self.data[key]
+
+        def __iter__(self):
+            return iter(k for k in self.data if k in self.allowed)
+
+        def __len__(self):
+            return len(self.allowed)
+
+    base = {"measurements", "summary", "use_estimated_energy"}
+    for name, spec in outputs.FIGURES.items():
+        asked = set()
+        for study in (two_platforms, one_platform):
+            recording = Recording(study, base | set(spec.reads))
+            with figures.plt.rc_context(figures.STYLE):
+                figures.plt.close(figures.FIGURES[name][0](recording))
+            asked |= recording.asked
+        assert asked - base == set(spec.reads), name
+    for name, reads in outputs.TABLES.items():
+        recording = Recording(two_platforms, base | set(reads))
+        tables.TABLES[name][0](recording)
+        assert recording.asked - base == set(reads), name
+    recording = Recording(two_platforms, base | {"findings"})
+    findings.write_markdown(recording, tmp_path / "findings.md")
+    assert recording.asked - base == {"findings"}
 
 
 # paper/refresh.py ------------------------------------------------------------------------------

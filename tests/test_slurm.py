@@ -43,7 +43,7 @@ def test_profile_gpu_rules_ask_for_gpus_through_the_gpu_resource():
     for rule in ("measure", "quantise"):
         assert int(resources[rule]["gpu"]) >= 1, rule
         assert resources[rule]["slurm_partition"] != load_profile()["default-resources"]["slurm_partition"]
-    for rule in ("model", "gguf", "flops", "aggregate", "analyse", "figures"):
+    for rule in ("model", "gguf", "flops", "aggregate", "analyse", "figure", "latex_tables"):
         assert "gpu" not in resources.get(rule, {}), f"{rule} is CPU-only"
 
 
@@ -205,7 +205,7 @@ SMALL_STUDY = {
 # every rule that does real work must have gone through sbatch.
 SUBMITTED = ("group_*_model", "rule_quantise", "rule_measure", "group_*_flops")
 # Declared `localrules` in the Snakefile: cheap table and figure rules run on the submitting host.
-LOCAL = ("rule_aggregate", "rule_analyse", "rule_figures")
+LOCAL = ("rule_aggregate", "rule_analyse", "rule_figure", "rule_latex_tables")
 
 
 def test_small_study_through_slurm_matches_a_local_run(cluster, tmp_path):

@@ -1,11 +1,14 @@
-# The study's analyses (llenergymeasure/analysis.py), one Parquet per analysis.
+# The study's analyses (llenergymeasure/analysis), one Parquet per analysis, under a root:
+# results/ from this run's aggregate, results/paper_figures/ from the shipped paper/data/
+# (llenergymeasure/outputs.py: SOURCES).
 
 from glob import glob
 
-from llenergymeasure.analysis import all_analysis_outputs, analysis_paths
+from llenergymeasure.outputs import all_analysis_outputs, analysis_paths, root_pattern
 
 # Architecture configs swept by the 2N-formula analysis (every one in config/models/).
 ARCHITECTURE_CONFIGS = sorted(glob("config/models/*.json"))
+ROOT_PATTERN = root_pattern()
 
 
 rule analyse:
@@ -13,19 +16,19 @@ rule analyse:
     per-family transfer error, 2N error, quantisation effect, prefill/decode shares,
     cross-engine transfer, fidelity and the findings table."""
     input:
-        measurements="results/aggregate/measurements.parquet",
-        summary="results/aggregate/summary.parquet",
-        fidelity="results/aggregate/fidelity.parquet",
+        unpack(study_tables),
         architectures=ARCHITECTURE_CONFIGS,
     output:
-        **analysis_paths("results/analysis"),
+        **analysis_paths("{root}/analysis"),
     log:
-        "logs/analyse.log",
+        "logs/analyse/{root}.log",
+    wildcard_constraints:
+        root=ROOT_PATTERN,
     conda:
         "../../envs/figures.yaml"
     threads: 1
     params:
-        analysis=config["analysis"],
+        analysis=study_analysis,
         new_tokens=config["workload"]["new_tokens"],
     script:
         "../scripts/analyse.py"

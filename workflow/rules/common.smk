@@ -15,7 +15,7 @@ from llenergymeasure.config import (
     resolve_device,
 )
 from llenergymeasure.job_gpus import gpus_needed
-from llenergymeasure.serving.figures import FIGURES as SERVING_FIGURES
+from llenergymeasure.outputs import SERVING_FIGURES
 from llenergymeasure.serving.settings import serving_jobs
 from llenergymeasure.backend_specs import SPECS as BACKEND_SPECS
 from llenergymeasure.variants import BACKEND_NAMES, VARIANTS
@@ -285,3 +285,61 @@ def fidelity_records():
     """One fidelity record per measured (model, variant), the input of fidelity_table."""
     pairs = sorted({(j.model, j.quant) for j in JOBS})
     return [f"results/fidelity/{model}/{quant}.json" for model, quant in pairs]
+
+
+# --- analyses, figures and tables under a root (analyse.smk, figures.smk): results/ for this
+# run's study, results/paper_figures/ for the shipped one (llenergymeasure/outputs.py, light)
+
+from llenergymeasure.outputs import FIGURES, SOURCES, TABLE_READS, analysis_settings
+
+
+def study_tables(wildcards):
+    """The aggregate tables of the study under a root; a shipped study may lack fidelity."""
+    source = SOURCES[wildcards.root]
+    fidelity = f"{source.tables}/fidelity.parquet"
+    if source.fidelity_optional and not Path(fidelity).exists():
+        fidelity = []
+    return {
+        "measurements": f"{source.tables}/measurements.parquet",
+        "summary": f"{source.tables}/summary.parquet",
+        "fidelity": fidelity,
+    }
+
+
+def study_analysis(wildcards):
+    """The analysis section the study under a root is analysed with (a shipped manifest's)."""
+    return analysis_settings(wildcards.root, config["analysis"])
+
+
+def aggregate_tables(wildcards):
+    """The two aggregate tables every figure and table reads, for the study under a root."""
+    tables = SOURCES[wildcards.root].tables
+    return {
+        "measurements": f"{tables}/measurements.parquet",
+        "summary": f"{tables}/summary.parquet",
+    }
+
+
+def figure_inputs(wildcards):
+    """The aggregate tables and only the analyses this figure reads (outputs.FIGURES)."""
+    return aggregate_tables(wildcards) | {
+        name: f"{wildcards.root}/analysis/{name}.parquet"
+        for name in FIGURES[wildcards.figure].reads
+    }
+
+
+def table_inputs(wildcards):
+    """The aggregate tables and the analyses the LaTeX tables read (outputs.TABLES)."""
+    return aggregate_tables(wildcards) | {
+        name: f"{wildcards.root}/analysis/{name}.parquet" for name in TABLE_READS
+    }
+
+
+def figure_family(wildcards):
+    """The report category of a figure: its family."""
+    return FIGURES[wildcards.figure].family
+
+
+def uses_estimated_energy(wildcards):
+    """Whether the study under a root opted in to estimated energy (analysis.use_estimated_energy)."""
+    return bool(study_analysis(wildcards).get("use_estimated_energy", False))

@@ -1,34 +1,68 @@
-# The study's figures and LaTeX tables (llenergymeasure/figures.py, tables.py), and the
-# reviewers' rule that rebuilds all of them from the shipped results in paper/data/ alone.
+# The study's figures and LaTeX tables (llenergymeasure/figures, tables.py), one job per
+# figure, under a root as for rule analyse: results/ for this run's study, and
+# results/paper_figures/ for the shipped one in paper/data/ (rule paper_figures), which
+# reviewers rebuild from the shipped tables alone. Names, paths, what each figure reads and
+# its report category: llenergymeasure/outputs.py.
 
-from llenergymeasure.analysis import analysis_paths, shipped_analysis_config
-from llenergymeasure.figures import all_figure_outputs, figure_paths
+from llenergymeasure.outputs import (
+    FIGURE_PATTERN,
+    PAPER_ROOT,
+    STUDY_ROOT,
+    all_figure_outputs,
+    caption,
+    table_paths,
+)
 
-# Each PNG goes into `snakemake --report` with its caption (workflow/report/<name>.rst).
-REPORTED_FIGURE_OUTPUTS = figure_paths("results")
-for key, path in REPORTED_FIGURE_OUTPUTS.items():
-    if key.endswith("_png"):
-        caption = f"../report/{key.removesuffix('_png')}.rst"
-        REPORTED_FIGURE_OUTPUTS[key] = report(path, caption=caption, category="Figures")
 
-
-rule figures:
-    """Every registered figure (PDF, PNG) and LaTeX table from the aggregate and analyses."""
+rule figure:
+    """One registered figure, as PDF and PNG (the PNG in `snakemake --report`, under its family)."""
     input:
-        **analysis_paths("results/analysis"),
-        measurements="results/aggregate/measurements.parquet",
-        summary="results/aggregate/summary.parquet",
+        unpack(figure_inputs),
     output:
-        **REPORTED_FIGURE_OUTPUTS,
+        pdf="{root}/figures/{figure}.pdf",
+        png=report(
+            "{root}/figures/{figure}.png",
+            caption="../report/figure.rst",
+            category=figure_family,
+        ),
     log:
-        "logs/figures.log",
+        "logs/figure/{root}/{figure}.log",
+    wildcard_constraints:
+        root=ROOT_PATTERN,
+        figure=FIGURE_PATTERN,
     conda:
         "../../envs/figures.yaml"
     threads: 1
     params:
-        use_estimated_energy=config["analysis"]["use_estimated_energy"],
+        use_estimated_energy=uses_estimated_energy,
+        caption=lambda wildcards: caption(wildcards.figure),
     script:
-        "../scripts/figures.py"
+        "../scripts/figure.py"
+
+
+rule latex_tables:
+    """Every registered LaTeX table, and the findings table also as Markdown."""
+    input:
+        unpack(table_inputs),
+    output:
+        **table_paths("{root}"),
+    log:
+        "logs/latex_tables/{root}.log",
+    wildcard_constraints:
+        root=ROOT_PATTERN,
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    params:
+        use_estimated_energy=uses_estimated_energy,
+    script:
+        "../scripts/latex_tables.py"
+
+
+rule figures:
+    """Every registered figure (PDF, PNG) and LaTeX table of this run's study."""
+    input:
+        all_figure_outputs(STUDY_ROOT),
 
 
 rule paper_figures:
@@ -36,25 +70,5 @@ rule paper_figures:
     quantise or measure job, no GPU. The analysis section comes from the shipped
     manifest (paper/data/manifest.json) when it has one."""
     input:
-        measurements="paper/data/measurements.parquet",
-        summary="paper/data/summary.parquet",
-        # shipped with studies that scored fidelity (rule fidelity_table); older ones have none
-        fidelity=lambda wc: (
-            ["paper/data/fidelity.parquet"]
-            if Path("paper/data/fidelity.parquet").exists()
-            else []
-        ),
-    output:
-        **figure_paths("results/paper_figures"),
-        **analysis_paths("results/paper_figures/analysis"),
-    log:
-        "logs/paper_figures.log",
-    conda:
-        "../../envs/figures.yaml"
-    threads: 1
-    params:
-        analysis=shipped_analysis_config("paper/data/manifest.json", config["analysis"]),
-        architectures=ARCHITECTURE_CONFIGS,
-        new_tokens=config["workload"]["new_tokens"],
-    script:
-        "../scripts/paper_figures.py"
+        all_figure_outputs(PAPER_ROOT),
+        all_analysis_outputs(PAPER_ROOT),

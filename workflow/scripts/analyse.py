@@ -1,4 +1,4 @@
-"""Adapter of rule `analyse`: every analysis of the aggregate tables, one Parquet each."""
+"""Adapter of rule `analyse`: every analysis of a study's aggregate tables, one Parquet each."""
 
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.analysis import ANALYSES, analyse_files, families_from_config
@@ -16,6 +16,6 @@ run_rule(
         architecture_paths=snakemake.input.architectures,
         families=families_from_config(snakemake.config["models"], REPO_ROOT),
         new_tokens=snakemake.params.new_tokens,
-        fidelity_path=snakemake.input.fidelity,
+        fidelity_path=snakemake.input.fidelity or None,
     ),
 )

@@ -25,7 +25,7 @@ def _label(row: pd.Series) -> str:
 
 
 def adapter_overhead_figure(data: Tables):
-    from . import figures as base
+    from .figures import style as base
 
     table = data.get("adapter_overhead")
     if table is None or table.empty:

@@ -189,7 +189,7 @@ def engine_pareto_transfer(
 ) -> pd.DataFrame:
     """Frontier of fidelity against each cost on engine a against that on engine b, over the
     items both measured with both values, per platform and workload (module docstring)."""
-    from .analysis import pareto_mask  # analysis imports this module
+    from .analysis.pareto import pareto_mask  # analysis imports this module
 
     table = with_fidelity(usable(summary), fidelity)
     matches = engine_matches(summary) if matches is None else matches

@@ -350,6 +350,12 @@ TABLES: dict[str, tuple[Callable[[Tables], pd.DataFrame], str]] = {
 }
 
 
+from .outputs import TABLES as _REGISTERED  # noqa: E402
+
+if list(TABLES) != list(_REGISTERED):
+    raise AssertionError(f"tables {list(TABLES)} differ from outputs.TABLES {list(_REGISTERED)}")
+
+
 def write(name: str, data: Tables, path: str | Path) -> None:
     """Write table `name` as a LaTeX file."""
     function, caption = TABLES[name]

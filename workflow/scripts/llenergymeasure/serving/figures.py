@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..figures import STYLE, plt
+from ..outputs import SERVING_FIGURES
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def energy_figure(rows: Any) -> Any:
 
 
 FIGURES = {"serving_latency": latency_figure, "serving_energy": energy_figure}
+if tuple(FIGURES) != SERVING_FIGURES:
+    raise AssertionError(f"serving figures {tuple(FIGURES)} differ from outputs.SERVING_FIGURES {SERVING_FIGURES}")
 
 
 def draw(rows: Any, outputs: dict[str, tuple[str | Path, str | Path]]) -> None:

@@ -1,4 +1,4 @@
-"""Figures of the cross-engine transfer and of fidelity, in the study style (`figures`).
+"""Figures of the cross-engine transfer and of fidelity, in the study style (`figures.style`).
 
 Registered in `figures.FIGURES` with the other figures; each takes the study's tables by
 name and returns a matplotlib Figure, or one that says why there is nothing to draw.
@@ -9,7 +9,16 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from .figures import GREY, OKABE_ITO, SHORT_LABELS, Tables, _footnote, _grid, _legend, _message
+from .style import (
+    GREY,
+    OKABE_ITO,
+    SHORT_LABELS,
+    Tables,
+    _footnote,
+    _grid,
+    _legend,
+    _message,
+)
 
 
 def engine_transfer(data: Tables) -> Figure:

@@ -53,8 +53,14 @@ def device_name(device: str) -> str | None:
     return environment.cpu_model_name()
 
 
-def measure_backend(name: str, variant: dict[str, Any], args: argparse.Namespace, device: str,
-                    hf_config: dict[str, Any], meter: energy.EnergyMeter) -> dict[str, Any]:
+def measure_backend(
+    name: str,
+    variant: dict[str, Any],
+    args: argparse.Namespace,
+    device: str,
+    hf_config: dict[str, Any],
+    meter: energy.EnergyMeter,
+) -> dict[str, Any]:
     settings: dict[str, Any] = {"max_new_tokens": args.new}
     if args.threads:
         settings["threads"] = args.threads
@@ -76,17 +82,25 @@ def measure_backend(name: str, variant: dict[str, Any], args: argparse.Namespace
     kv_dtype = "float16" if name == "llamacpp" else info.compute_dtype  # llama.cpp keeps an f16 KV cache
     mbu = None
     if step_s and step_s > 0 and info.weight_bytes_memory and kv_dtype in KV_BYTES:
-        moved = flops.decode_bytes_per_step(hf_config, args.batch, args.prompt, args.new,
-                                            info.weight_bytes_memory, KV_BYTES[kv_dtype])
+        moved = flops.decode_bytes_per_step(
+            hf_config, args.batch, args.prompt, args.new, info.weight_bytes_memory, KV_BYTES[kv_dtype]
+        )
         mbu = hardware.mbu(moved, step_s, device_name(device)) if moved else None
     return {
-        "backend": name, "quant": variant["quant"], "kernel": info.kernel_path, "version": version,
-        "tok_s": tokens / full.per_call_s, "ttft_ms": 1e3 * prefill.per_call_s,
+        "backend": name,
+        "quant": variant["quant"],
+        "kernel": info.kernel_path,
+        "version": version,
+        "tok_s": tokens / full.per_call_s,
+        "ttft_ms": 1e3 * prefill.per_call_s,
         "step_ms": None if step_s is None else 1e3 * step_s,
         "j_per_token": None if joules is None else joules / tokens,
         "j_unc": None if uncertainty is None else uncertainty / tokens,
-        "source": full.reading.source, "estimate": full.reading.is_estimate, "mbu": mbu,
-        "compile_s": info.extra.get("compile_s"), "repetitions": full.repetitions,
+        "source": full.reading.source,
+        "estimate": full.reading.is_estimate,
+        "mbu": mbu,
+        "compile_s": info.extra.get("compile_s"),
+        "repetitions": full.repetitions,
     }
 
 
@@ -96,16 +110,21 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def print_table(rows: list[dict[str, Any]], skipped: list[tuple[str, str]], header: str) -> None:
     print(header)
-    print(f"{'backend':<17} {'quant':<12} {'tok/s':>9} {'ms/step':>8} {'TTFT ms':>8} {'J/token':>30} "
-          f"{'MBU':>6} {'compile s':>9}  kernel")
+    print(
+        f"{'backend':<17} {'quant':<12} {'tok/s':>9} {'ms/step':>8} {'TTFT ms':>8} {'J/token':>30} "
+        f"{'MBU':>6} {'compile s':>9}  kernel"
+    )
     for r in rows:
         energy_text = "n/a"
         if r["j_per_token"] is not None:
-            energy_text = (f"{'~' if r['estimate'] else ''}{r['j_per_token']:.3g}"
-                           f" ±{_fmt(r['j_unc'], '.2g')} {r['source']}")
-        print(f"{r['backend']:<17} {r['quant']:<12} {r['tok_s']:>9.1f} {_fmt(r['step_ms'], '.2f'):>8} "
-              f"{r['ttft_ms']:>8.2f} {energy_text:>30} {_fmt(r['mbu'], '.1%'):>6} {_fmt(r['compile_s'], '.1f'):>9}  "
-              f"{r['kernel']} ({r['version']})")
+            energy_text = (
+                f"{'~' if r['estimate'] else ''}{r['j_per_token']:.3g} ±{_fmt(r['j_unc'], '.2g')} {r['source']}"
+            )
+        print(
+            f"{r['backend']:<17} {r['quant']:<12} {r['tok_s']:>9.1f} {_fmt(r['step_ms'], '.2f'):>8} "
+            f"{r['ttft_ms']:>8.2f} {energy_text:>30} {_fmt(r['mbu'], '.1%'):>6} {_fmt(r['compile_s'], '.1f'):>9}  "
+            f"{r['kernel']} ({r['version']})"
+        )
     for name, reason in skipped:
         print(f"{name:<17} skipped: {reason}")
 
@@ -116,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "results")
     parser.add_argument("--backends", nargs="+", default=list(ALL_BACKENDS), choices=ALL_BACKENDS)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--dtype", choices=tuple(KV_BYTES), help="pytorch/vllm variant dtype (default: float32 on "
-                        "CPU, bfloat16 on CUDA)")
+    parser.add_argument(
+        "--dtype",
+        choices=tuple(KV_BYTES),
+        help="pytorch/vllm variant dtype (default: float32 on CPU, bfloat16 on CUDA)",
+    )
     parser.add_argument("--gguf", default="gguf-f16", help="the llamacpp variant (gguf-f16, gguf-q8_0, gguf-q4_k_m)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--prompt", type=int, default=64)
@@ -151,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure_backend(name, variant, args, device, hf_config, meter))
         except (ImportError, RuntimeError, ValueError, OSError) as exc:
             skipped.append((name, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
-    header = (f"{args.model}, batch {args.batch}, prompt {args.prompt}, new {args.new}, device {device} "
-              f"({device_name(device)}), energy meter {meter.source}{' (estimate)' if meter.is_estimate else ''}")
+    header = (
+        f"{args.model}, batch {args.batch}, prompt {args.prompt}, new {args.new}, device {device} "
+        f"({device_name(device)}), energy meter {meter.source}{' (estimate)' if meter.is_estimate else ''}"
+    )
     print_table(rows, skipped, header)
     return 0 if rows else 1
 

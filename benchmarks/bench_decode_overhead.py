@@ -37,9 +37,15 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
-              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_efficient_attention_forward",
-              "aten::_scaled_dot_product_attention_math")
+MATMUL_OPS = (
+    "aten::mm",
+    "aten::addmm",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_efficient_attention_forward",
+    "aten::_scaled_dot_product_attention_math",
+)
 
 
 def _timed(backend, inputs, new_tokens: int) -> tuple[float, float]:
@@ -85,8 +91,7 @@ def aten_seconds_per_step(backend, inputs, steps: int, rounds: int) -> tuple[flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--architecture", action="append", required=True,
-                        help="architecture config.json (repeatable)")
+    parser.add_argument("--architecture", action="append", required=True, help="architecture config.json (repeatable)")
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--steps", type=int, default=16, help="decode steps per timed call")
     parser.add_argument("--rounds", type=int, default=5)
@@ -97,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     from llenergymeasure.backends import get_backend
     from llenergymeasure.models import materialise_random
 
-    print(f"{'model':24s} {'params':>8s} {'step ms':>8s} {'cpu ms':>7s} {'aten ms':>8s} "
-          f"{'matmul ms':>9s} {'prof ms':>8s} {'overhead':>8s}")
+    print(
+        f"{'model':24s} {'params':>8s} {'step ms':>8s} {'cpu ms':>7s} {'aten ms':>8s} "
+        f"{'matmul ms':>9s} {'prof ms':>8s} {'overhead':>8s}"
+    )
     for architecture in args.architecture:
         with tempfile.TemporaryDirectory() as work:
             model_dir = Path(work) / "model"
@@ -112,12 +119,25 @@ def main(argv: list[str] | None = None) -> int:
             aten, matmul, profiled = aten_seconds_per_step(backend, inputs, args.steps, args.rounds)
             backend.close()
         overhead = 1.0 - aten / profiled
-        print(f"{Path(architecture).stem:24s} {params / 1e6:7.1f}M {wall * 1e3:8.2f} {cpu * 1e3:7.2f} "
-              f"{aten * 1e3:8.2f} {matmul * 1e3:9.2f} {profiled * 1e3:8.2f} {overhead:8.1%}")
-        print(json.dumps({"model": Path(architecture).stem, "params": params, "prompt": args.prompt,
-                          "step_wall_s": wall, "step_cpu_s": cpu, "aten_self_s": aten,
-                          "matmul_self_s": matmul, "profiled_step_wall_s": profiled,
-                          "overhead_share": overhead}))
+        print(
+            f"{Path(architecture).stem:24s} {params / 1e6:7.1f}M {wall * 1e3:8.2f} {cpu * 1e3:7.2f} "
+            f"{aten * 1e3:8.2f} {matmul * 1e3:9.2f} {profiled * 1e3:8.2f} {overhead:8.1%}"
+        )
+        print(
+            json.dumps(
+                {
+                    "model": Path(architecture).stem,
+                    "params": params,
+                    "prompt": args.prompt,
+                    "step_wall_s": wall,
+                    "step_cpu_s": cpu,
+                    "aten_self_s": aten,
+                    "matmul_self_s": matmul,
+                    "profiled_step_wall_s": profiled,
+                    "overhead_share": overhead,
+                }
+            )
+        )
     return 0
 
 

@@ -76,8 +76,13 @@ def load_vllm(variant: dict, settings: dict, args: argparse.Namespace) -> dict:
 
     if not args.merged:
         raise SystemExit("--backend vllm needs --merged (the merge_adapter checkpoint)")
-    settings = {**settings, "max_prompt_tokens": args.prompt, "max_new_tokens": args.new,
-                "kv_cache_memory_bytes": 1 << 27, "load_format": "auto"}
+    settings = {
+        **settings,
+        "max_prompt_tokens": args.prompt,
+        "max_new_tokens": args.new,
+        "kv_cache_memory_bytes": 1 << 27,
+        "load_format": "auto",
+    }
     backends = {}
     for state in STATES:
         extra = lora_vllm.engine_settings(args.adapter, settings) if state == "unmerged" else {}
@@ -113,13 +118,15 @@ def main() -> None:
     rates: dict[str, dict[str, list[float]]] = {s: {"wall": [], "cpu": []} for s in backends}
     order = list(backends)
     for round_index in range(args.rounds):
-        for state in order[round_index % 3:] + order[: round_index % 3]:
+        for state in order[round_index % 3 :] + order[: round_index % 3]:
             wall, cpu = window(backends[state], inputs, args.new, args.window, tokens)
             rates[state]["wall"].append(wall)
             rates[state]["cpu"].append(cpu)
         print(f"round {round_index}: " + "  ".join(f"{s} {rates[s]['wall'][-1]:.1f}" for s in order), flush=True)
-    print(f"\n{args.backend}: b={args.batch} s={args.prompt} t={args.new}, {args.rounds} rounds x {args.window} s windows, "
-          f"{args.threads} thread(s)")
+    print(
+        f"\n{args.backend}: b={args.batch} s={args.prompt} t={args.new}, {args.rounds} rounds x {args.window} s windows, "
+        f"{args.threads} thread(s)"
+    )
     for clock in ("wall", "cpu"):
         medians = {s: statistics.median(rates[s][clock]) for s in order}
         print(f"{clock:4s} tok/s median: " + ", ".join(f"{s} {medians[s]:.1f}" for s in order))
@@ -128,9 +135,11 @@ def main() -> None:
             # the same round's windows ran seconds apart, under the same load: their ratio drifts less
             paired = np.array(rates[top][clock]) / np.array(rates[bottom][clock])
             paired_low, paired_high, paired_cover = intervals.median_interval(paired)
-            print(f"  {clock} {top}/{bottom}: ratio of medians {ratio:.3f} [{low:.3f}, {high:.3f}] (coverage >= {cover:.3f}); "
-                  f"median paired ratio {statistics.median(paired):.3f} [{paired_low:.3f}, {paired_high:.3f}] "
-                  f"(coverage {paired_cover:.3f})")
+            print(
+                f"  {clock} {top}/{bottom}: ratio of medians {ratio:.3f} [{low:.3f}, {high:.3f}] (coverage >= {cover:.3f}); "
+                f"median paired ratio {statistics.median(paired):.3f} [{paired_low:.3f}, {paired_high:.3f}] "
+                f"(coverage {paired_cover:.3f})"
+            )
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
@@ -71,7 +72,9 @@ def bare_rate(backend: Backend, inputs: Any, batch_size: int, new_tokens: int, s
     return Rate(tokens / wall, tokens / cpu)
 
 
-def harness_rate(backend: Backend, meter: energy.EnergyMeter, inputs: Any, batch_size: int, protocol: measure.Protocol) -> Rate:
+def harness_rate(
+    backend: Backend, meter: energy.EnergyMeter, inputs: Any, batch_size: int, protocol: measure.Protocol
+) -> Rate:
     """One trial as `measure.measure_trial` runs it (prefill window, full window with the meter
     and peak memory, streamed probe); wall rate as the row reports it, CPU rate over the full
     window including the meter's reads at its edges."""
@@ -86,13 +89,32 @@ def harness_rate(backend: Backend, meter: energy.EnergyMeter, inputs: Any, batch
     return Rate(tokens / full.elapsed_s, tokens / cpu)
 
 
-def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size: int, prompt_tokens: int,
-            new_tokens: int, window_s: float, rounds: int, seed: int = 0) -> dict[str, Any]:
+def compare(
+    backend: Backend,
+    meter: energy.EnergyMeter,
+    device: str,
+    batch_size: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    window_s: float,
+    rounds: int,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Alternate bare loops and harness trials; return per-round figures and medians."""
     protocol = measure.Protocol(
-        device=device, batch_sizes=(batch_size,), prompt_tokens=(prompt_tokens,), new_tokens=new_tokens,
-        seed=seed, trials=1, warmup_runs=2, warmup_min_s=0.0, warmup_cv_threshold=None, warmup_max_s=60.0,
-        min_window_s=window_s, idle_baseline_s=0.0, energy_source="auto",
+        device=device,
+        batch_sizes=(batch_size,),
+        prompt_tokens=(prompt_tokens,),
+        new_tokens=new_tokens,
+        seed=seed,
+        trials=1,
+        warmup_runs=2,
+        warmup_min_s=0.0,
+        warmup_cv_threshold=None,
+        warmup_max_s=60.0,
+        min_window_s=window_s,
+        idle_baseline_s=0.0,
+        energy_source="auto",
     )
     inputs = backend.prepare_inputs(batch_size, prompt_tokens, seed)
     measure.warm_up(backend, inputs, protocol)
@@ -111,9 +133,13 @@ def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size
 
     return {
         "energy_source": meter.source,
-        "batch_size": batch_size, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
-        "window_s": window_s, "rounds": rounds,
-        "bare": [vars(rate) for rate in bare], "harness": [vars(rate) for rate in harness],
+        "batch_size": batch_size,
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "window_s": window_s,
+        "rounds": rounds,
+        "bare": [vars(rate) for rate in bare],
+        "harness": [vars(rate) for rate in harness],
         "bare_median_tokens_per_s": statistics.median(rate.wall for rate in bare),
         "harness_median_tokens_per_s": statistics.median(rate.wall for rate in harness),
         # Adjacent bare/harness pairs share the machine's state, so medians of paired ratios
@@ -124,19 +150,27 @@ def compare(backend: Backend, meter: energy.EnergyMeter, device: str, batch_size
 
 
 def report(result: dict[str, Any]) -> None:
-    print(f"energy source {result['energy_source']}, batch {result['batch_size']}, prompt {result['prompt_tokens']}, "
-          f"new tokens {result['new_tokens']}, {result['rounds']} rounds of {result['window_s']} s windows")
+    print(
+        f"energy source {result['energy_source']}, batch {result['batch_size']}, prompt {result['prompt_tokens']}, "
+        f"new tokens {result['new_tokens']}, {result['rounds']} rounds of {result['window_s']} s windows"
+    )
     for index, (bare, harness) in enumerate(zip(result["bare"], result["harness"], strict=True)):
-        print(f"  round {index:2d}: tok/s bare {bare['wall']:9.1f} harness {harness['wall']:9.1f} "
-              f"ratio {harness['wall'] / bare['wall']:.4f} | tok per CPU-s ratio {harness['cpu'] / bare['cpu']:.4f}")
-    print(f"median tok/s: bare {result['bare_median_tokens_per_s']:.1f}, harness {result['harness_median_tokens_per_s']:.1f}")
+        print(
+            f"  round {index:2d}: tok/s bare {bare['wall']:9.1f} harness {harness['wall']:9.1f} "
+            f"ratio {harness['wall'] / bare['wall']:.4f} | tok per CPU-s ratio {harness['cpu'] / bare['cpu']:.4f}"
+        )
+    print(
+        f"median tok/s: bare {result['bare_median_tokens_per_s']:.1f}, harness {result['harness_median_tokens_per_s']:.1f}"
+    )
     print(f"overhead ratio (harness / bare tok/s, median of paired rounds): {result['ratio']:.4f}  (target >= 0.99)")
     print(f"CPU-time ratio (harness / bare tok per CPU-second, median of pairs): {result['cpu_ratio']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", type=Path, default=REPO_ROOT / "results/variants/tiny-llama/none-float32/variant.json")
+    parser.add_argument(
+        "--variant", type=Path, default=REPO_ROOT / "results/variants/tiny-llama/none-float32/variant.json"
+    )
     parser.add_argument("--backend", default="pytorch")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=1)
@@ -148,14 +182,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if not args.variant.is_file():
-        parser.error(f"--variant: {args.variant} does not exist; build one with the pipeline, e.g. "
-                     "`snakemake results/variants/tiny-llama/none-float32/variant.json`, or pass another")
+        parser.error(
+            f"--variant: {args.variant} does not exist; build one with the pipeline, e.g. "
+            "`snakemake results/variants/tiny-llama/none-float32/variant.json`, or pass another"
+        )
     # one GPU, pinned before the backend initialises CUDA, so the meter reads that GPU only
     gpus = job_gpus.pin_job_gpus(1) if args.device == "cuda" else None
     meter = energy.select_meter(args.device, gpus)
     backend = get_backend(args.backend)(json.loads(args.settings), args.device)
     backend.load(json.loads(args.variant.read_text()))
-    result = compare(backend, meter, args.device, args.batch_size, args.prompt_tokens, args.new_tokens, args.window, args.rounds)
+    result = compare(
+        backend, meter, args.device, args.batch_size, args.prompt_tokens, args.new_tokens, args.window, args.rounds
+    )
     report(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

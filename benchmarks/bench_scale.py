@@ -30,8 +30,11 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "workflow" / "scripts"))
 
-from llenergymeasure.variants import check_supported  # noqa: E402
-from llenergymeasure.variants import VARIANTS, quants_for_backend  # noqa: E402
+from llenergymeasure.variants import (  # noqa: E402
+    VARIANTS,
+    check_supported,
+    quants_for_backend,
+)
 
 DRY_RUN_TARGET_S = 15.0
 AGGREGATE_TARGET_S = 10.0
@@ -44,9 +47,7 @@ def cpu_jobs_per_model(architecture: str) -> dict[str, list[str]]:
     model_type = json.loads((REPO_ROOT / architecture).read_text())["model_type"]
     per_backend = {}
     for backend in ("pytorch", "pytorch-compiled", "llamacpp"):
-        per_backend[backend] = [
-            q for q in quants_for_backend(backend) if check_supported(q, False, model_type) is None
-        ]
+        per_backend[backend] = [q for q in quants_for_backend(backend) if check_supported(q, False, model_type) is None]
     return per_backend
 
 
@@ -82,8 +83,14 @@ def time_dry_run(n_jobs: int, repeats: int) -> tuple[list[float], int]:
         config = Path(tmp) / "sweep.yaml"
         config.write_text(yaml.safe_dump(sweep_config(n_jobs), sort_keys=False))
         command = [
-            str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "1",
-            "--configfile", str(config), "--quiet", "rules",
+            str(Path(sys.executable).parent / "snakemake"),
+            "-n",
+            "--cores",
+            "1",
+            "--configfile",
+            str(config),
+            "--quiet",
+            "rules",
         ]
         times, planned = [], 0
         for _ in range(repeats):
@@ -130,18 +137,34 @@ def synthetic_rows(n_rows: int, n_files: int, out_dir: Path) -> list[Path]:
         status = np.where(rng.random(n) < 0.01, "failed", "ok")
         frame = pd.DataFrame(
             {
-                "model": model, "quant": quant, "backend": backend, "dtype": "float32",
-                "batch_size": batch, "prompt_tokens": prompt, "output_tokens": 16,
-                "trial": np.arange(n) % trials, "status": status,
+                "model": model,
+                "quant": quant,
+                "backend": backend,
+                "dtype": "float32",
+                "batch_size": batch,
+                "prompt_tokens": prompt,
+                "output_tokens": 16,
+                "trial": np.arange(n) % trials,
+                "status": status,
                 "error": np.where(status == "failed", "synthetic failure", None),
-                "latency_s": latency, "ttft_s": ttft, "tpot_s": (latency - ttft) / 15,
+                "latency_s": latency,
+                "ttft_s": ttft,
+                "tpot_s": (latency - ttft) / 15,
                 "tokens_per_s": batch * 16 / latency,
-                "energy_j": energy, "energy_j_per_output_token": energy / (batch * 16),
-                "energy_uncertainty_j": energy * 0.2, "energy_source": "estimate-cpu-tdp",
-                "energy_is_estimate": True, "peak_memory_bytes": rng.integers(10**7, 10**8, n),
-                "quant_method": VARIANTS[quant].method, "weight_bits": VARIANTS[quant].weight_bits,
-                "weights": "random", "platform_id": "cpu-x1", "device": "cpu",
-                "device_name": "synthetic", "flops_total": batch * 1e9, "flops_method": "analytical-exact",
+                "energy_j": energy,
+                "energy_j_per_output_token": energy / (batch * 16),
+                "energy_uncertainty_j": energy * 0.2,
+                "energy_source": "estimate-cpu-tdp",
+                "energy_is_estimate": True,
+                "peak_memory_bytes": rng.integers(10**7, 10**8, n),
+                "quant_method": VARIANTS[quant].method,
+                "weight_bits": VARIANTS[quant].weight_bits,
+                "weights": "random",
+                "platform_id": "cpu-x1",
+                "device": "cpu",
+                "device_name": "synthetic",
+                "flops_total": batch * 1e9,
+                "flops_method": "analytical-exact",
             }
         )
         path = out_dir / backend / quant / f"{model}.parquet"
@@ -161,9 +184,7 @@ def time_aggregate(n_rows: int, n_files: int, repeats: int) -> tuple[list[float]
         times, cpu_times, n_measurements, n_summary = [], [], 0, 0
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            measurements, summary = aggregate(
-                paths, Path(tmp) / "measurements.parquet", Path(tmp) / "summary.parquet"
-            )
+            measurements, summary = aggregate(paths, Path(tmp) / "measurements.parquet", Path(tmp) / "summary.parquet")
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
             n_measurements, n_summary = len(measurements), len(summary)
@@ -188,14 +209,18 @@ def main() -> int:
         times, planned = time_dry_run(args.jobs, args.repeats)
         ok = statistics.median(times) <= DRY_RUN_TARGET_S
         within &= ok
-        print(f"snakemake -n, {args.jobs} measure jobs requested, {planned} planned: {describe(times)}; "
-              f"target <= {DRY_RUN_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}")
+        print(
+            f"snakemake -n, {args.jobs} measure jobs requested, {planned} planned: {describe(times)}; "
+            f"target <= {DRY_RUN_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}"
+        )
     if not args.skip_aggregate:
         times, cpu_times, n_rows, n_configs = time_aggregate(args.rows, args.jobs, args.repeats)
         ok = statistics.median(times) <= AGGREGATE_TARGET_S
         within &= ok
-        print(f"aggregate, {n_rows} synthetic trial rows in {args.jobs} files -> {n_configs} configurations: "
-              f"{describe(times)}; CPU {describe(cpu_times)}; target <= {AGGREGATE_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}")
+        print(
+            f"aggregate, {n_rows} synthetic trial rows in {args.jobs} files -> {n_configs} configurations: "
+            f"{describe(times)}; CPU {describe(cpu_times)}; target <= {AGGREGATE_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}"
+        )
     return 0 if within else 1
 
 

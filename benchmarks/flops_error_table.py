@@ -59,10 +59,20 @@ def verify_on_meta(config: dict, prompt: int) -> float | None:
         ids = torch.zeros((1, prompt), dtype=torch.long)
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
-                        past_key_values=DynamicCache(config=model.config), logits_to_keep=1)
-            model(input_ids=ids[:, :1], attention_mask=torch.ones((1, prompt + 1), dtype=torch.long),
-                  past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+            out = model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                use_cache=True,
+                past_key_values=DynamicCache(config=model.config),
+                logits_to_keep=1,
+            )
+            model(
+                input_ids=ids[:, :1],
+                attention_mask=torch.ones((1, prompt + 1), dtype=torch.long),
+                past_key_values=out.past_key_values,
+                use_cache=True,
+                logits_to_keep=1,
+            )
     expected = flops.count_generate(config, 1, prompt, 2)["flops_total"]
     return (expected - counter.get_total_flops()) / counter.get_total_flops()
 
@@ -75,8 +85,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
 
-    header = ["model", "prompt", "exact_prefill_gflop", "2n_err_prefill_pct", f"exact_gen{args.new}_gflop",
-              f"2n_err_gen{args.new}_pct", "2n_active_err_gen_pct", "attention_share_gen_pct"]
+    header = [
+        "model",
+        "prompt",
+        "exact_prefill_gflop",
+        "2n_err_prefill_pct",
+        f"exact_gen{args.new}_gflop",
+        f"2n_err_gen{args.new}_pct",
+        "2n_active_err_gen_pct",
+        "attention_share_gen_pct",
+    ]
     if args.verify:
         header.append("meta_counter_rel_diff")
     rows: list[list] = []
@@ -89,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             prefill = flops.count_generate(config, args.batch, prompt, 1)
             row = [
-                label, prompt,
+                label,
+                prompt,
                 f"{prefill['flops_total'] / 1e9:,.1f}",
                 f"{error(prefill['flops_2n_reference'], prefill['flops_total']):+.1f}",
             ]

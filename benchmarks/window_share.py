@@ -56,12 +56,17 @@ def measure_breakdown(results: Path) -> dict[str, float]:
     if not files:
         return {"windows_s": 0.0, "warmup_s": 0.0, "trials": 0}
     rows = pd.concat([pd.read_parquet(f).assign(_file=str(f)) for f in files], ignore_index=True)
-    windows = pd.to_numeric(rows["window_s"], errors="coerce").sum() + \
-        pd.to_numeric(rows["prefill_window_s"], errors="coerce").sum()
+    windows = (
+        pd.to_numeric(rows["window_s"], errors="coerce").sum()
+        + pd.to_numeric(rows["prefill_window_s"], errors="coerce").sum()
+    )
     shapes = rows.groupby(["_file", "batch_size", "prompt_tokens"])["warmup_s"].first()
-    return {"windows_s": float(windows), "warmup_s": float(pd.to_numeric(shapes, errors="coerce").sum()),
-            "probe_estimate_s": float(pd.to_numeric(rows["latency_s"], errors="coerce").sum()),
-            "trials": int(len(rows))}
+    return {
+        "windows_s": float(windows),
+        "warmup_s": float(pd.to_numeric(shapes, errors="coerce").sum()),
+        "probe_estimate_s": float(pd.to_numeric(rows["latency_s"], errors="coerce").sum()),
+        "trials": len(rows),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("."))
     parser.add_argument("--log", type=Path, help="Snakemake main log (default: the newest)")
     args = parser.parse_args(argv)
-    log = args.log or max((args.workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    log = args.log or max(
+        (args.workdir / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime
+    )
     spans = job_spans(log.read_text())
     if not spans:
         print(f"{log}: no finished job", file=sys.stderr)
@@ -80,14 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         per_rule[rule].append((end - start).total_seconds())
     print(f"run {log.name}: wall {wall:.0f} s, {len(spans)} jobs")
     for rule, seconds in sorted(per_rule.items(), key=lambda item: -sum(item[1])):
-        print(f"  {rule:18s} {len(seconds):4d} jobs {sum(seconds):8.0f} s  ({100 * sum(seconds) / wall:5.1f} % of wall)")
+        print(
+            f"  {rule:18s} {len(seconds):4d} jobs {sum(seconds):8.0f} s  ({100 * sum(seconds) / wall:5.1f} % of wall)"
+        )
     inside = measure_breakdown(args.workdir / "results")
     measure_s = sum(per_rule.get("measure", []))
-    print(f"measure jobs {measure_s:.0f} s: windows {inside['windows_s']:.1f} s, warm-up {inside['warmup_s']:.1f} s, "
-          f"streamed probes ~{inside.get('probe_estimate_s', 0):.1f} s (one generate per trial), "
-          f"rest {measure_s - inside['windows_s'] - inside['warmup_s'] - inside.get('probe_estimate_s', 0):.1f} s")
-    print(f"measured-window share: {100 * inside['windows_s'] / wall:.1f} % of the run's wall time "
-          f"({100 * inside['windows_s'] / measure_s:.1f} % of measure-job time)" if measure_s else "no measure job")
+    print(
+        f"measure jobs {measure_s:.0f} s: windows {inside['windows_s']:.1f} s, warm-up {inside['warmup_s']:.1f} s, "
+        f"streamed probes ~{inside.get('probe_estimate_s', 0):.1f} s (one generate per trial), "
+        f"rest {measure_s - inside['windows_s'] - inside['warmup_s'] - inside.get('probe_estimate_s', 0):.1f} s"
+    )
+    print(
+        f"measured-window share: {100 * inside['windows_s'] / wall:.1f} % of the run's wall time "
+        f"({100 * inside['windows_s'] / measure_s:.1f} % of measure-job time)"
+        if measure_s
+        else "no measure job"
+    )
     return 0
 
 

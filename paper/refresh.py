@@ -32,19 +32,34 @@ except ImportError:  # a plain checkout
 
 import pandas as pd  # noqa: E402
 
-from llenergymeasure.config import ConfigError, load_config  # noqa: E402
-from llenergymeasure.config import measurement_settings  # noqa: E402
+from llenergymeasure.config import (  # noqa: E402
+    ConfigError,
+    load_config,
+    measurement_settings,
+)
 from llenergymeasure.environment import config_hash  # noqa: E402
 from llenergymeasure.io import sha256_file as sha256  # noqa: E402
-from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 from llenergymeasure.io import write_json_atomic  # noqa: E402
+from llenergymeasure.variants import BACKEND_NAMES  # noqa: E402
 
 TABLES = ("measurements.parquet", "summary.parquet")
 OPTIONAL_TABLES = ("fidelity.parquet",)  # shipped when the run made it (rule fidelity_table)
 # Environment fields recorded per platform in the manifest.
 ENVIRONMENT_FIELDS = (
-    "device", "device_name", "gpu_names", "gpu_count", "driver", "cuda_driver", "cuda_runtime",
-    "cudnn", "power_limit_w", "cpu_model", "cpu_logical_cores", "machine", "os", "python",
+    "device",
+    "device_name",
+    "gpu_names",
+    "gpu_count",
+    "driver",
+    "cuda_driver",
+    "cuda_runtime",
+    "cudnn",
+    "power_limit_w",
+    "cpu_model",
+    "cpu_logical_cores",
+    "machine",
+    "os",
+    "python",
     "libraries",
 )
 
@@ -132,13 +147,13 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
             "energy_sources": _unique(rows["energy_source"]),
             "energy_is_estimate": _unique(rows["energy_is_estimate"]),
             "models": _unique(rows["model"]),
-            "trials": int(len(rows)),
+            "trials": len(rows),
             "failed_trials": int((rows["status"].astype(object) == "failed").sum()),
             "environment": envs.get(str(platform)),
         }
     row_hashes = _unique(measurements.get("config_hash", pd.Series(dtype=object)))
     manifest = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "source": _shown(aggregate),
         "refreshed_at_commit": _git_head(REPO),
         "schema_version": _unique(measurements.get("schema_version", pd.Series(dtype=object))),
@@ -146,12 +161,11 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
         "commits": _unique(measurements.get("git_commit", pd.Series(dtype=object))),
         "config": _shown(config_path),
         # rows carry the hash of the measurement settings they depend on (one per backend)
-        "config_matches_rows": bool(row_hashes) and set(row_hashes) <= {
-            config_hash(measurement_settings(config, backend)) for backend in BACKEND_NAMES
-        },
+        "config_matches_rows": bool(row_hashes)
+        and set(row_hashes) <= {config_hash(measurement_settings(config, backend)) for backend in BACKEND_NAMES},
         "analysis": config["analysis"],
         "platforms": platforms,
-        "configurations": int(len(summary)),
+        "configurations": len(summary),
         "files": {
             str(path.relative_to(dest)): {"sha256": sha256(path), "bytes": path.stat().st_size}
             for path in sorted([dest / n for n in shipped] + sorted((dest / "analysis").glob("*.parquet")))
@@ -167,8 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=REPO / "results", help="the run's results/ folder")
     parser.add_argument("--dest", type=Path, default=REPO / "paper" / "data", help="where to ship them")
-    parser.add_argument("--config", type=Path, default=REPO / "config" / "config.yaml",
-                        help="the config the study ran with (its analysis section is shipped)")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO / "config" / "config.yaml",
+        help="the config the study ran with (its analysis section is shipped)",
+    )
     args = parser.parse_args(argv)
     try:
         manifest = refresh(args.results, args.dest, args.config)
@@ -176,10 +194,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"refresh: {error}", file=sys.stderr)
         return 2
     if not manifest["config_matches_rows"]:
-        print(f"refresh: warning: {args.config} hashes to none of the rows' config hashes "
-              f"{manifest['config_hashes']}; pass the study's config with --config", file=sys.stderr)
-    print(f"shipped {manifest['configurations']} configurations from "
-          f"{len(manifest['platforms'])} platform(s) to {args.dest}")
+        print(
+            f"refresh: warning: {args.config} hashes to none of the rows' config hashes "
+            f"{manifest['config_hashes']}; pass the study's config with --config",
+            file=sys.stderr,
+        )
+    print(
+        f"shipped {manifest['configurations']} configurations from "
+        f"{len(manifest['platforms'])} platform(s) to {args.dest}"
+    )
     return 0
 
 

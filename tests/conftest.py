@@ -27,9 +27,19 @@ def vllm_python() -> Path:
         pytest.fail(f"the vLLM venv is missing ({VLLM_PYTHON}): run install.sh, or set LLEM_VLLM_PYTHON")
     return VLLM_PYTHON
 
+
 # What a fresh clone holds: never results/, logs/, .snakemake/ or the venv.
 _COPY_IGNORE = shutil.ignore_patterns(
-    ".git", ".venv", ".venv-vllm", "results", "logs", ".snakemake", "__pycache__", ".pytest_cache", "*.egg-info", "report.html"
+    ".git",
+    ".venv",
+    ".venv-vllm",
+    "results",
+    "logs",
+    ".snakemake",
+    "__pycache__",
+    ".pytest_cache",
+    "*.egg-info",
+    "report.html",
 )
 
 
@@ -39,7 +49,9 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = 900, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the venv's snakemake in `workdir`, capturing output."""
     full_env = {**os.environ, **(env or {})}
     full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"

@@ -26,16 +26,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scrip
 SHAPE = (2, 12, 8)  # batch, prompt, new: decode caches 12..18 cross a 16-token window's edge
 WINDOW = 16
 PER_FAMILY_S = 30
-SUB_CONFIG_KEYS = ("text_config", "vision_config", "audio_config", "decoder_config", "encoder_config",
-                   "speech_config", "depth_decoder_config", "backbone_config", "vq_config", "audio_encoder_config")
+SUB_CONFIG_KEYS = (
+    "text_config",
+    "vision_config",
+    "audio_config",
+    "decoder_config",
+    "encoder_config",
+    "speech_config",
+    "depth_decoder_config",
+    "backbone_config",
+    "vq_config",
+    "audio_encoder_config",
+)
 SHRINK = {  # standard name -> tiny value, applied only where the family's config has the field
-    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-    "intermediate_size": 96, "vocab_size": 128, "head_dim": 16, "moe_intermediate_size": 32,
-    "shared_expert_intermediate_size": 48, "num_experts": 4, "num_local_experts": 4, "n_routed_experts": 4,
-    "num_experts_per_tok": 2, "moe_topk": 2, "top_k": 2, "n_shared_experts": 1, "first_k_dense_replace": 1,
-    "kv_lora_rank": 16, "q_lora_rank": 24, "qk_rope_head_dim": 8, "qk_nope_head_dim": 8, "v_head_dim": 16,
-    "n_group": 1, "topk_group": 1, "ffn_dim": 96, "word_embed_proj_dim": 64, "max_position_embeddings": 256,
-    "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 0,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 96,
+    "vocab_size": 128,
+    "head_dim": 16,
+    "moe_intermediate_size": 32,
+    "shared_expert_intermediate_size": 48,
+    "num_experts": 4,
+    "num_local_experts": 4,
+    "n_routed_experts": 4,
+    "num_experts_per_tok": 2,
+    "moe_topk": 2,
+    "top_k": 2,
+    "n_shared_experts": 1,
+    "first_k_dense_replace": 1,
+    "kv_lora_rank": 16,
+    "q_lora_rank": 24,
+    "qk_rope_head_dim": 8,
+    "qk_nope_head_dim": 8,
+    "v_head_dim": 16,
+    "n_group": 1,
+    "topk_group": 1,
+    "ffn_dim": 96,
+    "word_embed_proj_dim": 64,
+    "max_position_embeddings": 256,
+    "pad_token_id": 0,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "decoder_start_token_id": 0,
 }
 
 
@@ -57,7 +91,7 @@ def tiny_config(model_type: str):
     cls = CONFIG_MAPPING[model_type]
     try:
         defaults = cls().to_dict()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return None, f"default config does not build ({type(exc).__name__})"
     if defaults.get("is_encoder_decoder"):
         return None, "encoder-decoder"
@@ -85,7 +119,7 @@ def tiny_config(model_type: str):
             fields[key] = WINDOW
     try:
         return cls(**fields), None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return None, f"tiny config rejected ({type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''})"
 
 
@@ -93,11 +127,19 @@ def counted_generate(model, batch: int, prompt: int, new: int) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    ids = torch.randint(3, min(model.config.vocab_size, 128), (batch, prompt), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(
+        3, min(model.config.vocab_size, 128), (batch, prompt), generator=torch.Generator().manual_seed(1)
+    )
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                             do_sample=False, pad_token_id=0)
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
     if out.shape[-1] != prompt + new:
         raise RuntimeError(f"generate returned {out.shape[-1] - prompt} new tokens, not {new}")
     return counter.get_total_flops()
@@ -117,14 +159,18 @@ def sweep_one(model_type: str) -> dict:
     torch.manual_seed(0)
     try:
         try:
-            model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", experts_implementation="eager")
+            model = AutoModelForCausalLM.from_config(
+                config, attn_implementation="eager", experts_implementation="eager"
+            )
         except (TypeError, ValueError):
             model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
         model.eval()
         batch, prompt, new = SHAPE
         reference = counted_generate(model, batch, prompt, new)
-    except Exception as exc:  # noqa: BLE001
-        row["reason"] = f"tiny model does not build or generate ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
+    except Exception as exc:
+        row["reason"] = (
+            f"tiny model does not build or generate ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''})"
+        )
         return row
     if reference <= 0:
         row["reason"] = "FlopCounterMode records no FLOPs for its generate()"
@@ -177,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         row["seconds"] = round(time.perf_counter() - begun, 2)
         rows.append(row)
         error = "" if row.get("error") is None else f"{100 * row['error']:+.4f}%"
-        print(f"{row['family']:<28} {row['outcome']:<9} {error:>11}  {row['seconds']:6.2f}s  "
-              f"{(row.get('reason') or '')[:150]}", flush=True)
+        print(
+            f"{row['family']:<28} {row['outcome']:<9} {error:>11}  {row['seconds']:6.2f}s  "
+            f"{(row.get('reason') or '')[:150]}",
+            flush=True,
+        )
     total = time.perf_counter() - start
     counts: dict[str, int] = {}
     for row in rows:

@@ -26,7 +26,7 @@ class StandInNvml:
     gpus: list[StandInGpu]
     calls: list[str] = field(default_factory=list)
 
-    def install(self, monkeypatch: Any) -> "StandInNvml":
+    def install(self, monkeypatch: Any) -> StandInNvml:
         """Patch pynvml and reset the caches that remember the real driver's answer."""
         import pynvml
         import zeus.device.gpu as zeus_gpu

@@ -75,9 +75,7 @@ def ensure_installed(timeout_s: float = 600.0) -> None:
     install = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
     first = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout_s)
     if first.returncode != 0:
-        update = subprocess.run(
-            ["apt-get", "update"], env=env, capture_output=True, text=True, timeout=timeout_s
-        )
+        update = subprocess.run(["apt-get", "update"], env=env, capture_output=True, text=True, timeout=timeout_s)
         if update.returncode != 0:
             raise ClusterUnavailable(f"apt-get update failed: {update.stderr.strip()[-500:]}")
         second = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout_s)
@@ -152,16 +150,14 @@ class LocalSlurmCluster:
                 f"SlurmdLogFile={w / 'slurmd.log'}",
                 "SlurmctldDebug=info",
                 "SlurmdDebug=info",
-                f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={cpus} "
-                f"RealMemory={mem_mib} State=UNKNOWN",
-                f"PartitionName={self.partition} Nodes={self.node_name} Default=YES "
-                "MaxTime=INFINITE State=UP",
+                f"NodeName={self.node_name} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mib} State=UNKNOWN",
+                f"PartitionName={self.partition} Nodes={self.node_name} Default=YES MaxTime=INFINITE State=UP",
                 "",
             ]
         )
 
     # ---------------------------------------------------------------- lifecycle
-    def start(self, timeout_s: float = 90.0) -> "LocalSlurmCluster":
+    def start(self, timeout_s: float = 90.0) -> LocalSlurmCluster:
         """Install if needed, write slurm.conf, start the daemons, wait for an idle node."""
         reason = unavailable_reason()
         if reason:
@@ -182,7 +178,9 @@ class LocalSlurmCluster:
             self._spawn(
                 "munged",
                 [
-                    "munged", "--foreground", "--force",
+                    "munged",
+                    "--foreground",
+                    "--force",
                     f"--socket={self.munge_socket}",
                     f"--key-file={self.workdir / 'munge' / 'munge.key'}",
                     f"--pid-file={self.workdir / 'munge' / 'munged.pid'}",
@@ -229,7 +227,7 @@ class LocalSlurmCluster:
             self._lock_fd = None
         self.stop_s = time.monotonic() - t0
 
-    def __enter__(self) -> "LocalSlurmCluster":
+    def __enter__(self) -> LocalSlurmCluster:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -240,7 +238,9 @@ class LocalSlurmCluster:
         """IDs of this cluster's jobs that squeue still shows as pending or running."""
         out = subprocess.run(
             ["squeue", "--noheader", "--format=%i", "--states=PENDING,RUNNING,COMPLETING"],
-            capture_output=True, text=True, timeout=15,
+            capture_output=True,
+            text=True,
+            timeout=15,
         )
         return out.stdout.split() if out.returncode == 0 else []
 
@@ -248,7 +248,9 @@ class LocalSlurmCluster:
         """How many jobs the controller has accepted since it started (all states)."""
         out = subprocess.run(
             ["squeue", "--noheader", "--format=%i", "--states=all"],
-            capture_output=True, text=True, timeout=15,
+            capture_output=True,
+            text=True,
+            timeout=15,
         )
         return len(out.stdout.split()) if out.returncode == 0 else 0
 
@@ -268,7 +270,10 @@ class LocalSlurmCluster:
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.stdout", "wb")  # noqa: SIM115 (the daemon writes it while it runs)
         self.processes[name] = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -280,7 +285,9 @@ class LocalSlurmCluster:
     def _node_idle(self) -> bool:
         out = subprocess.run(
             ["sinfo", "--noheader", "--nodes", self.node_name, "--format=%T"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return out.returncode == 0 and out.stdout.strip() == "idle"
 

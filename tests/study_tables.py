@@ -26,17 +26,29 @@ REFERENCE = {"model": "tiny-llama", "quant": "none-float32", "backend": "pytorch
 CONFIG_ANALYSIS = {
     "reference": REFERENCE,
     "compound_metrics": [
-        "flops_per_output_token", "latency_s", "peak_memory_bytes", "energy_j_per_output_token",
+        "flops_per_output_token",
+        "latency_s",
+        "peak_memory_bytes",
+        "energy_j_per_output_token",
     ],
     "extra_results": [],
 }
-_QUANT_COST = {"none-float32": 1.0, "none-bfloat16": 0.8, "bnb-nf4": 1.6, "gguf-q8_0": 0.7,
-               "bnb-int8": 1.9}
+_QUANT_COST = {"none-float32": 1.0, "none-bfloat16": 0.8, "bnb-nf4": 1.6, "gguf-q8_0": 0.7, "bnb-int8": 1.9}
 _PLATFORMS = {
-    "cpu-test": {"scale": 1.0, "device": "cpu", "device_name": "Test CPU", "estimate": True,
-                 "source": "estimate-cpu-tdp"},
-    "gpu-test": {"scale": 0.05, "device": "cuda", "device_name": "NVIDIA H100 80GB HBM3",
-                 "estimate": False, "source": "zeus-nvml"},
+    "cpu-test": {
+        "scale": 1.0,
+        "device": "cpu",
+        "device_name": "Test CPU",
+        "estimate": True,
+        "source": "estimate-cpu-tdp",
+    },
+    "gpu-test": {
+        "scale": 0.05,
+        "device": "cuda",
+        "device_name": "NVIDIA H100 80GB HBM3",
+        "estimate": False,
+        "source": "zeus-nvml",
+    },
 }
 
 
@@ -64,29 +76,40 @@ def measurements(
                     failed = batch == failed_batch
                     ok = lambda value, failed=failed: None if failed else value  # noqa: E731
                     flops_per_token = 2.6e6 * size * (1.0 + 0.01 * (model == "tiny-llama"))
-                    rows.append({
-                        "platform_id": platform, "model": model, "quant": quant,
-                        "backend": backend, "batch_size": batch, "prompt_tokens": 64,
-                        "output_tokens": 32, "trial": trial,
-                        "status": "failed" if failed else "ok",
-                        "error": "CUDA out of memory" if failed else None,
-                        "dtype": "bfloat16" if "bfloat16" in quant else "float32",
-                        "quant_method": quant.split("-")[0] if quant.startswith("none") else quant,
-                        "latency_s": ok(latency), "ttft_s": ok(latency * 0.1),
-                        "tpot_s": ok(latency * 0.9 / 31), "tokens_per_s": ok(batch * 32 / latency),
-                        "energy_j": ok(per_token * batch * 32),
-                        "energy_j_per_output_token": ok(per_token),
-                        "energy_prefill_j": ok(per_token * batch * 32 * 0.2),
-                        "energy_decode_j": ok(per_token * batch * 32 * 0.8),
-                        "energy_source": spec["source"], "energy_is_estimate": spec["estimate"],
-                        "peak_memory_bytes": ok(int(4e6 * size / quant_cost + 1e5 * batch)),
-                        "weights": "random",
-                        "perplexity": 500.0 + 10.0 * _QUANT_COST[quant] + 5.0 * size,
-                        "device": spec["device"], "device_name": spec["device_name"],
-                        "flops_total": flops_per_token * batch * 32,
-                        "flops_per_output_token": flops_per_token,
-                        "flops_2n_reference": 0.95 * flops_per_token * batch * 32,
-                    })
+                    rows.append(
+                        {
+                            "platform_id": platform,
+                            "model": model,
+                            "quant": quant,
+                            "backend": backend,
+                            "batch_size": batch,
+                            "prompt_tokens": 64,
+                            "output_tokens": 32,
+                            "trial": trial,
+                            "status": "failed" if failed else "ok",
+                            "error": "CUDA out of memory" if failed else None,
+                            "dtype": "bfloat16" if "bfloat16" in quant else "float32",
+                            "quant_method": quant.split("-")[0] if quant.startswith("none") else quant,
+                            "latency_s": ok(latency),
+                            "ttft_s": ok(latency * 0.1),
+                            "tpot_s": ok(latency * 0.9 / 31),
+                            "tokens_per_s": ok(batch * 32 / latency),
+                            "energy_j": ok(per_token * batch * 32),
+                            "energy_j_per_output_token": ok(per_token),
+                            "energy_prefill_j": ok(per_token * batch * 32 * 0.2),
+                            "energy_decode_j": ok(per_token * batch * 32 * 0.8),
+                            "energy_source": spec["source"],
+                            "energy_is_estimate": spec["estimate"],
+                            "peak_memory_bytes": ok(int(4e6 * size / quant_cost + 1e5 * batch)),
+                            "weights": "random",
+                            "perplexity": 500.0 + 10.0 * _QUANT_COST[quant] + 5.0 * size,
+                            "device": spec["device"],
+                            "device_name": spec["device_name"],
+                            "flops_total": flops_per_token * batch * 32,
+                            "flops_per_output_token": flops_per_token,
+                            "flops_2n_reference": 0.95 * flops_per_token * batch * 32,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 

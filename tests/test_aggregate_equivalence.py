@@ -32,7 +32,12 @@ def _previous_aggregate(paths, extra_folders=()):
     """The pandas aggregation as it was (read, merge platforms, conform), without writing."""
     tables = [pq.read_table(path) for path in paths]
     tables = [t for t in tables if t.num_rows]
-    integers = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype()}
+    integers = {
+        pa.int8(): pd.Int8Dtype(),
+        pa.int16(): pd.Int16Dtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+    }
     rows = pa.concat_tables(tables, promote_options="default").to_pandas(types_mapper=integers.get)
     rows = adapter_analysis.with_adapter_columns(rows)
     frames = [rows] + [
@@ -40,7 +45,17 @@ def _previous_aggregate(paths, extra_folders=()):
         for folder in extra_folders
     ]
     merged = pd.concat(frames, ignore_index=True)
-    keys = ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens", "replicate", "trial"]
+    keys = [
+        "platform_id",
+        "model",
+        "quant",
+        "backend",
+        "batch_size",
+        "prompt_tokens",
+        "output_tokens",
+        "replicate",
+        "trial",
+    ]
     if "replicate" not in merged.columns:
         keys.remove("replicate")
     keys += [key for key in KEY_COLUMNS if key in merged]
@@ -85,10 +100,20 @@ def test_the_shipped_study_split_into_job_files_aggregates_as_before(tmp_path):
 
 def _edge_rows(platform: str, n: int, **columns) -> pd.DataFrame:
     base = {
-        "model": "m", "quant": "none-float32", "backend": "pytorch", "dtype": "float32", "batch_size": 1,
-        "prompt_tokens": 8, "output_tokens": 4, "trial": np.arange(n), "status": "ok",
-        "energy_source": "unavailable", "energy_is_estimate": False, "platform_id": platform,
-        "latency_s": np.linspace(0.5, 0.9, n), "tokens_per_s": np.linspace(8, 9, n),
+        "model": "m",
+        "quant": "none-float32",
+        "backend": "pytorch",
+        "dtype": "float32",
+        "batch_size": 1,
+        "prompt_tokens": 8,
+        "output_tokens": 4,
+        "trial": np.arange(n),
+        "status": "ok",
+        "energy_source": "unavailable",
+        "energy_is_estimate": False,
+        "platform_id": platform,
+        "latency_s": np.linspace(0.5, 0.9, n),
+        "tokens_per_s": np.linspace(8, 9, n),
         "energy_j_per_output_token": np.nan,
     }
     return pd.DataFrame({**base, **columns})
@@ -97,8 +122,13 @@ def _edge_rows(platform: str, n: int, **columns) -> pd.DataFrame:
 def test_edge_cases_of_the_casts_aggregate_as_before(tmp_path):
     frames = {
         # a text column stored as floats (all NaN), integers above 2**53 with an empty cell, a flag with one
-        "a": _edge_rows("cpu-a", 3, error=np.nan, flops_total=pd.array([2**60 + 1, None, 3], dtype="Int64"),
-                        warmup_converged=pd.array([True, None, False], dtype="boolean")),
+        "a": _edge_rows(
+            "cpu-a",
+            3,
+            error=np.nan,
+            flops_total=pd.array([2**60 + 1, None, 3], dtype="Int64"),
+            warmup_converged=pd.array([True, None, False], dtype="boolean"),
+        ),
         # columns missing here, a column empty in every row (Arrow null type), replicates
         "b": _edge_rows("cpu-a", 2, model="n", replicate=[1, 2], energy_unavailable_reason=[None, None]),
         # the first file's trials again (dropped), and adapter rows that are not duplicates of base rows
@@ -123,5 +153,7 @@ def test_edge_cases_of_the_casts_aggregate_as_before(tmp_path):
 def test_a_value_that_does_not_fit_its_type_names_the_column(tmp_path):
     path = tmp_path / "bad.parquet"
     _edge_rows("cpu-a", 2, batch_size=["one", "two"]).to_parquet(path, index=False)
-    with pytest.raises(schema.SchemaError, match="column 'batch_size' holds (large_)?string values that are not integer"):
+    with pytest.raises(
+        schema.SchemaError, match=r"column 'batch_size' holds (large_)?string values that are not integer"
+    ):
         aggregate([path], tmp_path / "m.parquet", tmp_path / "s.parquet")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 
@@ -16,9 +15,18 @@ SHIPPED = REPO_ROOT / "paper" / "data" / "measurements.parquet"
 
 
 def _analyse(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT / 'workflow' / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "llenergymeasure.cli", "analyse", *args],
-                          capture_output=True, text=True, timeout=300, env=env, cwd="/")
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{REPO_ROOT / 'workflow' / 'scripts'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "llenergymeasure.cli", "analyse", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd="/",
+    )
 
 
 def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
@@ -31,17 +39,31 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
     summary = stats.summarise(measurements, cv_threshold=config["measurement"]["cv_flag_threshold"])
     summary.to_parquet(tmp_path / "summary.parquet")
     expected = analysis.analyse_files(
-        SHIPPED, tmp_path / "summary.parquet", analysis.analysis_paths(str(tmp_path / "rule")),
-        config["analysis"], sorted((REPO_ROOT / "config" / "models").glob("*.json")),
-        analysis.families_from_config(config["models"], REPO_ROOT), config["workload"]["new_tokens"],
+        SHIPPED,
+        tmp_path / "summary.parquet",
+        analysis.analysis_paths(str(tmp_path / "rule")),
+        config["analysis"],
+        sorted((REPO_ROOT / "config" / "models").glob("*.json")),
+        analysis.families_from_config(config["models"], REPO_ROOT),
+        config["workload"]["new_tokens"],
     )
     pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
     for name in analysis.ANALYSES:
-        pd.testing.assert_frame_equal(pd.read_parquet(out / f"{name}.parquet"),
-                                      pd.read_parquet(tmp_path / "rule" / f"{name}.parquet"), obj=name)
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(out / f"{name}.parquet"), pd.read_parquet(tmp_path / "rule" / f"{name}.parquet"), obj=name
+        )
     agreement = pd.read_parquet(out / "flops_rank_agreement.parquet")
-    contract = ["platform_id", *stats.WORKLOAD_KEYS, "metric", "n_configs", "n_flops_levels",
-                "n_disagreements", "spearman_rho", "spearman_ci_low", "spearman_ci_high"]
+    contract = [
+        "platform_id",
+        *stats.WORKLOAD_KEYS,
+        "metric",
+        "n_configs",
+        "n_flops_levels",
+        "n_disagreements",
+        "spearman_rho",
+        "spearman_ci_low",
+        "spearman_ci_high",
+    ]
     assert set(contract) <= set(agreement.columns) and len(agreement) == len(expected["flops_rank_agreement"]) > 0
     tests = pd.read_parquet(out / "rank_difference_tests.parquet")
     assert {"platform_id", "metric", "n_configs", "test", "p_value", "effect_size"} <= set(tests.columns)
@@ -57,8 +79,14 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
     unasked = _analyse(str(tmp_path / "stated.parquet"), "--out", str(tmp_path / "unasked"))
     assert unasked.returncode == 0, unasked.stderr
     assert pd.read_parquet(tmp_path / "unasked" / "quantisation_energy.parquet").empty
-    opted = _analyse(str(tmp_path / "stated.parquet"), "--out", str(tmp_path / "opted"), "--use-estimated-energy",
-                     "--reference", "tiny-gpt2/none-float32/pytorch")
+    opted = _analyse(
+        str(tmp_path / "stated.parquet"),
+        "--out",
+        str(tmp_path / "opted"),
+        "--use-estimated-energy",
+        "--reference",
+        "tiny-gpt2/none-float32/pytorch",
+    )
     assert opted.returncode == 0, opted.stderr
     quantisation = pd.read_parquet(tmp_path / "opted" / "quantisation_energy.parquet")
     assert len(quantisation) > 0 and "gguf-f16" not in set(quantisation["quant"])

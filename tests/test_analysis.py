@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import study_tables
 from scipy import stats as scipy_stats
 
-import study_tables
 from llenergymeasure import analysis, stats
 
 MODELS = Path(__file__).resolve().parents[1] / "config" / "models"
@@ -21,14 +20,28 @@ REF = {"model": "m", "quant": "ref", "backend": "pt"}
 
 def _summary(rows: list[dict]) -> pd.DataFrame:
     """Summary-shaped rows: keys default to one platform and workload, n_ok to 3."""
-    defaults = {"platform_id": "p1", "model": "m", "backend": "pt", "batch_size": 1,
-                "prompt_tokens": 64, "output_tokens": 32, "n_ok": 3}
+    defaults = {
+        "platform_id": "p1",
+        "model": "m",
+        "backend": "pt",
+        "batch_size": 1,
+        "prompt_tokens": 64,
+        "output_tokens": 32,
+        "n_ok": 3,
+    }
     return pd.DataFrame([defaults | row for row in rows])
 
 
 def _trials(rows: list[dict]) -> pd.DataFrame:
-    defaults = {"platform_id": "p1", "model": "m", "backend": "pt", "batch_size": 1,
-                "prompt_tokens": 64, "output_tokens": 32, "status": "ok"}
+    defaults = {
+        "platform_id": "p1",
+        "model": "m",
+        "backend": "pt",
+        "batch_size": 1,
+        "prompt_tokens": 64,
+        "output_tokens": 32,
+        "status": "ok",
+    }
     return pd.DataFrame([defaults | row for row in rows])
 
 
@@ -36,11 +49,18 @@ def _trials(rows: list[dict]) -> pd.DataFrame:
 
 
 def _four(energy, tokens_per_s=(4.0, 3.0, 2.0, 1.0), flops=(1.0, 2.0, 3.0, 4.0)):
-    return _summary([
-        {"quant": q, "flops_per_output_token": f, "energy_j_per_output_token_median": e,
-         "latency_s_median": e, "tokens_per_s_median": t}
-        for q, f, e, t in zip("abcd", flops, energy, tokens_per_s, strict=True)
-    ])
+    return _summary(
+        [
+            {
+                "quant": q,
+                "flops_per_output_token": f,
+                "energy_j_per_output_token_median": e,
+                "latency_s_median": e,
+                "tokens_per_s_median": t,
+            }
+            for q, f, e, t in zip("abcd", flops, energy, tokens_per_s, strict=True)
+        ]
+    )
 
 
 def test_identical_rankings_agree_everywhere():
@@ -75,11 +95,13 @@ def test_tied_flops_get_average_ranks_and_one_position_is_not_a_disagreement():
 
 
 def test_workloads_and_platforms_are_ranked_apart_and_failed_configurations_skipped():
-    table = pd.concat([
-        _four([1.0, 2.0, 3.0, 4.0]),
-        _four([4.0, 3.0, 2.0, 1.0]).assign(batch_size=8),
-        _four([1.0, 2.0, 3.0, 4.0]).assign(platform_id="p2", n_ok=[3, 3, 3, 0]),
-    ])
+    table = pd.concat(
+        [
+            _four([1.0, 2.0, 3.0, 4.0]),
+            _four([4.0, 3.0, 2.0, 1.0]).assign(batch_size=8),
+            _four([1.0, 2.0, 3.0, 4.0]).assign(platform_id="p2", n_ok=[3, 3, 3, 0]),
+        ]
+    )
     agreement = analysis.rank_agreement(
         analysis.flops_rank_comparison(table, metrics=["energy_j_per_output_token"])
     ).set_index(["platform_id", "batch_size"])
@@ -95,14 +117,27 @@ METRICS = ["flops_per_output_token", "latency_s", "peak_memory_bytes", "energy_j
 
 
 def _compound_table(extra: dict | None = None) -> pd.DataFrame:
-    return _summary([
-        {"quant": "ref", "flops_per_output_token": 100.0, "latency_s_median": 2.0,
-         "peak_memory_bytes_median": 1000.0, "energy_j_per_output_token_median": 0.5,
-         "tokens_per_s_median": 10.0},
-        {"quant": "b", "flops_per_output_token": 200.0, "latency_s_median": 1.0,
-         "peak_memory_bytes_median": 4000.0, "energy_j_per_output_token_median": 0.5,
-         "tokens_per_s_median": 20.0, **(extra or {})},
-    ])
+    return _summary(
+        [
+            {
+                "quant": "ref",
+                "flops_per_output_token": 100.0,
+                "latency_s_median": 2.0,
+                "peak_memory_bytes_median": 1000.0,
+                "energy_j_per_output_token_median": 0.5,
+                "tokens_per_s_median": 10.0,
+            },
+            {
+                "quant": "b",
+                "flops_per_output_token": 200.0,
+                "latency_s_median": 1.0,
+                "peak_memory_bytes_median": 4000.0,
+                "energy_j_per_output_token_median": 0.5,
+                "tokens_per_s_median": 20.0,
+                **(extra or {}),
+            },
+        ]
+    )
 
 
 def test_compound_is_the_geometric_mean_of_ratios_to_the_reference():
@@ -128,19 +163,15 @@ def test_missing_metric_value_makes_the_compound_empty_not_smaller():
 
 
 def test_unknown_reference_is_named():
-    with pytest.raises(stats.StatsInputError, match="analysis.reference: m/nope/pt.*m/b/pt"):
+    with pytest.raises(stats.StatsInputError, match=r"analysis\.reference: m/nope/pt.*m/b/pt"):
         analysis.compound_efficiency(_compound_table(), REF | {"quant": "nope"}, METRICS)
 
 
 def test_compound_rank_stability_over_trials():
-    summary = _summary([
-        {"quant": q, "latency_s_median": v} for q, v in (("ref", 1.0), ("b", 2.0), ("c", 3.0))
-    ])
+    summary = _summary([{"quant": q, "latency_s_median": v} for q, v in (("ref", 1.0), ("b", 2.0), ("c", 3.0))])
     # per-trial latencies; trial 2 swaps ref and b
     values = {"ref": [1.0, 1.0, 2.5], "b": [2.0, 2.0, 1.5], "c": [3.0, 3.0, 3.0]}
-    trials = _trials([
-        {"quant": q, "trial": t, "latency_s": v[t]} for q, v in values.items() for t in range(3)
-    ])
+    trials = _trials([{"quant": q, "trial": t, "latency_s": v[t]} for q, v in values.items() for t in range(3)])
     stability = analysis.compound_rank_stability(trials, summary, REF, ["latency_s"]).set_index("quant")
     assert stability.loc["c", "rank_min"] == stability.loc["c", "rank_max"] == 3.0
     assert (stability.loc["ref", "rank_min"], stability.loc["ref", "rank_max"]) == (1.0, 2.0)
@@ -154,11 +185,17 @@ def test_compound_rank_stability_over_trials():
 
 def _two_platforms(values_p2: list[float]) -> pd.DataFrame:
     p1 = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    return pd.concat([
-        _summary([{"quant": f"q{i}", "energy_j_per_output_token_median": v} for i, v in enumerate(p1)]),
-        _summary([{"platform_id": "p2", "quant": f"q{i}", "energy_j_per_output_token_median": v}
-                  for i, v in enumerate(values_p2)]),
-    ])
+    return pd.concat(
+        [
+            _summary([{"quant": f"q{i}", "energy_j_per_output_token_median": v} for i, v in enumerate(p1)]),
+            _summary(
+                [
+                    {"platform_id": "p2", "quant": f"q{i}", "energy_j_per_output_token_median": v}
+                    for i, v in enumerate(values_p2)
+                ]
+            ),
+        ]
+    )
 
 
 def test_identical_rankings_transfer_perfectly():
@@ -221,11 +258,18 @@ def test_known_pareto_set():
 
 
 def _pareto_table(platform: str, points: dict) -> pd.DataFrame:
-    return _summary([
-        {"platform_id": platform, "quant": name, "perplexity": q,
-         "energy_j_per_output_token_median": e, "weights": "trained"}
-        for name, (q, e) in points.items()
-    ])
+    return _summary(
+        [
+            {
+                "platform_id": platform,
+                "quant": name,
+                "perplexity": q,
+                "energy_j_per_output_token_median": e,
+                "weights": "trained",
+            }
+            for name, (q, e) in points.items()
+        ]
+    )
 
 
 def test_pareto_frontiers_per_platform_and_transfer_scores():
@@ -261,11 +305,23 @@ def test_cohens_d_of_known_samples():
 def test_family_transfer_error_hand_computed():
     values = {"c1": (1.0, 2.0), "c2": (2.0, 4.0), "c3": (3.0, 8.0), "c4": (4.0, 6.0)}
     family = {"c1": "llama", "c2": "llama", "c3": "gpt2", "c4": "gpt2"}
-    table = pd.concat([
-        _summary([{"platform_id": p, "model": name, "quant": "q", "model_family": family[name],
-                   "energy_j_per_output_token_median": v[i]} for name, v in values.items()])
-        for i, p in enumerate(("p1", "p2"))
-    ])
+    table = pd.concat(
+        [
+            _summary(
+                [
+                    {
+                        "platform_id": p,
+                        "model": name,
+                        "quant": "q",
+                        "model_family": family[name],
+                        "energy_j_per_output_token_median": v[i],
+                    }
+                    for name, v in values.items()
+                ]
+            )
+            for i, p in enumerate(("p1", "p2"))
+        ]
+    )
     error = analysis.family_transfer_error(table, metrics=["energy_j_per_output_token"]).set_index("family")
     assert error.loc["llama", "mean_abs_rank_shift"] == 0.0
     assert error.loc["gpt2", "mean_abs_rank_shift"] == 1.0  # c3 and c4 swap
@@ -311,14 +367,17 @@ def test_quantisation_energy_ratio_to_baseline():
     trials = _trials(
         [{"quant": "none-float32", "trial": t, "energy_j_per_output_token": 1.0} for t in range(3)]
         + [{"quant": "nf4", "trial": t, "energy_j_per_output_token": 2.0} for t in range(3)]
-        + [{"quant": "none-float32", "batch_size": 4, "trial": t, "energy_j_per_output_token": v}
-           for t, v in enumerate((0.5, 0.6, 0.4))]
-        + [{"quant": "nf4", "batch_size": 4, "trial": t, "energy_j_per_output_token": 0.25}
-           for t in range(3)]
+        + [
+            {"quant": "none-float32", "batch_size": 4, "trial": t, "energy_j_per_output_token": v}
+            for t, v in enumerate((0.5, 0.6, 0.4))
+        ]
+        + [{"quant": "nf4", "batch_size": 4, "trial": t, "energy_j_per_output_token": 0.25} for t in range(3)]
         + [{"quant": "int8", "platform_id": "p2", "trial": 0, "energy_j_per_output_token": 1.0}]
         # p3 has no energy reading at all (source unavailable): no ratio to report
-        + [{"quant": q, "platform_id": "p3", "trial": 0, "energy_j_per_output_token": None}
-           for q in ("none-float32", "nf4")]
+        + [
+            {"quant": q, "platform_id": "p3", "trial": 0, "energy_j_per_output_token": None}
+            for q in ("none-float32", "nf4")
+        ]
     )
     summary = stats.summarise(trials.assign(tokens_per_s=1.0, latency_s=1.0))
     effect = analysis.quantisation_energy_effect(trials, summary).set_index("batch_size")
@@ -334,10 +393,15 @@ def test_quantisation_is_measured_against_the_same_backend():
     """gguf-f16 is llama.cpp's unquantised variant: it is the baseline of gguf-q8_0, never a
     "quantisation" of PyTorch float32 (the shipped study showed it as a 0.16 ratio)."""
     rows = []
-    for quant, backend, energy in (("none-float32", "pytorch", 1.0), ("bnb-nf4", "pytorch", 1.5),
-                                   ("gguf-f16", "llamacpp", 0.2), ("gguf-q8_0", "llamacpp", 0.1)):
-        rows += [{"quant": quant, "backend": backend, "trial": t, "energy_j_per_output_token": energy}
-                 for t in range(5)]
+    for quant, backend, energy in (
+        ("none-float32", "pytorch", 1.0),
+        ("bnb-nf4", "pytorch", 1.5),
+        ("gguf-f16", "llamacpp", 0.2),
+        ("gguf-q8_0", "llamacpp", 0.1),
+    ):
+        rows += [
+            {"quant": quant, "backend": backend, "trial": t, "energy_j_per_output_token": energy} for t in range(5)
+        ]
     trials = _trials(rows).assign(tokens_per_s=1.0, latency_s=1.0)
     effect = analysis.quantisation_energy_effect(trials, stats.summarise(trials)).set_index("quant")
     assert sorted(effect.index) == ["bnb-nf4", "gguf-q8_0"]
@@ -349,12 +413,21 @@ def test_quantisation_is_measured_against_the_same_backend():
 
 def test_energy_phase_shares():
     trials = _trials(
-        [{"quant": "a", "trial": t, "energy_prefill_j": 1.0, "energy_decode_j": 3.0,
-          "energy_is_estimate": True} for t in range(3)]
-        + [{"quant": "a", "trial": 3, "energy_prefill_j": None, "energy_decode_j": 3.0,
-            "energy_is_estimate": True}]
-        + [{"quant": "b", "trial": 0, "status": "failed", "energy_prefill_j": None,
-            "energy_decode_j": None, "energy_is_estimate": True}]
+        [
+            {"quant": "a", "trial": t, "energy_prefill_j": 1.0, "energy_decode_j": 3.0, "energy_is_estimate": True}
+            for t in range(3)
+        ]
+        + [{"quant": "a", "trial": 3, "energy_prefill_j": None, "energy_decode_j": 3.0, "energy_is_estimate": True}]
+        + [
+            {
+                "quant": "b",
+                "trial": 0,
+                "status": "failed",
+                "energy_prefill_j": None,
+                "energy_decode_j": None,
+                "energy_is_estimate": True,
+            }
+        ]
     )
     shares = analysis.energy_phase_shares(trials)
     assert shares["quant"].tolist() == ["a"]
@@ -376,8 +449,14 @@ def test_run_all_on_two_platforms_fills_every_table():
     for name, table in results.items():
         assert list(table.columns) == analysis.COLUMNS[name], name
         # no architectures given; no adapters; the engines share no variant class; no fidelity table given
-        if name not in ("two_n_error", "adapter_overhead", "engine_matches", "engine_transfer",
-                        "engine_pareto_transfer", "fidelity"):
+        if name not in (
+            "two_n_error",
+            "adapter_overhead",
+            "engine_matches",
+            "engine_transfer",
+            "engine_pareto_transfer",
+            "fidelity",
+        ):
             assert len(table) > 0, name
     assert set(results["family_transfer_error"]["family"]) == {"llama", "gpt2"}
     # the synthetic GPU platform rewards quantisation, the CPU one penalises it

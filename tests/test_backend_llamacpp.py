@@ -7,9 +7,10 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (bash install-llamacpp.sh)")
 
-from llenergymeasure.backends import BACKENDS, get_backend  # noqa: E402
-from llenergymeasure.backends.llamacpp import LlamaCppBackend, LlamaCppInputs  # noqa: E402
-from test_gguf import tiny_gguf  # noqa: E402,F401  (session fixture)
+from test_gguf import tiny_gguf  # noqa: F401  (session fixture)
+
+from llenergymeasure.backends import BACKENDS, get_backend
+from llenergymeasure.backends.llamacpp import LlamaCppBackend, LlamaCppInputs
 
 BACKENDS.setdefault("llamacpp", "llenergymeasure.backends.llamacpp:LlamaCppBackend")
 
@@ -43,9 +44,14 @@ def test_is_registered_under_its_name():
     assert get_backend("llamacpp") is LlamaCppBackend
 
 
-@pytest.mark.parametrize("quant, kernel", [
-    ("gguf-f16", "ggml-cpu:f16"), ("gguf-q8_0", "ggml-cpu:q8_0"), ("gguf-q4_k_m", "ggml-cpu:q4_k+q6_k"),
-])
+@pytest.mark.parametrize(
+    "quant, kernel",
+    [
+        ("gguf-f16", "ggml-cpu:f16"),
+        ("gguf-q8_0", "ggml-cpu:q8_0"),
+        ("gguf-q4_k_m", "ggml-cpu:q4_k+q6_k"),
+    ],
+)
 def test_load_reports_what_runs(tiny_gguf, make_backend, quant, kernel):
     variant = tiny_gguf["variants"][quant]
     backend = make_backend(variant)

@@ -21,8 +21,13 @@ from llenergymeasure.variants import quants_for_backend
 
 
 def _variant(model_dir) -> dict:
-    return {"quant": "none-float32", "quant_method": "none", "compute_dtype": "float32",
-            "model_dir": str(model_dir), "weights": "random"}
+    return {
+        "quant": "none-float32",
+        "quant_method": "none",
+        "compute_dtype": "float32",
+        "model_dir": str(model_dir),
+        "weights": "random",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +35,12 @@ def tiny_llama(tmp_path_factory):
     from llenergymeasure.models import materialise_random
 
     model_dir = tmp_path_factory.mktemp("vllm") / "tiny-llama"
-    materialise_random(REPO_ROOT / "config/models/tiny-llama.json", model_dir, seed=0,
-                       tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt")
+    materialise_random(
+        REPO_ROOT / "config/models/tiny-llama.json",
+        model_dir,
+        seed=0,
+        tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt",
+    )
     return model_dir
 
 
@@ -53,14 +62,22 @@ def test_engine_caps_the_context_at_the_model_positions_and_sizes_the_cpu_kv_cac
     assert default["kv_cache_memory_bytes"] == 1 << 30 and "gpu_memory_utilization" not in default
     sized = engine_settings(_variant(tiny_llama), {"max_prompt_tokens": 64, "max_new_tokens": 32}, "cuda")
     assert sized["max_model_len"] == 96 and sized["gpu_memory_utilization"] == 0.9
-    assert kernel_path_of({"linear": {"UnquantizedLinearMethod[onednn_mm]": 8}, "attention": ["CPU_ATTN"],
-                           "weight_dtype": "float32"}, "cpu") == "vllm-cpu:UnquantizedLinearMethod[onednn_mm]+attn:CPU_ATTN(float32)"
+    assert (
+        kernel_path_of(
+            {"linear": {"UnquantizedLinearMethod[onednn_mm]": 8}, "attention": ["CPU_ATTN"], "weight_dtype": "float32"},
+            "cpu",
+        )
+        == "vllm-cpu:UnquantizedLinearMethod[onednn_mm]+attn:CPU_ATTN(float32)"
+    )
 
 
 def test_config_allows_vllm_on_cpu_for_the_verified_variants_only():
-    base = {"models": {"m": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}},
-            "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
-            "measurement": {"trials": 1}, "device": "cpu"}
+    base = {
+        "models": {"m": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}},
+        "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
+        "measurement": {"trials": 1},
+        "device": "cpu",
+    }
     assert load_config(base)["models"]["m"]["backends"]["vllm"] == ["none-float32"]
     base["models"]["m"]["backends"]["vllm"] = ["w8a8-int8"]
     with pytest.raises(ConfigError, match=r"vllm\[0\]: vllm on CPU cannot run 'w8a8-int8'"):
@@ -102,7 +119,7 @@ def test_generates_exactly_the_requested_tokens_on_cpu_in_the_vllm_venv(tiny_lla
     done = subprocess.run([str(vllm_python()), str(script)], capture_output=True, text=True, timeout=400, cwd=tmp_path)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(lines[0][len("RESULT "):])
+    result = json.loads(lines[0][len("RESULT ") :])
     assert result["full"] == 8 and result["prefill"] == 1 and result["streamed"] == 8
     assert result["stamps"] == 8  # one per engine step that added a token: the prefill's, then 7 decode steps
     assert result["kernel_path"].startswith("vllm-cpu:UnquantizedLinearMethod[")
@@ -125,7 +142,8 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
 
     workflow = copy_workflow(tmp_path / "repo")
     config = tmp_path / "vllm.yaml"
-    config.write_text(textwrap.dedent("""
+    config.write_text(
+        textwrap.dedent("""
         models:
           tiny-llama:
             architecture: config/models/tiny-llama.json
@@ -135,10 +153,11 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
         measurement: {trials: 1, replicates: 1, warmup_runs: 1, min_window_s: {cpu: 0.1, cuda: 5.0}, idle_baseline_s: {cpu: 0.2, cuda: 5.0}}
         device: cpu
         backend_settings: {vllm: {threads: 1}}
-    """))
+    """)
+    )
     target = "results/flops/tiny-llama/none-float32/vllm/replicate-1.parquet"
     result = run_snakemake(workflow, target, "--cores", "2", "--configfile", str(config), timeout=600)
-    log = (workflow / "logs/measure/tiny-llama/none-float32/vllm/replicate-1.log")
+    log = workflow / "logs/measure/tiny-llama/none-float32/vllm/replicate-1.log"
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     assert "rule measure_vllm" in result.stdout + result.stderr
     rows = pd.read_parquet(workflow / target)

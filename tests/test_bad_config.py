@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, REPO_ROOT, copy_workflow, run_snakemake
 
 BAD_CONFIGS = sorted((Path(__file__).parent / "bad_configs").glob("*.yaml"))
@@ -87,14 +86,17 @@ SNAKEMAKE_PARSED = {"yaml_syntax_error", "top_level_list"}
 
 
 @pytest.mark.parametrize(
-    "bad", [p for p in BAD_CONFIGS if p.stem not in SNAKEMAKE_PARSED],
+    "bad",
+    [p for p in BAD_CONFIGS if p.stem not in SNAKEMAKE_PARSED],
     ids=[p.stem for p in BAD_CONFIGS if p.stem not in SNAKEMAKE_PARSED],
 )
 def test_llenergymeasure_validate_gives_the_same_one_line(bad):
     """`llenergymeasure validate BAD` exits 2 with exactly one line: 'config error: ...'."""
-    command = [str(BIN / "llenergymeasure")] if (BIN / "llenergymeasure").exists() else [
-        sys.executable, "-m", "llenergymeasure.cli"
-    ]
+    command = (
+        [str(BIN / "llenergymeasure")]
+        if (BIN / "llenergymeasure").exists()
+        else [sys.executable, "-m", "llenergymeasure.cli"]
+    )
     result = subprocess.run([*command, "validate", str(bad)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stdout.strip().splitlines()
@@ -138,13 +140,13 @@ def test_library_never_invokes_a_shell():
 @pytest.mark.parametrize(
     "target",
     [
-        "results/models/not-in-the-config",                                   # model outside the config
-        "results/models/../../../../tmp/escape",                              # path escape
-        "results/variants/tiny-llama/none-float32;touch pwned/variant.json",   # shell metacharacters
+        "results/models/not-in-the-config",  # model outside the config
+        "results/models/../../../../tmp/escape",  # path escape
+        "results/variants/tiny-llama/none-float32;touch pwned/variant.json",  # shell metacharacters
         "results/measure/tiny-llama/none-float32/bash -c id/replicate-1.parquet",  # backend that is not registered
-        "results/measure/TINY-LLAMA/none-float32/pytorch/replicate-1.parquet",     # model name not in the config
-        "results/flops/tiny-llama/int3/pytorch/replicate-1.parquet",               # variant that does not exist
-        "results/measure/tiny-llama/none-float32/pytorch/replicate-0.parquet",     # replicates count from 1
+        "results/measure/TINY-LLAMA/none-float32/pytorch/replicate-1.parquet",  # model name not in the config
+        "results/flops/tiny-llama/int3/pytorch/replicate-1.parquet",  # variant that does not exist
+        "results/measure/tiny-llama/none-float32/pytorch/replicate-0.parquet",  # replicates count from 1
         "results/measure/tiny-llama/none-float32/pytorch/replicate-1;id.parquet",  # replicate that is not a number
     ],
 )
@@ -195,15 +197,18 @@ def test_remote_code_is_not_run_unless_opted_in(tmp_path):
     model_dir.mkdir()
     marker = tmp_path / "remote-code-ran"
     config = _tiny_config()
-    config.update(model_type="evil-custom", auto_map={
-        "AutoConfig": "configuration_evil.EvilConfig",
-        "AutoModelForCausalLM": "modeling_evil.EvilModel",
-    })
+    config.update(
+        model_type="evil-custom",
+        auto_map={
+            "AutoConfig": "configuration_evil.EvilConfig",
+            "AutoModelForCausalLM": "modeling_evil.EvilModel",
+        },
+    )
     (model_dir / "config.json").write_text(json.dumps(config))
     code = f"from pathlib import Path\nPath({str(marker)!r}).touch()\n"
     (model_dir / "configuration_evil.py").write_text(code + "from transformers import GPT2Config as EvilConfig\n")
     (model_dir / "modeling_evil.py").write_text(code + "from transformers import GPT2LMHeadModel as EvilModel\n")
     variant = {"model": "remote-code", "quant": "none-float32", "model_dir": str(model_dir), "settings": {}}
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 (any refusal will do: what matters is that the code never ran)
         load_model(variant, "cpu")
     assert not marker.exists(), "the model's own Python code ran without trust_remote_code"

@@ -51,8 +51,14 @@ def test_missing_optional_sections_get_defaults():
         (lambda c: c["workload"].update(batch_sizes=[0]), "workload.batch_sizes[0]"),
         (lambda c: c["workload"].update(new_tokens="many"), "workload.new_tokens: expected integer"),
         (lambda c: c.update(colour="blue"), "unknown key(s) 'colour'"),
-        (lambda c: c["models"]["tiny-llama"]["backends"].update(tensorrt=["none-float32"]), "unknown backend 'tensorrt'"),
-        (lambda c: c["models"]["tiny-llama"]["backends"].update(llamacpp=["bnb-int8"]), "llamacpp cannot run 'bnb-int8'; allowed for llamacpp: gguf-f16"),
+        (
+            lambda c: c["models"]["tiny-llama"]["backends"].update(tensorrt=["none-float32"]),
+            "unknown backend 'tensorrt'",
+        ),
+        (
+            lambda c: c["models"]["tiny-llama"]["backends"].update(llamacpp=["bnb-int8"]),
+            "llamacpp cannot run 'bnb-int8'; allowed for llamacpp: gguf-f16",
+        ),
         (lambda c: c["models"]["tiny-llama"]["backends"]["pytorch"].append("gptq-autogptq"), "needs CUDA"),
         (lambda c: c["models"]["tiny-llama"].update(architecture="../../etc/passwd"), "points outside the repository"),
         (lambda c: c["models"]["tiny-llama"].update(architecture="config/models/missing.json"), "does not exist"),
@@ -65,7 +71,6 @@ def test_bad_fields_are_named_in_one_line(mutate, expected):
     message = str(error.value)
     assert expected in message
     assert "\n" not in message
-
 
 
 def test_every_stage_setting_error_is_one_config_error_type():

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO_ROOT, copy_workflow, run_snakemake
+
 from llenergymeasure.config_file import read_config_file
 from llenergymeasure.errors import ConfigError
 
@@ -24,15 +25,21 @@ JOB_MARKERS = ("Job stats:", "rule model:", "localrule all:", "Building DAG of j
 # (file bytes, the expected 1-based line:column, what the line says)
 BROKEN = {
     "latin-1": (DEFAULT_TEXT + b"# caf\xe9 au lait\n", f"{APPENDED_LINE}:6", "not valid UTF-8 (byte 0xe9)"),
-    "unclosed-flow": (b"models: {tiny-llama: [\nworkload: 3\n", "3:1", "not valid YAML (while parsing a flow sequence opened at line 1, column 22"),
+    "unclosed-flow": (
+        b"models: {tiny-llama: [\nworkload: 3\n",
+        "3:1",
+        "not valid YAML (while parsing a flow sequence opened at line 1, column 22",
+    ),
     "tab-indent": (b"models:\n\ttiny-llama: {}\n", "2:1", "not valid YAML"),
 }
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess:
-    command = [str(BIN / "llenergymeasure")] if (BIN / "llenergymeasure").exists() else [
-        sys.executable, "-m", "llenergymeasure.cli"
-    ]
+    command = (
+        [str(BIN / "llenergymeasure")]
+        if (BIN / "llenergymeasure").exists()
+        else [sys.executable, "-m", "llenergymeasure.cli"]
+    )
     return subprocess.run([*command, "validate", str(path)], capture_output=True, text=True, timeout=120, check=False)
 
 

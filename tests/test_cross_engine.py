@@ -18,10 +18,18 @@ def _summary(rows: list[dict]) -> pd.DataFrame:
 def _two_engines(latency_a, latency_b, backend_b="pytorch-compiled", quant_b="none-float32", batch=1):
     rows = []
     for i, (a, b) in enumerate(zip(latency_a, latency_b, strict=True)):
-        rows.append({"model": f"m{i}", "quant": "none-float32", "backend": "pytorch", "latency_s_median": a,
-                     "batch_size": batch})
-        rows.append({"model": f"m{i}", "quant": quant_b, "backend": backend_b, "latency_s_median": b,
-                     "batch_size": batch})
+        rows.append(
+            {
+                "model": f"m{i}",
+                "quant": "none-float32",
+                "backend": "pytorch",
+                "latency_s_median": a,
+                "batch_size": batch,
+            }
+        )
+        rows.append(
+            {"model": f"m{i}", "quant": quant_b, "backend": backend_b, "latency_s_median": b, "batch_size": batch}
+        )
     return _summary(rows)
 
 
@@ -49,10 +57,12 @@ def test_bfloat16_stands_in_for_float16_and_unclassified_variants_match_only_by_
 
 def test_unquantised_variants_pair_across_precisions_only_when_nothing_closer_is_left():
     assert cross_engine.match_variants(["none-float32"], ["gguf-f16", "gguf-q8_0"]) == [
-        ("none-float32", "gguf-f16", f"same class: {cross_engine.UNQUANTISED_CLASS}")]
+        ("none-float32", "gguf-f16", f"same class: {cross_engine.UNQUANTISED_CLASS}")
+    ]
     # with a bfloat16 beside it, gguf-f16 takes the 16-bit class and float32 stays unpaired
     assert cross_engine.match_variants(["none-float32", "none-bfloat16"], ["gguf-f16"]) == [
-        ("none-bfloat16", "gguf-f16", "same class: 16-bit float weights")]
+        ("none-bfloat16", "gguf-f16", "same class: 16-bit float weights")
+    ]
     assert cross_engine.match_variants(["bnb-nf4"], ["gguf-f16"]) == []
 
 
@@ -89,8 +99,12 @@ def test_llamacpp_is_matched_by_class_and_says_so():
 
 
 def test_transfer_is_per_workload_and_engines_of_one_platform_only():
-    summary = pd.concat([_two_engines([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], batch=1),
-                         _two_engines([5, 4, 3, 2, 1], [1, 2, 3, 4, 5], batch=4)])
+    summary = pd.concat(
+        [
+            _two_engines([1, 2, 3, 4, 5], [1, 2, 3, 4, 5], batch=1),
+            _two_engines([5, 4, 3, 2, 1], [1, 2, 3, 4, 5], batch=4),
+        ]
+    )
     other = _two_engines([1, 2, 3, 4, 5], [5, 4, 3, 2, 1]).assign(platform_id="p2")
     table = cross_engine.engine_transfer(pd.concat([summary, other]), metrics=["latency_s"])
     by = table.set_index(["platform_id", "batch_size"])["spearman_rho"]
@@ -107,8 +121,9 @@ def test_failed_configurations_and_missing_metrics_are_left_out():
 
 def test_pareto_transfer_between_engines_uses_each_side_fidelity_and_cost():
     # engine a frontier (fidelity, latency): m0 (0.0, 3), m1 (0.1, 2), m2 (0.2, 1); m3 dominated
-    fidelity = pd.DataFrame({"model": ["m0", "m1", "m2", "m3"], "quant": ["none-float32"] * 4,
-                             "fidelity_kl_mean": [0.0, 0.1, 0.2, 0.3]})
+    fidelity = pd.DataFrame(
+        {"model": ["m0", "m1", "m2", "m3"], "quant": ["none-float32"] * 4, "fidelity_kl_mean": [0.0, 0.1, 0.2, 0.3]}
+    )
     summary = _two_engines([3, 2, 1, 4], [3, 1, 2, 4])  # on b, m1 is cheaper than m2: m2 leaves b's frontier
     table = cross_engine.engine_pareto_transfer(summary, fidelity, costs=["latency_s"])
     row = table.iloc[0]

@@ -29,7 +29,9 @@ def _zeus_has_gpu() -> bool:
 HAS_GPU = _zeus_has_gpu()
 RAPL_PACKAGES, NO_RAPL_REASON = energy.rapl_packages()
 HAS_RAPL = RAPL_PACKAGES > 0
-print(f"this machine: Zeus GPU {'found' if HAS_GPU else 'not found'}; RAPL {RAPL_PACKAGES} package(s) ({NO_RAPL_REASON})")
+print(
+    f"this machine: Zeus GPU {'found' if HAS_GPU else 'not found'}; RAPL {RAPL_PACKAGES} package(s) ({NO_RAPL_REASON})"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -220,7 +222,9 @@ def test_estimate_idle_power_is_small_next_to_busy_power(monkeypatch):
 @pytest.mark.parametrize("prefer", ["auto", "none", "estimate"])
 def test_bad_stated_power_is_one_line_whatever_the_source(monkeypatch, raw, prefer):
     monkeypatch.setenv("LLEM_CPU_TDP_W", raw)
-    with pytest.raises(energy.EnergySourceError, match=r"^LLEM_CPU_TDP_W=.*expected the processor's power in watts") as error:
+    with pytest.raises(
+        energy.EnergySourceError, match=r"^LLEM_CPU_TDP_W=.*expected the processor's power in watts"
+    ) as error:
         energy.select_meter("cpu", prefer=prefer)
     assert "\n" not in str(error.value)
 
@@ -298,8 +302,14 @@ def test_mig_slices_are_unmeterable_not_misattributed(two_gpu_machine, monkeypat
 
 @pytest.mark.parametrize(
     ("backend", "settings", "resource", "expected"),
-    [("pytorch", {}, 1, 1), ("pytorch", {}, 0, 1), ("pytorch", {}, 4, 4), ("vllm", {"tensor_parallel_size": 2}, 1, 2),
-     ("vllm", {}, 1, 1), ("llamacpp", {"tensor_parallel_size": 8}, 1, 1)],
+    [
+        ("pytorch", {}, 1, 1),
+        ("pytorch", {}, 0, 1),
+        ("pytorch", {}, 4, 4),
+        ("vllm", {"tensor_parallel_size": 2}, 1, 2),
+        ("vllm", {}, 1, 1),
+        ("llamacpp", {"tensor_parallel_size": 8}, 1, 1),
+    ],
 )
 def test_gpus_needed_is_the_resource_or_the_backends_spread(backend, settings, resource, expected):
     assert job_gpus.gpus_needed(backend, settings, resource) == expected
@@ -333,7 +343,9 @@ class _StandInZeusMonitor:
 
 def test_gpu_window_keeps_host_rapl_energy_in_its_own_fields():
     monitor = _StandInZeusMonitor(gpu={0: 40.0, 1: 60.0}, cpu={0: 9.0, 1: 3.0}, dram={0: 1.5})
-    meter = energy.ZeusMeter(monitor, "nvml", energy.NVML_COUNTER_PERIOD_S, "NVML total-energy counter", JobGpus((2, 3)))
+    meter = energy.ZeusMeter(
+        monitor, "nvml", energy.NVML_COUNTER_PERIOD_S, "NVML total-energy counter", JobGpus((2, 3))
+    )
     meter.begin()
     time.sleep(0.05)
     reading = meter.end()

@@ -30,8 +30,18 @@ HAS_NVML = _nvml_works()
 def test_capture_on_cpu_degrades_gpu_fields_to_none(repo_root):
     env = environment.capture("cpu", repo_root, {"study": "x", "seed": 0})
     json.dumps(env)  # serialisable as the .env.json
-    for key in ("driver", "cuda_driver", "power_limit_w", "sm_clock_mhz", "memory_clock_mhz",
-                "temperature_c", "throttle_reasons", "throttle_reasons_seen", "contention", "gpu_count"):
+    for key in (
+        "driver",
+        "cuda_driver",
+        "power_limit_w",
+        "sm_clock_mhz",
+        "memory_clock_mhz",
+        "temperature_c",
+        "throttle_reasons",
+        "throttle_reasons_seen",
+        "contention",
+        "gpu_count",
+    ):
         assert env[key] is None, key
     assert env["gpu_names"] == [] and env["nvml_error"]
     assert env["device"] == "cpu"
@@ -46,7 +56,9 @@ def test_capture_on_cpu_degrades_gpu_fields_to_none(repo_root):
 def test_git_commit_is_the_checkout_head(repo_root):
     if shutil.which("git") is None or not (repo_root / ".git").exists():
         pytest.skip("not a git checkout")
-    head = subprocess.run(["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(repo_root), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     commit, dirty = environment.git_state(repo_root)
     assert commit == head and re.fullmatch(r"[0-9a-f]{40}", commit)
     assert isinstance(dirty, bool)
@@ -59,8 +71,11 @@ def test_git_state_outside_a_checkout_is_none(tmp_path):
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_git_dirty_flag_follows_the_working_tree(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            check=True,
+            capture_output=True,
+        )
 
     git("init", "-q")
     (tmp_path / "a.txt").write_text("one\n")
@@ -102,8 +117,14 @@ def test_gpu_state_off_gpu_is_empty_with_the_reason():
 
 
 def _snapshot(reasons, pids):
-    return {"gpus": [{"throttle_reasons": reasons,
-                      "processes": [{"pid": pid, "used_memory_bytes": memory} for pid, memory in pids]}]}
+    return {
+        "gpus": [
+            {
+                "throttle_reasons": reasons,
+                "processes": [{"pid": pid, "used_memory_bytes": memory} for pid, memory in pids],
+            }
+        ]
+    }
 
 
 def test_summary_collects_throttling_and_processes_present_before_the_job():

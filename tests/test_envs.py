@@ -75,7 +75,9 @@ def test_env_functions_point_at_existing_envs():
     common = (REPO_ROOT / "workflow" / "rules" / "common.smk").read_text()
     backend_envs = {name: spec.env for name, spec in SPECS.items() if spec.env is not None}
     # a backend without an env of its own runs in its own interpreter: rule measure_vllm, vllm_env
-    assert {name for name, spec in SPECS.items() if spec.env is None} == {"vllm"} == set(BACKEND_NAMES) - set(backend_envs)
+    assert (
+        {name for name, spec in SPECS.items() if spec.env is None} == {"vllm"} == set(BACKEND_NAMES) - set(backend_envs)
+    )
     assert all(spec.in_process == (spec.env is not None) for spec in SPECS.values())
     vllm_envs = re.findall(r'"\.\./\.\./envs/([a-z-]+)\.yaml"', common.split("def vllm_env", 1)[1].split("def ", 1)[0])
     assert sorted(vllm_envs) == ["vllm", "vllm-cpu"]

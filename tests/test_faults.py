@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, REPO_ROOT, SNAKEMAKE, copy_workflow, run_snakemake
 
 pytestmark = pytest.mark.pipeline
@@ -31,14 +30,21 @@ KILL_STUDY = {
     "study": "fault-kill",
     "device": "cpu",
     "models": {
-        "tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json",
-                      "backends": {"pytorch": ["none-float32", "none-bfloat16"]}},
-        "tiny-llama": {"architecture": "config/models/tiny-llama.json",
-                       "backends": {"pytorch": ["none-float32"]}},
+        "tiny-gpt2": {
+            "architecture": "config/models/tiny-gpt2.json",
+            "backends": {"pytorch": ["none-float32", "none-bfloat16"]},
+        },
+        "tiny-llama": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}},
     },
     "workload": {"batch_sizes": [1, 2], "prompt_tokens": [16], "new_tokens": 4},
-    "measurement": {"trials": 3, "replicates": 1, "warmup_runs": 1, "warmup_cv_threshold": None,
-                    "min_window_s": {"cpu": 0.2}, "idle_baseline_s": {"cpu": 0.5}},
+    "measurement": {
+        "trials": 3,
+        "replicates": 1,
+        "warmup_runs": 1,
+        "warmup_cv_threshold": None,
+        "min_window_s": {"cpu": 0.2},
+        "idle_baseline_s": {"cpu": 0.5},
+    },
 }
 KILL_JOBS = 3
 KILL_ROWS = KILL_JOBS * 2 * 3  # jobs x batch sizes x trials
@@ -67,16 +73,28 @@ FAIL_STUDY = {
     "study": "fault-failing-configuration",
     "device": "cpu",
     "models": {
-        "tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json",
-                      "backends": {"pytorch": ["none-float32", "none-bfloat16"]}},
+        "tiny-gpt2": {
+            "architecture": "config/models/tiny-gpt2.json",
+            "backends": {"pytorch": ["none-float32", "none-bfloat16"]},
+        },
         # A hub snapshot that cannot be fetched (offline, and the repository does not exist):
         # its model job fails, so its quantise/measure/flops jobs never run.
-        "unreachable": {"source": "hub", "repo_id": "llenergymeasure-tests/does-not-exist",
-                        "revision": "0" * 40, "backends": {"pytorch": ["none-float32"]}},
+        "unreachable": {
+            "source": "hub",
+            "repo_id": "llenergymeasure-tests/does-not-exist",
+            "revision": "0" * 40,
+            "backends": {"pytorch": ["none-float32"]},
+        },
     },
     "workload": {"batch_sizes": [1, HUGE_BATCH], "prompt_tokens": [16], "new_tokens": 4},
-    "measurement": {"trials": 2, "replicates": 1, "warmup_runs": 1, "warmup_cv_threshold": None,
-                    "min_window_s": {"cpu": 0.05}, "idle_baseline_s": {"cpu": 0.2}},
+    "measurement": {
+        "trials": 2,
+        "replicates": 1,
+        "warmup_runs": 1,
+        "warmup_cv_threshold": None,
+        "min_window_s": {"cpu": 0.05},
+        "idle_baseline_s": {"cpu": 0.2},
+    },
 }
 
 
@@ -116,7 +134,9 @@ KILL_OUTPUTS = {
 def _finished(workdir: Path) -> dict[str, dict[Path, int]]:
     """rule -> {finished output: mtime in ns}."""
     results = workdir / "results"
-    return {rule: {p: p.stat().st_mtime_ns for p in results.glob(pattern)} for rule, (pattern, _) in KILL_OUTPUTS.items()}
+    return {
+        rule: {p: p.stat().st_mtime_ns for p in results.glob(pattern)} for rule, (pattern, _) in KILL_OUTPUTS.items()
+    }
 
 
 def _running_measure(workdir: Path) -> bool:
@@ -138,8 +158,9 @@ def test_sigkill_mid_measure_then_rerun_redoes_nothing_finished(tmp_path):
 
     # Run in its own session so that SIGKILL reaches snakemake and every job it started.
     with open(tmp_path / "first-run.log", "wb") as log:
-        proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT,
-                                env=_env(), start_new_session=True)
+        proc = subprocess.Popen(
+            [SNAKEMAKE, *args], cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
@@ -148,7 +169,9 @@ def test_sigkill_mid_measure_then_rerun_redoes_nothing_finished(tmp_path):
                 time.sleep(1.0)  # well inside the next measure job
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before a kill point was reached:\n" + (tmp_path / "first-run.log").read_text()[-3000:]
+        assert proc.poll() is None, (
+            "the run ended before a kill point was reached:\n" + (tmp_path / "first-run.log").read_text()[-3000:]
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -196,7 +219,12 @@ def test_failing_configuration_leaves_failure_rows_and_the_rest_completes(tmp_pa
     study.write_text(yaml.safe_dump(FAIL_STUDY, sort_keys=False))
     result = subprocess.run(
         [SNAKEMAKE, AGGREGATE, "--cores", "2", "--keep-going", "--configfile", str(study)],
-        cwd=workdir, capture_output=True, text=True, env=_env(), timeout=900, preexec_fn=_limit_address_space,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=900,
+        preexec_fn=_limit_address_space,
     )
     output = result.stdout + result.stderr
     # The unreachable model's job fails, so the run as a whole reports failure ...
@@ -221,17 +249,23 @@ def test_growing_the_sweep_does_not_redo_finished_jobs(tmp_path):
     """Adding a model to a finished sweep (and writing the config with other key order) plans
     only the new model's jobs: finished measurements are never re-run for an unrelated edit."""
     workdir = copy_workflow(tmp_path / "repo")
-    first = {**KILL_STUDY, "models": {"tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json",
-                                                    "backends": {"pytorch": ["none-float32"]}}},
-             "measurement": {**KILL_STUDY["measurement"], "trials": 1}}
+    first = {
+        **KILL_STUDY,
+        "models": {
+            "tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json", "backends": {"pytorch": ["none-float32"]}}
+        },
+        "measurement": {**KILL_STUDY["measurement"], "trials": 1},
+    }
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump(first, sort_keys=False))
     result = run_snakemake(workdir, AGGREGATE, "--cores", "2", "--configfile", str(study), env=_env(), timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
     grown = yaml.safe_load(study.read_text())
-    grown["models"]["tiny-llama"] = {"architecture": "config/models/tiny-llama.json",
-                                      "backends": {"pytorch": ["none-float32"]}}
+    grown["models"]["tiny-llama"] = {
+        "architecture": "config/models/tiny-llama.json",
+        "backends": {"pytorch": ["none-float32"]},
+    }
     study.write_text(yaml.safe_dump(grown, sort_keys=True))  # same content for tiny-gpt2, other key order
     dry = run_snakemake(workdir, AGGREGATE, "-n", "--cores", "2", "--configfile", str(study), env=_env(), timeout=300)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]

@@ -42,20 +42,30 @@ def test_mismatched_windows_are_refused_with_the_fix():
 
 
 @needs_converter
-def test_real_variants_against_their_parent(tiny_gguf, tmp_path):  # noqa: F811
+def test_real_variants_against_their_parent(tiny_gguf, tmp_path):
     model_dir = tiny_gguf["model_dir"]
     evaluation = tiny_gguf["evaluation"]
     reference = tmp_path / "parent_log_probs.npz"
     fidelity.write_reference(model_dir, evaluation["text"], evaluation, reference)
     records = {}
-    manifests = {q: {"model": "tiny", "quant": q, "model_dir": str(model_dir), "settings": {}, "weights": "random",
-                     "perplexity": 300.0} for q in ("none-float32", "none-bfloat16", "bnb-nf4")}
+    manifests = {
+        q: {
+            "model": "tiny",
+            "quant": q,
+            "model_dir": str(model_dir),
+            "settings": {},
+            "weights": "random",
+            "perplexity": 300.0,
+        }
+        for q in ("none-float32", "none-bfloat16", "bnb-nf4")
+    }
     manifests["gguf-f16"] = tiny_gguf["variants"]["gguf-f16"]
     manifests["gguf-q4_k_m"] = tiny_gguf["variants"]["gguf-q4_k_m"]
     for quant, manifest in manifests.items():
         (tmp_path / f"{quant}.variant.json").write_text(json.dumps(manifest))
-        records[quant] = fidelity.write_record(tmp_path / f"{quant}.variant.json", reference,
-                                               tmp_path / f"{quant}.json")
+        records[quant] = fidelity.write_record(
+            tmp_path / f"{quant}.variant.json", reference, tmp_path / f"{quant}.json"
+        )
     # the parent scored again on the same path: itself, up to the float32 storage of its log-probabilities
     assert records["none-float32"]["fidelity_kl_mean"] == pytest.approx(0.0, abs=1e-6)
     assert records["none-float32"]["fidelity_top1_mean"] == 1.0
@@ -68,6 +78,7 @@ def test_real_variants_against_their_parent(tiny_gguf, tmp_path):  # noqa: F811
     assert records["gguf-f16"]["fidelity_top1_mean"] > 0.9
     # random weights: perplexity withheld and said why
     assert records["none-bfloat16"]["perplexity"] is None and "random" in records["none-bfloat16"]["perplexity_note"]
-    table = fidelity.write_table(sorted(str(p) for p in tmp_path.glob("*-*.json") if "variant" not in p.name),
-                                 tmp_path / "fidelity.parquet")
+    table = fidelity.write_table(
+        sorted(str(p) for p in tmp_path.glob("*-*.json") if "variant" not in p.name), tmp_path / "fidelity.parquet"
+    )
     assert list(table.columns) == fidelity.COLUMNS and len(table) == 5

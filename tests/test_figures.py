@@ -14,9 +14,9 @@ import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
-
 import study_tables
 from conftest import copy_workflow, run_snakemake
+
 from llenergymeasure import analysis, figures, findings, outputs, tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_every_figure_renders_from_one_platform_as_pdf_and_png(one_platform, tmp
         assert path.stat().st_size > 2000, path
     for name in figures.FIGURES:
         assert (tmp_path / f"{name}.pdf").read_bytes().startswith(b"%PDF")
-        height, width, _ = mpimg.imread(tmp_path / f"{name}.png").shape
+        _, width, _ = mpimg.imread(tmp_path / f"{name}.png").shape
         # at most a page width (6.9 in) at 300 dpi, and legible: at least a column (3.3 in)
         assert 3.3 * 300 * 0.95 <= width <= 6.9 * 300 * 1.3, (name, width)
 
@@ -190,7 +190,9 @@ def test_rule_files_are_snakefmt_clean():
     snakefmt = Path(sys.executable).with_name("snakefmt")
     result = subprocess.run(
         [str(snakefmt), "--check", "workflow/rules/analyse.smk", "workflow/rules/figures.smk"],
-        cwd=REPO, capture_output=True, text=True,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
 
@@ -223,14 +225,20 @@ def test_paper_figures_rebuilds_everything_from_shipped_tables_alone(tmp_path, o
     job_stats = output.split("Job stats:")[1].split("\n\n")[0]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", job_stats, flags=re.MULTILINE))
     n_figures = str(len(outputs.FIGURES))
-    assert planned == {"analyse": "1", "figure": n_figures, "latex_tables": "1", "paper_figures": "1",
-                       "total": str(len(outputs.FIGURES) + 3)}, planned
+    assert planned == {
+        "analyse": "1",
+        "figure": n_figures,
+        "latex_tables": "1",
+        "paper_figures": "1",
+        "total": str(len(outputs.FIGURES) + 3),
+    }, planned
     figure_jobs = _jobs(output, "figure")
     assert len(figure_jobs) == len(outputs.FIGURES)
     for job in figure_jobs:
         name = re.search(r"figure=(\w+)", job["wildcards"]).group(1)
         expected = {"paper/data/measurements.parquet", "paper/data/summary.parquet"} | {
-            f"results/paper_figures/analysis/{a}.parquet" for a in outputs.FIGURES[name].reads}
+            f"results/paper_figures/analysis/{a}.parquet" for a in outputs.FIGURES[name].reads
+        }
         assert set(job["input"].split(", ")) == expected, name
     out = workflow / "results" / "paper_figures"
     for path in figures.figure_paths(str(out)).values():
@@ -242,18 +250,23 @@ def test_paper_figures_rebuilds_everything_from_shipped_tables_alone(tmp_path, o
     config = load_config(workflow / "config" / "config.yaml")
     expected = tmp_path / "expected"
     analysis.analyse_files(
-        data / "measurements.parquet", data / "summary.parquet",
-        analysis.analysis_paths(str(expected / "analysis")), config["analysis"],
+        data / "measurements.parquet",
+        data / "summary.parquet",
+        analysis.analysis_paths(str(expected / "analysis")),
+        config["analysis"],
         sorted((workflow / "config" / "models").glob("*.json")),
-        analysis.families_from_config(config["models"], workflow), config["workload"]["new_tokens"],
+        analysis.families_from_config(config["models"], workflow),
+        config["workload"]["new_tokens"],
     )
     for name in analysis.ANALYSES:
         pd.testing.assert_frame_equal(
             pd.read_parquet(out / "analysis" / f"{name}.parquet"),
-            pd.read_parquet(expected / "analysis" / f"{name}.parquet"), obj=name,
+            pd.read_parquet(expected / "analysis" / f"{name}.parquet"),
+            obj=name,
         )
     study = figures.load_study(
-        data / "measurements.parquet", data / "summary.parquet",
+        data / "measurements.parquet",
+        data / "summary.parquet",
         analysis.analysis_paths(str(expected / "analysis")),
         use_estimated_energy=config["analysis"]["use_estimated_energy"],
     )
@@ -332,15 +345,24 @@ def test_refresh_ships_the_aggregate_with_a_manifest(tmp_path, one_platform):
     env_dir = results / "measure" / "tiny-llama" / "none-float32"
     env_dir.mkdir(parents=True)
     for backend, torch_version in (("pytorch", "2.13.0"), ("other", "2.12.0")):
-        (env_dir / f"{backend}.env.json").write_text(json.dumps({
-            "platform_id": "cpu-test", "device": "cpu", "device_name": "Test CPU", "driver": None,
-            "libraries": {"torch": torch_version}, "python": "3.11.9",
-        }))
+        (env_dir / f"{backend}.env.json").write_text(
+            json.dumps(
+                {
+                    "platform_id": "cpu-test",
+                    "device": "cpu",
+                    "device_name": "Test CPU",
+                    "driver": None,
+                    "libraries": {"torch": torch_version},
+                    "python": "3.11.9",
+                }
+            )
+        )
 
     assert refresh.main(["--results", str(results), "--dest", str(dest), "--config", str(config_path)]) == 0
     for name in ("measurements.parquet", "summary.parquet", "analysis/compound.parquet"):
-        assert (dest / name).read_bytes() == ((results / "aggregate" / name) if "/" not in name
-                                              else (results / name)).read_bytes()
+        assert (dest / name).read_bytes() == (
+            (results / "aggregate" / name) if "/" not in name else (results / name)
+        ).read_bytes()
     manifest = json.loads((dest / "manifest.json").read_text())
     assert manifest["config_hashes"] == [study_hash] and manifest["config_matches_rows"]
     assert manifest["commits"] == ["abc123"]

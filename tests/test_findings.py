@@ -66,12 +66,28 @@ def test_quantisation_ratio_of_one_configuration_keeps_its_order_statistic_inter
     rows = []
     for quant, base in (("none-float32", 1.0), ("bnb-int8", 2.0)):
         for trial in range(5):
-            rows.append({"platform_id": "p", "model": "m", "quant": quant, "backend": "pytorch", "batch_size": 1,
-                         "prompt_tokens": 8, "output_tokens": 4, "trial": trial, "status": "ok",
-                         "latency_s": base * (1 + 0.01 * trial)})
+            rows.append(
+                {
+                    "platform_id": "p",
+                    "model": "m",
+                    "quant": quant,
+                    "backend": "pytorch",
+                    "batch_size": 1,
+                    "prompt_tokens": 8,
+                    "output_tokens": 4,
+                    "trial": trial,
+                    "status": "ok",
+                    "latency_s": base * (1 + 0.01 * trial),
+                }
+            )
     measurements = pd.DataFrame(rows)
-    summary = measurements.groupby(["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens",
-                                    "output_tokens"], as_index=False)["latency_s"].median().assign(n_ok=5)
+    summary = (
+        measurements.groupby(
+            ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens"], as_index=False
+        )["latency_s"]
+        .median()
+        .assign(n_ok=5)
+    )
     [row] = findings.quantisation_findings(measurements, summary)
     assert row["value"] == pytest.approx(2.0) and row["ci_low"] == pytest.approx(2.0 / 1.04)
     assert row["interval"].startswith("order_statistic (coverage 0.879")  # 0.9375 squared
@@ -90,11 +106,23 @@ def test_markdown_and_latex_hold_every_finding(shipped):
 def _fidelity(models: list[str]) -> pd.DataFrame:
     rows = []
     for i, model in enumerate(models):
-        rows.append({"model": model, "quant": "bnb-nf4", "fidelity_engine": "transformers", "fidelity_tokens": 504,
-                     "fidelity_kl_mean": 0.1 * (i + 1), "fidelity_kl_window_median": 0.09 * (i + 1),
-                     "fidelity_kl_ci_low": 0.05, "fidelity_kl_ci_high": 0.2, "fidelity_top1_mean": 0.9,
-                     "fidelity_top1_window_median": 0.91, "fidelity_top1_ci_low": 0.8,
-                     "fidelity_top1_ci_high": 0.95, "fidelity_ci_coverage": 0.992})
+        rows.append(
+            {
+                "model": model,
+                "quant": "bnb-nf4",
+                "fidelity_engine": "transformers",
+                "fidelity_tokens": 504,
+                "fidelity_kl_mean": 0.1 * (i + 1),
+                "fidelity_kl_window_median": 0.09 * (i + 1),
+                "fidelity_kl_ci_low": 0.05,
+                "fidelity_kl_ci_high": 0.2,
+                "fidelity_top1_mean": 0.9,
+                "fidelity_top1_window_median": 0.91,
+                "fidelity_top1_ci_low": 0.8,
+                "fidelity_top1_ci_high": 0.95,
+                "fidelity_ci_coverage": 0.992,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -29,8 +29,14 @@ from llenergymeasure.variants import VARIANTS  # noqa: E402
 TOLERANCE = 1e-4  # |analytical - counted| / counted
 TOKENS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 BASE = dict(
-    hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-    num_key_value_heads=2, vocab_size=128, max_position_embeddings=512, **TOKENS,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    vocab_size=128,
+    max_position_embeddings=512,
+    **TOKENS,
 )
 FAMILIES: dict[str, dict] = {
     "llama": BASE,
@@ -41,8 +47,12 @@ FAMILIES: dict[str, dict] = {
     "gpt2": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=512, **TOKENS),
     "mixtral": {**BASE, "num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 48},
     "qwen2_moe": {  # layer 0 dense, layer 1 sparse with a shared expert
-        **BASE, "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
-        "shared_expert_intermediate_size": 48, "decoder_sparse_step": 2,
+        **BASE,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 48,
+        "decoder_sparse_step": 2,
     },
 }
 SHAPES = {"short": (2, 8, 6), "long": (1, 72, 12)}  # (batch, prompt, new)
@@ -71,8 +81,12 @@ def counted_generate(model, batch: int, prompt: int, new: int) -> int:
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         out = model.generate(
-            ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-            do_sample=False, pad_token_id=0,
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
         )
     assert out.shape == (batch, prompt + new)
     return counter.get_total_flops()
@@ -131,12 +145,27 @@ VARIATIONS = {
     "llama-mqa": ("llama", {**BASE, "num_key_value_heads": 1}),
     "llama-mha-biases": ("llama", {**BASE, "num_key_value_heads": 4, "attention_bias": True, "mlp_bias": True}),
     "llama-head-dim": ("llama", {**BASE, "head_dim": 24}),
-    "llama-odd-sizes": ("llama", dict(
-        hidden_size=48, intermediate_size=80, num_hidden_layers=3, num_attention_heads=3,
-        num_key_value_heads=1, vocab_size=101, **TOKENS)),
-    "qwen2-sliding-layers": ("qwen2", {**BASE, "use_sliding_window": True, "sliding_window": 10, "max_window_layers": 1}),
+    "llama-odd-sizes": (
+        "llama",
+        dict(
+            hidden_size=48,
+            intermediate_size=80,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            num_key_value_heads=1,
+            vocab_size=101,
+            **TOKENS,
+        ),
+    ),
+    "qwen2-sliding-layers": (
+        "qwen2",
+        {**BASE, "use_sliding_window": True, "sliding_window": 10, "max_window_layers": 1},
+    ),
     "gemma-untied": ("gemma", {**BASE, "head_dim": 16, "tie_word_embeddings": False}),
-    "gpt2-n-inner": ("gpt2", dict(n_embd=48, n_layer=3, n_head=6, n_inner=72, vocab_size=100, n_positions=256, **TOKENS)),
+    "gpt2-n-inner": (
+        "gpt2",
+        dict(n_embd=48, n_layer=3, n_head=6, n_inner=72, vocab_size=100, n_positions=256, **TOKENS),
+    ),
 }
 
 
@@ -229,8 +258,16 @@ def test_static_cache_attends_over_the_whole_cache(family: str) -> None:
     ids = torch.randint(3, 128, (batch, prompt), generator=torch.Generator().manual_seed(1))
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, min_new_tokens=new,
-                       do_sample=False, pad_token_id=0, cache_implementation="static", max_cache_len=cache_len)
+        model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+            cache_implementation="static",
+            max_cache_len=cache_len,
+        )
     static = flops.count_generate(config, batch, prompt, new, static_cache_len=cache_len)
     dynamic = flops.count_generate(config, batch, prompt, new)
     assert_close(static["flops_total"], counter.get_total_flops(), f"{family} static cache")
@@ -289,9 +326,7 @@ def test_kv_cache_bytes_equal_the_dynamic_cache_after_generate() -> None:
     with torch.no_grad():
         out = model(input_ids=ids, past_key_values=DynamicCache(config=model.config), use_cache=True)
     cache = out.past_key_values
-    stored = sum(
-        (layer.keys.numel() + layer.values.numel()) * layer.keys.element_size() for layer in cache.layers
-    )
+    stored = sum((layer.keys.numel() + layer.values.numel()) * layer.keys.element_size() for layer in cache.layers)
     assert flops.kv_cache_bytes(config, 2, 20, 4) == stored
     # sliding layers never hold more than the window
     mistral = {**FAMILIES["mistral"], "model_type": "mistral"}
@@ -333,17 +368,49 @@ def test_pipeline_model_configs_at_the_default_workload(name: str) -> None:
 def test_annotate_adds_flops_and_utilisation_columns() -> None:
     pd = pytest.importorskip("pandas")
     config = {**BASE, "model_type": "llama"}
-    rows = pd.DataFrame([
-        dict(batch_size=1, prompt_tokens=64, output_tokens=8, quant="none-bfloat16", compute_dtype="bfloat16",
-             dtype="bfloat16", weight_bytes_memory=2e5, ttft_s=1e-3, tpot_s=2e-4,
-             device_name="NVIDIA H100 80GB HBM3", status="ok"),
-        dict(batch_size=1, prompt_tokens=64, output_tokens=8, quant="none-bfloat16", compute_dtype="bfloat16",
-             dtype="bfloat16", weight_bytes_memory=2e5, ttft_s=1e-3, tpot_s=2e-4,
-             device_name="NVIDIA H100 80GB HBM3", status="failed"),
-        dict(batch_size=4, prompt_tokens=64, output_tokens=8, quant="bnb-nf4", compute_dtype="float32",
-             dtype="float32", weight_bytes_memory=5e4, ttft_s=0.01, tpot_s=0.002,
-             device_name="Intel(R) Xeon(R) CPU", status="ok"),
-    ])
+    rows = pd.DataFrame(
+        [
+            dict(
+                batch_size=1,
+                prompt_tokens=64,
+                output_tokens=8,
+                quant="none-bfloat16",
+                compute_dtype="bfloat16",
+                dtype="bfloat16",
+                weight_bytes_memory=2e5,
+                ttft_s=1e-3,
+                tpot_s=2e-4,
+                device_name="NVIDIA H100 80GB HBM3",
+                status="ok",
+            ),
+            dict(
+                batch_size=1,
+                prompt_tokens=64,
+                output_tokens=8,
+                quant="none-bfloat16",
+                compute_dtype="bfloat16",
+                dtype="bfloat16",
+                weight_bytes_memory=2e5,
+                ttft_s=1e-3,
+                tpot_s=2e-4,
+                device_name="NVIDIA H100 80GB HBM3",
+                status="failed",
+            ),
+            dict(
+                batch_size=4,
+                prompt_tokens=64,
+                output_tokens=8,
+                quant="bnb-nf4",
+                compute_dtype="float32",
+                dtype="float32",
+                weight_bytes_memory=5e4,
+                ttft_s=0.01,
+                tpot_s=0.002,
+                device_name="Intel(R) Xeon(R) CPU",
+                status="ok",
+            ),
+        ]
+    )
     out = flops.annotate(rows, config)
     assert set(flops.ANNOTATION_COLUMNS) <= set(out.columns) and len(out) == 3
     expected = flops.count_generate(config, 1, 64, 8)
@@ -351,7 +418,9 @@ def test_annotate_adds_flops_and_utilisation_columns() -> None:
     assert out.loc[0, "mfu_prefill"] == pytest.approx(expected["flops_prefill"] / 1e-3 / 989.5e12)
     moved = flops.decode_bytes_per_step(config, 1, 64, 8, 2e5, 2)
     assert out.loc[0, "mbu_decode"] == pytest.approx(moved / 2e-4 / 3350e9)
-    assert pd.isna(out.loc[1, "mfu_prefill"]) and pd.isna(out.loc[1, "mbu_decode"])  # failed (empty: Float64 NA, the schema type)
+    assert pd.isna(out.loc[1, "mfu_prefill"]) and pd.isna(
+        out.loc[1, "mbu_decode"]
+    )  # failed (empty: Float64 NA, the schema type)
     assert pd.isna(out.loc[2, "mfu_prefill"]) and pd.isna(out.loc[2, "mbu_decode"])  # unknown hw
     assert out.loc[2, "flops_total"] == flops.count_generate(config, 4, 64, 8)["flops_total"]
     assert out.loc[0, "flops_method"] == "analytical" and out.loc[0, "flops_confidence"] == "exact"
@@ -362,13 +431,25 @@ def test_annotate_adds_flops_and_utilisation_columns() -> None:
 def test_annotate_reports_integer_ops_only_where_int8_kernels_ran() -> None:
     pd = pytest.importorskip("pandas")
     config = {**BASE, "model_type": "llama"}
-    shape = dict(batch_size=2, prompt_tokens=32, output_tokens=4, compute_dtype="int8", dtype="float16",
-                 status="ok", device_name="cpu", ttft_s=0.1, tpot_s=0.01, weight_bytes_memory=1e5)
-    rows = pd.DataFrame([
-        {**shape, "quant": "w8a8-int8", "decompressed_at_load": False},
-        {**shape, "quant": "w8a8-int8", "decompressed_at_load": True},
-        {**shape, "quant": "gptq-w4a16", "decompressed_at_load": False},
-    ])
+    shape = dict(
+        batch_size=2,
+        prompt_tokens=32,
+        output_tokens=4,
+        compute_dtype="int8",
+        dtype="float16",
+        status="ok",
+        device_name="cpu",
+        ttft_s=0.1,
+        tpot_s=0.01,
+        weight_bytes_memory=1e5,
+    )
+    rows = pd.DataFrame(
+        [
+            {**shape, "quant": "w8a8-int8", "decompressed_at_load": False},
+            {**shape, "quant": "w8a8-int8", "decompressed_at_load": True},
+            {**shape, "quant": "gptq-w4a16", "decompressed_at_load": False},
+        ]
+    )
     out = flops.annotate(rows, config)
     linear = flops.count_generate(config, 2, 32, 4)["flops_linear"]
     assert out.loc[0, "int_ops_total"] == linear
@@ -380,10 +461,12 @@ def test_annotate_reports_integer_ops_only_where_int8_kernels_ran() -> None:
 def test_annotate_counts_compiled_rows_over_their_static_cache_and_keeps_refusals() -> None:
     pd = pytest.importorskip("pandas")
     shape = dict(batch_size=1, prompt_tokens=16, output_tokens=4, quant="none-float32", status="ok")
-    rows = pd.DataFrame([
-        {**shape, "backend": "pytorch", "backend_settings_json": "{}"},
-        {**shape, "backend": "pytorch-compiled", "backend_settings_json": json.dumps({"max_new_tokens": 32})},
-    ])
+    rows = pd.DataFrame(
+        [
+            {**shape, "backend": "pytorch", "backend_settings_json": "{}"},
+            {**shape, "backend": "pytorch-compiled", "backend_settings_json": json.dumps({"max_new_tokens": 32})},
+        ]
+    )
     config = {**BASE, "model_type": "llama"}
     out = flops.annotate(rows, config)
     assert pd.isna(out.loc[0, "flops_static_cache_len"]) and out.loc[1, "flops_static_cache_len"] == 16 + 32
@@ -418,9 +501,18 @@ def test_cli_json_matches_the_library(capsys) -> None:
     printed = json.loads(out)
     expected = flops.count_generate(json.loads(path.read_text()), 2, 512, 64, quant="bnb-nf4")
     required = (
-        "flops_prefill", "flops_decode", "flops_total", "flops_per_output_token", "flops_attention",
-        "flops_lm_head", "flops_2n_reference", "params_total", "params_non_embedding", "params_active",
-        "method", "confidence",
+        "flops_prefill",
+        "flops_decode",
+        "flops_total",
+        "flops_per_output_token",
+        "flops_attention",
+        "flops_lm_head",
+        "flops_2n_reference",
+        "params_total",
+        "params_non_embedding",
+        "params_active",
+        "method",
+        "confidence",
     )
     for key in required:
         assert printed[key] == expected[key], key
@@ -428,18 +520,26 @@ def test_cli_json_matches_the_library(capsys) -> None:
 
 def test_cli_table_is_human_readable(capsys) -> None:
     path = REPO_ROOT / "config" / "models" / "mixtral-8x7b.json"
-    code, out, _ = run_flops_command(["--model-config", str(path), "--batch", "1", "--prompt", "128", "--new", "16"], capsys)
+    code, out, _ = run_flops_command(
+        ["--model-config", str(path), "--batch", "1", "--prompt", "128", "--new", "16"], capsys
+    )
     assert code == 0
     assert "flops_total" in out and "params_active" in out and "2N formula (params_active) error" in out
 
 
-@pytest.mark.parametrize("argv, argument", [
-    (["--model-config", "/nonexistent/config.json", "--batch", "1", "--prompt", "8", "--new", "2"], "--model-config"),
-    (["--batch", "0", "--prompt", "8", "--new", "2"], "--batch"),
-    (["--batch", "1", "--prompt", "-3", "--new", "2"], "--prompt"),
-    (["--batch", "1", "--prompt", "8", "--new", "two"], "--new"),
-    (["--batch", "1", "--prompt", "8", "--new", "2", "--quant", "int3"], "--quant"),
-])
+@pytest.mark.parametrize(
+    "argv, argument",
+    [
+        (
+            ["--model-config", "/nonexistent/config.json", "--batch", "1", "--prompt", "8", "--new", "2"],
+            "--model-config",
+        ),
+        (["--batch", "0", "--prompt", "8", "--new", "2"], "--batch"),
+        (["--batch", "1", "--prompt", "-3", "--new", "2"], "--prompt"),
+        (["--batch", "1", "--prompt", "8", "--new", "two"], "--new"),
+        (["--batch", "1", "--prompt", "8", "--new", "2", "--quant", "int3"], "--quant"),
+    ],
+)
 def test_cli_bad_input_is_one_line_naming_the_argument(argv, argument, capsys) -> None:
     if "--model-config" not in argv:
         argv = ["--model-config", str(REPO_ROOT / "config" / "models" / "tiny-llama.json"), *argv]
@@ -451,7 +551,9 @@ def test_cli_bad_input_is_one_line_naming_the_argument(argv, argument, capsys) -
 def test_cli_config_without_required_field(tmp_path, capsys) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
-    code, _, err = run_flops_command(["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2"], capsys)
+    code, _, err = run_flops_command(
+        ["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2"], capsys
+    )
     assert code == 2 and "--model-config" in err and "num_hidden_layers" in err
 
 
@@ -461,8 +563,21 @@ def test_llenergymeasure_command_runs_the_flops_subcommand() -> None:
 
     path = REPO_ROOT / "config" / "models" / "qwen2-0.5b.json"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "workflow" / "scripts")}
-    command = [sys.executable, "-m", "llenergymeasure.cli", "flops", "--model-config", str(path),
-               "--batch", "1", "--prompt", "4096", "--new", "1", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "llenergymeasure.cli",
+        "flops",
+        "--model-config",
+        str(path),
+        "--batch",
+        "1",
+        "--prompt",
+        "4096",
+        "--new",
+        "1",
+        "--json",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -474,9 +589,12 @@ def test_llenergymeasure_command_runs_the_flops_subcommand() -> None:
 def test_cli_unsupported_config_exits_non_zero_with_one_line(tmp_path, capsys) -> None:
     path = tmp_path / "config.json"
     path.write_text(json.dumps({**BASE, "model_type": "not_a_transformers_family"}))
-    code, out, err = run_flops_command(["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2"], capsys)
+    code, out, err = run_flops_command(
+        ["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2"], capsys
+    )
     assert code == flops.cli.UNSUPPORTED_EXIT and out == ""
     assert len(err.strip().splitlines()) == 1 and "unsupported" in err and "not_a_transformers_family" in err
     code, out, err = run_flops_command(
-        ["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2", "--json"], capsys)
+        ["--model-config", str(path), "--batch", "1", "--prompt", "8", "--new", "2", "--json"], capsys
+    )
     assert code == flops.cli.UNSUPPORTED_EXIT and json.loads(out)["confidence"] == "unsupported"

@@ -15,15 +15,27 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (bash install-llamacpp.sh)")
 
-from llenergymeasure import gguf  # noqa: E402
+from llenergymeasure import gguf
 
 # Row lengths are multiples of 256, so q4_K / q6_K apply without fallback types.
 TINY_LLAMA = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
-    "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 320, "max_position_embeddings": 256,
-    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": False,
-    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 320,
+    "max_position_embeddings": 256,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0,
+    "hidden_act": "silu",
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
 }
 EVALUATION = {"sequence_length": 32, "max_sequences": 2}
 QUANTS = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
@@ -69,11 +81,19 @@ def tiny_gguf(tmp_path_factory) -> dict:
     evaluation = {"text": str(root / "eval.txt"), **EVALUATION}
     variants = {}
     f16 = root / "variants" / "gguf-f16"
-    variants["gguf-f16"] = gguf.build_variant("tiny", "gguf-f16", model_dir, f16, evaluation=evaluation,
-                                              threads=1, log_file=root / "convert.log")
+    variants["gguf-f16"] = gguf.build_variant(
+        "tiny", "gguf-f16", model_dir, f16, evaluation=evaluation, threads=1, log_file=root / "convert.log"
+    )
     for quant in QUANTS[1:]:
-        variants[quant] = gguf.build_variant("tiny", quant, model_dir, root / "variants" / quant,
-                                             f16_gguf=f16 / "model.gguf", evaluation=evaluation, threads=1)
+        variants[quant] = gguf.build_variant(
+            "tiny",
+            quant,
+            model_dir,
+            root / "variants" / quant,
+            f16_gguf=f16 / "model.gguf",
+            evaluation=evaluation,
+            threads=1,
+        )
     built.write_text(json.dumps({"evaluation": evaluation, "variants": variants}))
     return {"model_dir": model_dir, "evaluation": evaluation, "variants": variants, "root": root}
 
@@ -136,8 +156,13 @@ def test_f16_perplexity_agrees_with_the_transformers_protocol(tiny_gguf):
     evaluation = tiny_gguf["evaluation"]
     model = AutoModelForCausalLM.from_pretrained(tiny_gguf["model_dir"], dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_gguf["model_dir"])
-    reference, tokens = perplexity(model, tokenizer, Path(evaluation["text"]).read_text(),
-                                   evaluation["sequence_length"], evaluation["max_sequences"])
+    reference, tokens = perplexity(
+        model,
+        tokenizer,
+        Path(evaluation["text"]).read_text(),
+        evaluation["sequence_length"],
+        evaluation["max_sequences"],
+    )
     variant = tiny_gguf["variants"]["gguf-f16"]
     assert variant["perplexity_tokens"] == tokens
     assert variant["perplexity"] == pytest.approx(reference, rel=1e-3)

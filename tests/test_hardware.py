@@ -43,10 +43,20 @@ def test_nvml_names_select_their_row(nvml_name: str, entry_name: str) -> None:
     assert hardware.lookup(f"  {nvml_name.lower()} ")["name"] == entry_name
 
 
-@pytest.mark.parametrize("name", [
-    "NVIDIA H100 NVL", "NVIDIA H200 NVL", "NVIDIA H100", "H100", "NVIDIA A100", "Tesla V100-SXM2-16GB",
-    "cpu", "", None,
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "NVIDIA H100 NVL",
+        "NVIDIA H200 NVL",
+        "NVIDIA H100",
+        "H100",
+        "NVIDIA A100",
+        "Tesla V100-SXM2-16GB",
+        "cpu",
+        "",
+        None,
+    ],
+)
 def test_unknown_or_ambiguous_devices_get_none(name) -> None:
     assert hardware.lookup(name) is None
     assert hardware.mfu(1e12, 1.0, name, "bfloat16") is None

@@ -25,8 +25,10 @@ def _bimodal_median() -> float:
 DISTRIBUTIONS = {
     "normal": (lambda rng, shape: rng.normal(10.0, 1.0, shape), 10.0),
     "lognormal": (lambda rng, shape: rng.lognormal(0.0, 0.8, shape), 1.0),
-    "bimodal": (lambda rng, shape: np.where(rng.random(shape) < 0.5, rng.normal(9.0, 0.3, shape),
-                                            rng.normal(11.5, 0.8, shape)), _bimodal_median()),
+    "bimodal": (
+        lambda rng, shape: np.where(rng.random(shape) < 0.5, rng.normal(9.0, 0.3, shape), rng.normal(11.5, 0.8, shape)),
+        _bimodal_median(),
+    ),
 }
 
 
@@ -50,12 +52,22 @@ def test_the_summary_states_the_coverage_it_achieves():
     reps, n = 3000, 5
     rng = np.random.default_rng(11)
     values = rng.lognormal(0.0, 0.5, (reps, n)).reshape(-1)
-    table = pd.DataFrame({
-        "platform_id": "p", "model": np.repeat([f"m{i}" for i in range(reps)], n), "quant": "q",
-        "backend": "b", "batch_size": 1, "prompt_tokens": 8, "output_tokens": 4, "status": "ok",
-        "trial": np.tile(np.arange(n), reps), "latency_s": values, "tokens_per_s": 1.0 / values,
-        "energy_j_per_output_token": np.nan,
-    })
+    table = pd.DataFrame(
+        {
+            "platform_id": "p",
+            "model": np.repeat([f"m{i}" for i in range(reps)], n),
+            "quant": "q",
+            "backend": "b",
+            "batch_size": 1,
+            "prompt_tokens": 8,
+            "output_tokens": 4,
+            "status": "ok",
+            "trial": np.tile(np.arange(n), reps),
+            "latency_s": values,
+            "tokens_per_s": 1.0 / values,
+            "energy_j_per_output_token": np.nan,
+        }
+    )
     summary = stats.summarise(table)
     assert (summary["ci_coverage"] == 0.9375).all() and (summary["ci_method"] == intervals.MEDIAN_TRIALS).all()
     observed = np.mean((summary["latency_s_ci_low"] <= 1.0) & (1.0 <= summary["latency_s_ci_high"]))
@@ -68,10 +80,24 @@ def _replicated(replicate_medians: list[float], trials: int = 5, **keys) -> pd.D
     for replicate, level in enumerate(replicate_medians):
         for trial in range(trials):
             value = level * (1.0 + 0.001 * (trial - trials // 2))  # trials agree to 0.1 %
-            rows.append({"platform_id": "p", "model": "m", "quant": "q", "backend": "b",
-                         "batch_size": 1, "prompt_tokens": 8, "output_tokens": 4, "status": "ok",
-                         "replicate": replicate, "trial": trial, "latency_s": value,
-                         "tokens_per_s": 1.0 / value, "energy_j_per_output_token": value} | keys)
+            rows.append(
+                {
+                    "platform_id": "p",
+                    "model": "m",
+                    "quant": "q",
+                    "backend": "b",
+                    "batch_size": 1,
+                    "prompt_tokens": 8,
+                    "output_tokens": 4,
+                    "status": "ok",
+                    "replicate": replicate,
+                    "trial": trial,
+                    "latency_s": value,
+                    "tokens_per_s": 1.0 / value,
+                    "energy_j_per_output_token": value,
+                }
+                | keys
+            )
     return pd.DataFrame(rows)
 
 
@@ -110,7 +136,8 @@ def test_replicate_interval_covers_under_session_to_session_variance():
     observed = np.mean((low <= 1.0) & (1.0 <= high))
     assert observed >= coverage[0] - _slack(coverage[0], reps)
     pooled_low, pooled_high, pooled_coverage = intervals.median_intervals_of_sorted_rows(
-        np.sort(values.reshape(reps, -1), axis=1))
+        np.sort(values.reshape(reps, -1), axis=1)
+    )
     assert np.mean((pooled_low <= 1.0) & (1.0 <= pooled_high)) < pooled_coverage[0] - 0.1
 
 

@@ -24,9 +24,8 @@ def test_a_failed_block_leaves_the_target_and_no_staging(tmp_path):
     target = tmp_path / "model"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError, match="build failed"):
-        with staged_directory(target) as staging:
-            (staging / "half.txt").write_text("half")
-            raise RuntimeError("build failed")
+    with pytest.raises(RuntimeError, match="build failed"), staged_directory(target) as staging:
+        (staging / "half.txt").write_text("half")
+        raise RuntimeError("build failed")
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -16,7 +16,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 sys.path.insert(0, str(REPO_ROOT / "tools"))
-import locks  # noqa: E402
+import locks
 
 LOCKS = locks.all_locks()
 VENV_LOCK = LOCKS[0]
@@ -113,7 +113,9 @@ def test_a_drifted_transitive_pin_in_an_env_is_caught(tmp_path):
 def test_a_drifted_pin_in_the_venv_lock_is_caught(tmp_path):
     lock_file = tmp_path / "requirements.txt"
     pins = locks.pins_of(VENV_LOCK)
-    lock_file.write_text(VENV_LOCK.target.read_text().replace(f"\nmarkupsafe=={pins['markupsafe']} ", "\nmarkupsafe==0.1 "))
+    lock_file.write_text(
+        VENV_LOCK.target.read_text().replace(f"\nmarkupsafe=={pins['markupsafe']} ", "\nmarkupsafe==0.1 ")
+    )
     drifted = locks.lock_pins(lock_file.read_text())
     assert drifted["markupsafe"] == "0.1"
     installed = _installed()
@@ -140,8 +142,14 @@ def _vllm_venv_lock() -> locks.Lock:
 def test_the_vllm_venv_is_exactly_its_lock():
     assert VLLM_PYTHON.is_file(), "install.sh builds .venv-vllm; run it"
     listing = subprocess.run(
-        [str(VLLM_PYTHON), "-c", "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))"],
-        capture_output=True, text=True, check=True,
+        [
+            str(VLLM_PYTHON),
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name']}=={d.version}\" for d in m.distributions()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     installed = locks.lock_pins(listing)
     pins = locks.pins_of(_vllm_venv_lock())

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import BIN, REPO_ROOT, copy_workflow, run_snakemake
 
 peft = pytest.importorskip("peft")
@@ -26,13 +25,21 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from llenergymeasure import adapter_analysis, flops, lora, lora_build  # noqa: E402
-from llenergymeasure.adapter_flops import add_adapter_flops, adapter_generate_flops  # noqa: E402
+from llenergymeasure.adapter_flops import adapter_generate_flops, add_adapter_flops  # noqa: E402
 from llenergymeasure.config import ConfigError, load_config  # noqa: E402
 
 TOKENS = dict(pad_token_id=0, bos_token_id=1, eos_token_id=2)
 ARCHITECTURES = {
-    "llama": dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=128, max_position_embeddings=256, **TOKENS),
+    "llama": dict(
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=128,
+        max_position_embeddings=256,
+        **TOKENS,
+    ),
     "gpt2": dict(n_embd=64, n_layer=2, n_head=4, vocab_size=128, n_positions=256, **TOKENS),
 }
 
@@ -47,8 +54,15 @@ def _model_dir(tmp_path: Path, family: str) -> Path:
 
 
 def _settings(**overrides):
-    return {"source": "random", "rank": 4, "alpha": 16, "target_modules": ["q_proj", "v_proj"],
-            "dropout": 0.0, "seed": 0, **overrides}
+    return {
+        "source": "random",
+        "rank": 4,
+        "alpha": 16,
+        "target_modules": ["q_proj", "v_proj"],
+        "dropout": 0.0,
+        "seed": 0,
+        **overrides,
+    }
 
 
 # ------------------------------------------------------------------ building
@@ -60,7 +74,9 @@ def test_a_random_adapter_is_byte_identical_across_builds_and_changes_the_output
     second = lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "two")
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
-    assert first["sha256"] == second["sha256"] and first["bytes"] == (tmp_path / "one" / lora_build.WEIGHTS).stat().st_size
+    assert (
+        first["sha256"] == second["sha256"] and first["bytes"] == (tmp_path / "one" / lora_build.WEIGHTS).stat().st_size
+    )
     other_seed = lora_build.build_adapter("m", "a", _settings(seed=1), model_dir, tmp_path / "three")
     assert other_seed["sha256"] != first["sha256"]
     # B is not PEFT's default zeros: the adapter changes the logits, and says so
@@ -76,13 +92,19 @@ def test_a_random_adapter_is_byte_identical_across_builds_and_changes_the_output
 def test_a_path_adapter_is_copied_and_checked_against_the_model(tmp_path):
     model_dir = _model_dir(tmp_path, "llama")
     lora_build.build_adapter("m", "a", _settings(rank=2), model_dir, tmp_path / "made")
-    copied = lora_build.build_adapter("m", "b", {"source": "path", "path": str(tmp_path / "made")}, model_dir, tmp_path / "copy")
+    copied = lora_build.build_adapter(
+        "m", "b", {"source": "path", "path": str(tmp_path / "made")}, model_dir, tmp_path / "copy"
+    )
     assert copied["rank"] == 2 and copied["source"] == "path"
-    assert (tmp_path / "copy" / lora_build.WEIGHTS).read_bytes() == (tmp_path / "made" / lora_build.WEIGHTS).read_bytes()
+    assert (tmp_path / "copy" / lora_build.WEIGHTS).read_bytes() == (
+        tmp_path / "made" / lora_build.WEIGHTS
+    ).read_bytes()
     (tmp_path / "pickled").mkdir()
     (tmp_path / "pickled" / "adapter_model.bin").write_bytes(b"x")
     with pytest.raises(lora_build.AdapterBuildError, match="safetensors only"):
-        lora_build.build_adapter("m", "c", {"source": "path", "path": str(tmp_path / "pickled")}, model_dir, tmp_path / "no")
+        lora_build.build_adapter(
+            "m", "c", {"source": "path", "path": str(tmp_path / "pickled")}, model_dir, tmp_path / "no"
+        )
     assert not (tmp_path / "no").exists()
 
 
@@ -93,8 +115,14 @@ def _counted(model, batch: int, prompt: int, new: int) -> int:
     ids = torch.randint(3, 128, (batch, prompt), generator=torch.Generator().manual_seed(1))
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
-        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new,
-                             min_new_tokens=new, do_sample=False, pad_token_id=0)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            pad_token_id=0,
+        )
     assert out.shape == (batch, prompt + new)
     return counter.get_total_flops()
 
@@ -123,7 +151,10 @@ def test_adapter_flops_match_the_counter_unmerged_and_merged(tmp_path, family, r
     assert extra["flops_total"] > 0
     assert _counted(model, batch, prompt, new) == base_count + extra["flops_total"]
     prefill_only = adapter_generate_flops(manifest, batch, prompt, 1, merged=False)["flops_total"]
-    assert _counted(model, batch, prompt, 1) == flops.count_generate(hf_config, batch, prompt, 1)["flops_total"] + prefill_only
+    assert (
+        _counted(model, batch, prompt, 1)
+        == flops.count_generate(hf_config, batch, prompt, 1)["flops_total"] + prefill_only
+    )
     merged = model.merge_and_unload()
     assert _counted(merged, batch, prompt, new) == base_count
     assert adapter_generate_flops(manifest, batch, prompt, new, merged=True)["flops_total"] == 0
@@ -133,8 +164,16 @@ def test_annotation_adds_the_adapter_to_the_totals(tmp_path):
     model_dir = _model_dir(tmp_path, "llama")
     manifest = lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
     hf_config = json.loads((model_dir / "config.json").read_text())
-    rows = pd.DataFrame({"batch_size": [2, 2], "prompt_tokens": [8, 8], "output_tokens": [5, 5],
-                         "quant": ["none-float32"] * 2, "status": ["ok", "ok"], "adapter_merged": [False, True]})
+    rows = pd.DataFrame(
+        {
+            "batch_size": [2, 2],
+            "prompt_tokens": [8, 8],
+            "output_tokens": [5, 5],
+            "quant": ["none-float32"] * 2,
+            "status": ["ok", "ok"],
+            "adapter_merged": [False, True],
+        }
+    )
     base = flops.annotate(rows, hf_config)
     out = add_adapter_flops(base, manifest)
     per_token = 2 * 4 * ((64 + 64) + (64 + 32)) * 2  # both layers
@@ -152,10 +191,21 @@ def test_unmerged_decode_mbu_counts_the_adapters_bytes_and_merged_does_not(tmp_p
     manifest = lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
     hf_config = json.loads((model_dir / "config.json").read_text())
     device = hardware.load_table()[0]["nvml_names"][0]  # a device the table lists
-    rows = pd.DataFrame({"batch_size": [2, 2], "prompt_tokens": [8, 8], "output_tokens": [5, 5],
-                         "quant": ["none-float32"] * 2, "status": ["ok", "ok"], "adapter_merged": [False, True],
-                         "tpot_s": [0.002, 0.002], "device_name": [device] * 2, "dtype": ["float32"] * 2,
-                         "compute_dtype": ["float32"] * 2, "weight_bytes_memory": [400_000.0] * 2})
+    rows = pd.DataFrame(
+        {
+            "batch_size": [2, 2],
+            "prompt_tokens": [8, 8],
+            "output_tokens": [5, 5],
+            "quant": ["none-float32"] * 2,
+            "status": ["ok", "ok"],
+            "adapter_merged": [False, True],
+            "tpot_s": [0.002, 0.002],
+            "device_name": [device] * 2,
+            "dtype": ["float32"] * 2,
+            "compute_dtype": ["float32"] * 2,
+            "weight_bytes_memory": [400_000.0] * 2,
+        }
+    )
     base = flops.annotate(rows, hf_config)
     assert base["mbu_decode"].notna().all()
     out = add_adapter_flops(base, manifest)
@@ -171,8 +221,14 @@ def test_pytorch_compiled_recompiles_for_the_adapter_outside_the_windows_and_mat
 
     model_dir = _model_dir(tmp_path, "llama")
     lora_build.build_adapter("m", "a", _settings(), model_dir, tmp_path / "adapter")
-    variant = {"quant": "none-float32", "quant_method": "none", "compute_dtype": "float32", "load_dtype": "float32",
-               "model_dir": str(model_dir), "weights": "random"}
+    variant = {
+        "quant": "none-float32",
+        "quant_method": "none",
+        "compute_dtype": "float32",
+        "load_dtype": "float32",
+        "model_dir": str(model_dir),
+        "weights": "random",
+    }
     backend = get_backend("pytorch-compiled")({"max_new_tokens": 6, "threads": 1}, "cpu")
     backend.load(variant)
     (_, unmerge), (_, merge) = lora_build.measurement_phases(tmp_path / "adapter")
@@ -182,7 +238,9 @@ def test_pytorch_compiled_recompiles_for_the_adapter_outside_the_windows_and_mat
     assert backend.prepare_inputs(2, 8, seed=0) and len(backend.compile_events) == events_before  # warm now
     backend.generate(inputs, 6)
     compiled = backend.model.generate(**inputs, **backend.generation_kwargs(6))[:, 8:]
-    reference = peft.PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), str(tmp_path / "adapter")).eval()
+    reference = peft.PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_dir), str(tmp_path / "adapter")
+    ).eval()
     with torch.inference_mode():
         eager = reference.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False, pad_token_id=0)[:, 8:]
     assert torch.equal(compiled, eager)
@@ -197,16 +255,23 @@ def test_pytorch_compiled_recompiles_for_the_adapter_outside_the_windows_and_mat
 
 def _study(adapters: dict, backends: dict | None = None) -> dict:
     return {
-        "models": {"tiny-llama": {"architecture": "config/models/tiny-llama.json",
-                                  "backends": backends or {"pytorch": ["none-float32"]}, "adapters": adapters}},
+        "models": {
+            "tiny-llama": {
+                "architecture": "config/models/tiny-llama.json",
+                "backends": backends or {"pytorch": ["none-float32"]},
+                "adapters": adapters,
+            }
+        },
         "workload": {"batch_sizes": [1, 4], "prompt_tokens": [8], "new_tokens": 4},
         "measurement": {"trials": 1},
     }
 
 
 def test_an_unsupported_adapter_combination_is_refused_up_front_with_the_reason():
-    study = _study({"lora": {"rank": 8, "target_modules": ["q_proj"]}},
-                   backends={"pytorch": ["none-float32"], "llamacpp": ["gguf-q8_0"]})
+    study = _study(
+        {"lora": {"rank": 8, "target_modules": ["q_proj"]}},
+        backends={"pytorch": ["none-float32"], "llamacpp": ["gguf-q8_0"]},
+    )
     with pytest.raises(ConfigError) as error:
         load_config(study, has_cuda=True)
     message = str(error.value)
@@ -220,7 +285,14 @@ def test_an_unsupported_adapter_combination_is_refused_up_front_with_the_reason(
 def test_adapter_defaults_come_from_the_schema_and_jobs_expand():
     config = load_config(_study({"lora": {"rank": 8, "target_modules": ["q_proj"], "batch_sizes": [1]}}))
     settings = lora.adapter_build_settings(config, "tiny-llama", "lora")
-    assert settings == {"source": "random", "rank": 8, "target_modules": ["q_proj"], "alpha": 16, "dropout": 0.0, "seed": 0}
+    assert settings == {
+        "source": "random",
+        "rank": 8,
+        "target_modules": ["q_proj"],
+        "alpha": 16,
+        "dropout": 0.0,
+        "seed": 0,
+    }
     assert list(lora.expand_adapter_jobs(config)) == [lora.AdapterJob("tiny-llama", "none-float32", "pytorch", "lora")]
     assert lora.adapter_workload(config, "tiny-llama", "lora")["batch_sizes"] == [1]
 
@@ -241,23 +313,40 @@ def test_projection_shapes_come_from_the_real_architecture():
 def _trials(state: str, tokens_per_s: list[float], energy_estimate: bool) -> pd.DataFrame:
     n = len(tokens_per_s)
     adapter = "none" if state == "base" else "lora"
-    return pd.DataFrame({
-        "platform_id": "p", "model": "m", "quant": "none-float32", "backend": "pytorch",
-        "batch_size": 1, "prompt_tokens": 8, "output_tokens": 4, "trial": range(n), "status": "ok",
-        "adapter": adapter, "adapter_merged": state == "merged", "adapter_rank": None if adapter == "none" else 8,
-        "adapter_merge_s": 0.5 if state == "merged" else None, "tokens_per_s": tokens_per_s,
-        "latency_s": [4 / v for v in tokens_per_s], "energy_j_per_output_token": [0.1 * v for v in tokens_per_s],
-        "energy_source": "estimate-cpu-tdp" if energy_estimate else "zeus-rapl", "energy_is_estimate": energy_estimate,
-    })
+    return pd.DataFrame(
+        {
+            "platform_id": "p",
+            "model": "m",
+            "quant": "none-float32",
+            "backend": "pytorch",
+            "batch_size": 1,
+            "prompt_tokens": 8,
+            "output_tokens": 4,
+            "trial": range(n),
+            "status": "ok",
+            "adapter": adapter,
+            "adapter_merged": state == "merged",
+            "adapter_rank": None if adapter == "none" else 8,
+            "adapter_merge_s": 0.5 if state == "merged" else None,
+            "tokens_per_s": tokens_per_s,
+            "latency_s": [4 / v for v in tokens_per_s],
+            "energy_j_per_output_token": [0.1 * v for v in tokens_per_s],
+            "energy_source": "estimate-cpu-tdp" if energy_estimate else "zeus-rapl",
+            "energy_is_estimate": energy_estimate,
+        }
+    )
 
 
 @pytest.mark.parametrize("estimated", [False, True])
 def test_overhead_ratios_and_intervals_and_no_sensor(estimated):
-    measurements = pd.concat([
-        _trials("base", [100, 102, 98, 101, 99], estimated),
-        _trials("unmerged", [80, 81, 79, 82, 78], estimated),
-        _trials("merged", [100, 99, 101, 100, 98], estimated),
-    ], ignore_index=True)
+    measurements = pd.concat(
+        [
+            _trials("base", [100, 102, 98, 101, 99], estimated),
+            _trials("unmerged", [80, 81, 79, 82, 78], estimated),
+            _trials("merged", [100, 99, 101, 100, 98], estimated),
+        ],
+        ignore_index=True,
+    )
     table = adapter_analysis.adapter_overhead(measurements)
     cell = table[(table["comparison"] == "unmerged/base") & (table["metric"] == "tokens_per_s")].iloc[0]
     assert cell["ratio"] == pytest.approx(80 / 100) and cell["ci_low"] < 0.8 < cell["ci_high"] < 1.0
@@ -275,7 +364,9 @@ def test_overhead_ratios_and_intervals_and_no_sensor(estimated):
 
 
 def test_tables_from_before_adapters_read_as_base_rows():
-    old = _trials("base", [1.0, 2.0], False).drop(columns=[c for c in lora.ROW_COLUMNS if c in _trials("base", [1.0], False)])
+    old = _trials("base", [1.0, 2.0], False).drop(
+        columns=[c for c in lora.ROW_COLUMNS if c in _trials("base", [1.0], False)]
+    )
     filled = adapter_analysis.with_adapter_columns(old)
     assert (filled["adapter"] == "none").all() and (~filled["adapter_merged"]).all()
     assert adapter_analysis.adapter_overhead(old).empty
@@ -294,12 +385,19 @@ def _env() -> dict[str, str]:
 def test_adding_an_adapter_to_a_finished_sweep_measures_it_without_re_running_the_base(tmp_path):
     workdir = copy_workflow(tmp_path / "repo")
     study = {
-        "study": "lora", "device": "cpu",
-        "models": {"tiny-llama": {"architecture": "config/models/tiny-llama.json",
-                                  "backends": {"pytorch": ["none-float32"]}}},
+        "study": "lora",
+        "device": "cpu",
+        "models": {
+            "tiny-llama": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}}
+        },
         "workload": {"batch_sizes": [1], "prompt_tokens": [16], "new_tokens": 4},
-        "measurement": {"trials": 3, "replicates": 1, "warmup_runs": 1, "min_window_s": {"cpu": 0.1},
-                        "idle_baseline_s": {"cpu": 0.2}},
+        "measurement": {
+            "trials": 3,
+            "replicates": 1,
+            "warmup_runs": 1,
+            "min_window_s": {"cpu": 0.1},
+            "idle_baseline_s": {"cpu": 0.2},
+        },
     }
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(study))
@@ -315,7 +413,9 @@ def test_adding_an_adapter_to_a_finished_sweep_measures_it_without_re_running_th
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     stats = (dry.stdout + dry.stderr).split("Job stats:", 1)[1].split("\n\n", 1)[0]
     planned = dict(re.findall(r"^(\w+)\s+(\d+)$", stats, flags=re.MULTILINE))
-    assert planned == {"adapter": "1", "measure_adapter": "1", "flops_adapter": "1", "aggregate": "1", "total": "4"}, stats
+    assert planned == {"adapter": "1", "measure_adapter": "1", "flops_adapter": "1", "aggregate": "1", "total": "4"}, (
+        stats
+    )
 
     grown = run_snakemake(workdir, aggregate, "--cores", "2", "--configfile", str(path), env=_env(), timeout=900)
     assert grown.returncode == 0, grown.stdout[-3000:] + grown.stderr[-3000:]
@@ -325,7 +425,9 @@ def test_adding_an_adapter_to_a_finished_sweep_measures_it_without_re_running_th
     states = rows.groupby(["adapter", "adapter_merged"]).size().to_dict()
     assert states == {("lora-r8", False): 3, ("lora-r8", True): 3, ("none", False): 3}
     adapted = rows[rows["adapter"] == "lora-r8"]
-    manifest = json.loads((workdir / "results" / "adapters" / "tiny-llama" / "lora-r8" / "adapter_manifest.json").read_text())
+    manifest = json.loads(
+        (workdir / "results" / "adapters" / "tiny-llama" / "lora-r8" / "adapter_manifest.json").read_text()
+    )
     assert (adapted["adapter_bytes"] == manifest["bytes"]).all() and (adapted["adapter_rank"] == 8).all()
     merged = adapted[adapted["adapter_merged"].astype(bool)]
     unmerged = adapted[~adapted["adapter_merged"].astype(bool)]

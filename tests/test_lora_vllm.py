@@ -26,8 +26,14 @@ from llenergymeasure.config import ConfigError, load_config  # noqa: E402
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [40, 41, 300, 7, 9, 200, 3, 17]]
 NEW_TOKENS = 8
-SETTINGS = {"source": "random", "rank": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"], "dropout": 0.0,
-            "seed": 0}
+SETTINGS = {
+    "source": "random",
+    "rank": 8,
+    "alpha": 16,
+    "target_modules": ["q_proj", "v_proj"],
+    "dropout": 0.0,
+    "seed": 0,
+}
 
 PROBE = textwrap.dedent("""
     import json, sys
@@ -79,18 +85,37 @@ def built(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lora-vllm")
     model_dir = root / "tiny-llama"
-    materialise_random(REPO_ROOT / "config/models/tiny-llama.json", model_dir, seed=0,
-                       tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt")
+    materialise_random(
+        REPO_ROOT / "config/models/tiny-llama.json",
+        model_dir,
+        seed=0,
+        tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt",
+    )
     manifest = lora_build.build_adapter("tiny-llama", "lora-r8", SETTINGS, model_dir, root / "adapter")
     merge = lora_build.build_merged(model_dir, root / "adapter", root / "merged")
     base = lora_build._load_base(model_dir)
     model = peft.PeftModel.from_pretrained(base, str(root / "adapter")).eval()
     with torch.inference_mode():
-        generated = model.generate(input_ids=torch.tensor(PROMPTS), attention_mask=torch.ones(len(PROMPTS), 8, dtype=torch.long),
-                                   max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
-    variant = {"quant": "none-float32", "quant_method": "none", "compute_dtype": "float32", "load_dtype": "float32",
-               "model_dir": str(model_dir), "checkpoint_dir": None, "checkpoint_file": None, "weights": "random",
-               "weight_bytes_disk": (model_dir / "model.safetensors").stat().st_size, "settings": {}}
+        generated = model.generate(
+            input_ids=torch.tensor(PROMPTS),
+            attention_mask=torch.ones(len(PROMPTS), 8, dtype=torch.long),
+            max_new_tokens=NEW_TOKENS,
+            min_new_tokens=NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=0,
+        )
+    variant = {
+        "quant": "none-float32",
+        "quant_method": "none",
+        "compute_dtype": "float32",
+        "load_dtype": "float32",
+        "model_dir": str(model_dir),
+        "checkpoint_dir": None,
+        "checkpoint_file": None,
+        "weights": "random",
+        "weight_bytes_disk": (model_dir / "model.safetensors").stat().st_size,
+        "settings": {},
+    }
     (root / "variant.json").write_text(json.dumps(variant))
     return {"root": root, "manifest": manifest, "merge": merge, "peft": generated[:, 8:].tolist()}
 
@@ -98,16 +123,30 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="module")
 def vllm_run(built):
     root = built["root"]
-    architectures = sorted({a for path in (REPO_ROOT / "config/models").glob("*.json")
-                            for a in json.loads(path.read_text()).get("architectures", [])})
+    architectures = sorted(
+        {
+            a
+            for path in (REPO_ROOT / "config/models").glob("*.json")
+            for a in json.loads(path.read_text()).get("architectures", [])
+        }
+    )
     script = root / "probe.py"
-    script.write_text(PROBE.format(scripts=str(SCRIPTS), architectures=architectures, variant=str(root / "variant.json"),
-                                   adapter=str(root / "adapter"), merged=str(root / "merged"), prompts=PROMPTS,
-                                   new=NEW_TOKENS, rows=str(root / "rows.parquet")))
+    script.write_text(
+        PROBE.format(
+            scripts=str(SCRIPTS),
+            architectures=architectures,
+            variant=str(root / "variant.json"),
+            adapter=str(root / "adapter"),
+            merged=str(root / "merged"),
+            prompts=PROMPTS,
+            new=NEW_TOKENS,
+            rows=str(root / "rows.parquet"),
+        )
+    )
     done = subprocess.run([str(vllm_python()), str(script)], capture_output=True, text=True, timeout=500, cwd=root)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT "):])
+    return json.loads(lines[0][len("RESULT ") :])
 
 
 def test_the_lora_architecture_table_is_vllms(vllm_run):
@@ -130,7 +169,10 @@ def test_vllm_merged_from_the_merge_adapter_checkpoint_generates_what_unmerged_d
     engine = vllm_run["merged_engine"]
     assert "enable_lora" not in engine and engine["model"] == str((built["root"] / "merged").resolve())
     assert vllm_run["merged_fields"]["adapter_merge_s"] == built["merge"]["merge_s"] > 0
-    assert vllm_run["merged_fields"]["kernel_path"].startswith("vllm-cpu:") and "lora" not in vllm_run["merged_fields"]["kernel_path"]
+    assert (
+        vllm_run["merged_fields"]["kernel_path"].startswith("vllm-cpu:")
+        and "lora" not in vllm_run["merged_fields"]["kernel_path"]
+    )
 
 
 def test_a_vllm_measure_job_with_an_adapter_writes_unmerged_and_merged_rows(built, vllm_run):
@@ -151,10 +193,16 @@ def test_a_vllm_measure_job_with_an_adapter_writes_unmerged_and_merged_rows(buil
 
 def _study(backends: dict, architecture: str = "config/models/tiny-llama.json", rank: int = 8) -> dict:
     return {
-        "models": {"m": {"architecture": architecture, "backends": backends,
-                         "adapters": {"lora": {"rank": rank, "target_modules": ["q_proj"]}}}},
+        "models": {
+            "m": {
+                "architecture": architecture,
+                "backends": backends,
+                "adapters": {"lora": {"rank": rank, "target_modules": ["q_proj"]}},
+            }
+        },
         "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
-        "measurement": {"trials": 1}, "device": "cpu",
+        "measurement": {"trials": 1},
+        "device": "cpu",
     }
 
 
@@ -162,10 +210,14 @@ def test_vllm_adapters_are_accepted_and_the_unsupported_ones_refused_up_front():
     config = load_config(_study({"vllm": ["none-float32"]}))
     assert [(j.backend, j.quant) for j in lora.expand_adapter_jobs(config)] == [("vllm", "none-float32")]
     refusals = [
-        (_study({"vllm": ["none-float32"]}, "config/models/tiny-gpt2.json"),
-         r"^models\.m\.adapters\.lora: no adapter on vllm none-float32: vLLM's GPT2LMHeadModel does not implement LoRA"),
-        (_study({"vllm": ["none-float32"]}, "config/models/llama-3.2-1b.json", rank=1024),
-         r"^models\.m\.adapters\.lora\.rank: 1024 exceeds vLLM's largest max_lora_rank 512"),
+        (
+            _study({"vllm": ["none-float32"]}, "config/models/tiny-gpt2.json"),
+            r"^models\.m\.adapters\.lora: no adapter on vllm none-float32: vLLM's GPT2LMHeadModel does not implement LoRA",
+        ),
+        (
+            _study({"vllm": ["none-float32"]}, "config/models/llama-3.2-1b.json", rank=1024),
+            r"^models\.m\.adapters\.lora\.rank: 1024 exceeds vLLM's largest max_lora_rank 512",
+        ),
     ]
     for study, pattern in refusals:
         if "gpt2" in study["models"]["m"]["architecture"]:

@@ -33,7 +33,9 @@ class TinyBackend(PyTorchBackend):
 
         torch.set_num_threads(1)  # a shared 2-core machine
         start = time.perf_counter()
-        self.model = AutoModelForCausalLM.from_pretrained(VariantManifest.coerce(variant).model_dir, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            VariantManifest.coerce(variant).model_dir, dtype=torch.float32
+        ).eval()
         self.vocab_size = int(self.model.config.vocab_size)
         self.pad_token_id = 0
         weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
@@ -47,15 +49,24 @@ def tiny_variant(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny")
     torch.manual_seed(0)
-    config = GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=N_POSITIONS, vocab_size=64,
-                        bos_token_id=1, eos_token_id=2)
+    config = GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, n_positions=N_POSITIONS, vocab_size=64, bos_token_id=1, eos_token_id=2
+    )
     GPT2LMHeadModel(config).save_pretrained(root / "model")
     variant = {
-        "model": "tiny", "quant": "none-float32", "quant_method": "none", "weight_bits": 32,
-        "compute_dtype": "float32", "load_dtype": "float32", "model_dir": str(root / "model"),
-        "checkpoint_dir": None, "checkpoint_file": None,
+        "model": "tiny",
+        "quant": "none-float32",
+        "quant_method": "none",
+        "weight_bits": 32,
+        "compute_dtype": "float32",
+        "load_dtype": "float32",
+        "model_dir": str(root / "model"),
+        "checkpoint_dir": None,
+        "checkpoint_file": None,
         "weight_bytes_disk": (root / "model" / "model.safetensors").stat().st_size,
-        "weights": "random", "perplexity": 64.5, "settings": {},
+        "weights": "random",
+        "perplexity": 64.5,
+        "settings": {},
     }
     path = root / "variant.json"
     path.write_text(json.dumps(variant))
@@ -68,9 +79,15 @@ def _config(**measurement: Any) -> dict[str, Any]:
         "device": "cpu",
         "workload": {"batch_sizes": [1, 2], "prompt_tokens": [4, N_POSITIONS + 4], "new_tokens": 4},
         "measurement": {
-            "trials": 2, "warmup_runs": 1, "warmup_min_s": {"cpu": 0.0}, "warmup_cv_threshold": None,
-            "warmup_max_s": 5.0, "min_window_s": {"cpu": 0.03}, "idle_baseline_s": {"cpu": 0.05},
-            "energy_source": "auto", **measurement,
+            "trials": 2,
+            "warmup_runs": 1,
+            "warmup_min_s": {"cpu": 0.0},
+            "warmup_cv_threshold": None,
+            "warmup_max_s": 5.0,
+            "min_window_s": {"cpu": 0.03},
+            "idle_baseline_s": {"cpu": 0.05},
+            "energy_source": "auto",
+            **measurement,
         },
     }
 
@@ -107,7 +124,7 @@ def test_the_rows_measure_builds_are_exactly_its_schema_columns(tiny_variant, ti
     adapter_description = set(lora.ROW_COLUMNS) - set(lora.KEY_COLUMNS)  # filled on adapter jobs' rows only
     assert ok and missing == adapter_description, missing ^ adapter_description
     assert list(rows.columns) == list(schema.columns("measure"))
-    with pytest.raises(schema.SchemaError, match="not declared with stage: measure.*colour"):
+    with pytest.raises(schema.SchemaError, match=r"not declared with stage: measure.*colour"):
         real_write_rows([{**ok[0], "colour": "blue"}], out_dir / "refused.parquet")
 
 
@@ -139,11 +156,14 @@ def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_ba
             assert "x 60 W" in row["energy_assumption"]
         assert pd.isna(row["energy_unavailable_reason"]) and pd.isna(row["energy_gpu_indices"])
         assert row["warmup_converged"] in (True, False) and row["warmup_runs"] >= 1
-        assert not row["warmup_converged"] or (row["warmup_runs"] >= measure.WARMUP_CV_WINDOW and row["warmup_cv"] <= 0.5)
+        assert not row["warmup_converged"] or (
+            row["warmup_runs"] >= measure.WARMUP_CV_WINDOW and row["warmup_cv"] <= 0.5
+        )
         assert row["energy_j"] > 0 and row["energy_uncertainty_j"] > 0
         assert row["energy_decode_j"] == pytest.approx(row["energy_j"] - row["energy_prefill_j"])
         assert row["energy_decode_uncertainty_j"] == pytest.approx(
-            math.hypot(row["energy_uncertainty_j"], row["energy_prefill_uncertainty_j"]))
+            math.hypot(row["energy_uncertainty_j"], row["energy_prefill_uncertainty_j"])
+        )
         assert row["energy_j_per_output_token"] == pytest.approx(row["energy_j"] / (row["batch_size"] * 4))
         assert row["energy_net_j"] == pytest.approx(row["energy_j"] - row["idle_power_w"] * row["latency_s"])
         assert row["tokens_per_s"] == pytest.approx(row["batch_size"] * 4 / row["latency_s"])
@@ -169,17 +189,37 @@ def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_ba
 
 def test_load_failure_gives_one_failed_row_per_shape(tiny_backend, tmp_path):
     variant = tmp_path / "variant.json"
-    variant.write_text(json.dumps({"model": "tiny", "quant": "none-float32", "quant_method": "none",
-                                   "weight_bits": 32, "compute_dtype": "float32",
-                                   "model_dir": str(tmp_path / "missing-model")}))
+    variant.write_text(
+        json.dumps(
+            {
+                "model": "tiny",
+                "quant": "none-float32",
+                "quant_method": "none",
+                "weight_bits": 32,
+                "compute_dtype": "float32",
+                "model_dir": str(tmp_path / "missing-model"),
+            }
+        )
+    )
     rows, env = _run(_config(), variant, tmp_path)
     assert len(rows) == 4 and (rows["status"] == "failed").all()
     assert rows["error"].str.contains("missing-model").all()
     assert env["load_info"] is None and env["failed_rows"] == 4
 
 
-EMPTY_ENERGY = ["energy_j", "energy_j_per_output_token", "energy_uncertainty_j", "energy_prefill_j", "energy_decode_j",
-                "energy_net_j", "idle_power_w", "energy_per_device_json", "energy_cpu_j", "energy_dram_j", "energy_assumption"]
+EMPTY_ENERGY = [
+    "energy_j",
+    "energy_j_per_output_token",
+    "energy_uncertainty_j",
+    "energy_prefill_j",
+    "energy_decode_j",
+    "energy_net_j",
+    "idle_power_w",
+    "energy_per_device_json",
+    "energy_cpu_j",
+    "energy_dram_j",
+    "energy_assumption",
+]
 
 
 def test_forced_energy_source_none_leaves_energy_empty(tiny_variant, tiny_backend, tmp_path):
@@ -202,14 +242,19 @@ def test_no_sensor_and_no_stated_power_gives_empty_energy_with_the_reason(tiny_v
     assert row["status"] == "ok" and row["latency_s"] > 0
     assert row["energy_source"] == "unavailable" and not row["energy_is_estimate"]
     assert rows[EMPTY_ENERGY].isna().all().all()  # empty, never 0 J
-    assert "no CPU energy sensor" in row["energy_unavailable_reason"] and "LLEM_CPU_TDP_W" in row["energy_unavailable_reason"]
+    assert (
+        "no CPU energy sensor" in row["energy_unavailable_reason"]
+        and "LLEM_CPU_TDP_W" in row["energy_unavailable_reason"]
+    )
     assert env["energy_meter"]["source"] == "unavailable"
 
 
 @pytest.mark.parametrize("raw", ["eighty", "-1"])
 def test_bad_stated_power_fails_before_loading_in_one_line(tiny_variant, tiny_backend, tmp_path, monkeypatch, raw):
     monkeypatch.setenv("LLEM_CPU_TDP_W", raw)
-    with pytest.raises(energy.EnergySourceError, match=r"^LLEM_CPU_TDP_W=.*positive float; fix it or unset it") as error:
+    with pytest.raises(
+        energy.EnergySourceError, match=r"^LLEM_CPU_TDP_W=.*positive float; fix it or unset it"
+    ) as error:
         _run(_config(), tiny_variant, tmp_path)
     assert "\n" not in str(error.value) and not (tmp_path / "pytorch.parquet").exists()
 
@@ -227,15 +272,29 @@ def test_bad_settings_fail_before_loading(change, message, tmp_path):
     config = _config()
     change(config)
     with pytest.raises(measure.MeasureConfigError, match=message):
-        measure.run_job(config, "tiny", "none-float32", "pytorch", str(tmp_path / "nothing.json"),
-                        str(tmp_path / "o.parquet"), str(tmp_path / "o.env.json"))
+        measure.run_job(
+            config,
+            "tiny",
+            "none-float32",
+            "pytorch",
+            str(tmp_path / "nothing.json"),
+            str(tmp_path / "o.parquet"),
+            str(tmp_path / "o.env.json"),
+        )
     assert not (tmp_path / "o.parquet").exists()
 
 
 def _window(reps: int, seconds: float, joules: float | None, uncertainty: float | None) -> measure.Window:
     source = energy.SOURCE_ESTIMATE if joules is not None else energy.SOURCE_UNAVAILABLE
-    reading = energy.EnergyReading(joules, {"cpu": joules} if joules else {}, seconds, uncertainty, source, joules is not None,
-                                   reason=None if joules is not None else "test: nothing read")
+    reading = energy.EnergyReading(
+        joules,
+        {"cpu": joules} if joules else {},
+        seconds,
+        uncertainty,
+        source,
+        joules is not None,
+        reason=None if joules is not None else "test: nothing read",
+    )
     return measure.Window(reps, seconds, reading)
 
 
@@ -291,11 +350,19 @@ def test_warmup_runs_the_measured_call_and_stops_on_convergence_or_at_the_cap(ti
     capped = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_cv_threshold=1e-12, warmup_max_s=0.2))
     # the cap ends it after the call running at 0.2 s (a loaded machine can stretch that call)
     assert 0.2 <= capped.seconds < 5.0 and capped.runs > measure.WARMUP_CV_WINDOW and capped.converged is False
-    assert capped.row() == {"warmup_runs": capped.runs, "warmup_s": capped.seconds, "warmup_cv": capped.cv,
-                            "warmup_converged": False}
-    timed = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_runs=2, warmup_min_s=0.1, warmup_cv_threshold=None))
+    assert capped.row() == {
+        "warmup_runs": capped.runs,
+        "warmup_s": capped.seconds,
+        "warmup_cv": capped.cv,
+        "warmup_converged": False,
+    }
+    timed = measure.warm_up(
+        backend, inputs, dataclasses.replace(base, warmup_runs=2, warmup_min_s=0.1, warmup_cv_threshold=None)
+    )
     assert timed.seconds >= 0.1 and timed.runs >= 2 and timed.converged is None
-    fixed = measure.warm_up(backend, inputs, dataclasses.replace(base, warmup_runs=7, warmup_cv_threshold=10.0, warmup_max_s=0.0))
+    fixed = measure.warm_up(
+        backend, inputs, dataclasses.replace(base, warmup_runs=7, warmup_cv_threshold=10.0, warmup_max_s=0.0)
+    )
     assert fixed.runs == 7  # the cap never cuts the fixed count short
 
 
@@ -344,13 +411,23 @@ def test_a_window_whose_work_fails_is_cancelled_so_the_next_opens(tiny_variant):
 def test_protocol_takes_unset_measurement_settings_from_the_config_defaults():
     from llenergymeasure.config import DEFAULTS
 
-    protocol = measure.resolve_protocol({"device": "cpu", "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
-                                         "measurement": {"trials": 1}})
+    protocol = measure.resolve_protocol(
+        {
+            "device": "cpu",
+            "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
+            "measurement": {"trials": 1},
+        }
+    )
     assert protocol.min_window_s == DEFAULTS["measurement"]["min_window_s"]["cpu"]
     assert protocol.warmup_max_s == DEFAULTS["measurement"]["warmup_max_s"]["cpu"] and protocol.energy_source == "auto"
     assert protocol.warmup_cv_threshold == DEFAULTS["measurement"]["warmup_cv_threshold"] == 0.05
-    scalar = measure.resolve_protocol({"device": "cpu", "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
-                                       "measurement": {"trials": 1, "warmup_max_s": 7}})
+    scalar = measure.resolve_protocol(
+        {
+            "device": "cpu",
+            "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
+            "measurement": {"trials": 1, "warmup_max_s": 7},
+        }
+    )
     assert scalar.warmup_max_s == 7.0  # one figure for every device is still accepted
 
 
@@ -360,14 +437,21 @@ def test_the_defaults_are_the_schemas_and_pass_it():
     from llenergymeasure.config import DEFAULTS, load_schema, validate_schema
 
     schema = load_schema()
-    documented = {key: spec["default"] for key, spec in schema["properties"]["measurement"]["properties"].items()
-                  if "default" in spec}
+    documented = {
+        key: spec["default"]
+        for key, spec in schema["properties"]["measurement"]["properties"].items()
+        if "default" in spec
+    }
     assert {"trials", "replicates", "warmup_runs", "min_window_s", "idle_baseline_s"} <= set(documented)
     assert DEFAULTS["measurement"] == documented
     optional = set(schema["properties"]) - set(schema.get("required", [])) - {"models", "workload"}
     assert optional <= set(DEFAULTS), optional - set(DEFAULTS)  # every optional section has its defaults
-    minimal = {"models": {"tiny": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}}},
-               "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2}}
+    minimal = {
+        "models": {
+            "tiny": {"architecture": "config/models/tiny-llama.json", "backends": {"pytorch": ["none-float32"]}}
+        },
+        "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 2},
+    }
     validate_schema({**DEFAULTS, **minimal})
 
 
@@ -401,8 +485,12 @@ def test_a_cuda_job_pinned_to_gpu_1_of_two_records_and_meters_gpu_1_only(tiny_va
     try:
         config = _config(trials=1)
         config.update(device="cuda")
-        config["measurement"].update(min_window_s={"cuda": 0.03}, idle_baseline_s={"cuda": 0.05}, warmup_min_s={"cuda": 0.0},
-                                     warmup_max_s={"cuda": 2.0})
+        config["measurement"].update(
+            min_window_s={"cuda": 0.03},
+            idle_baseline_s={"cuda": 0.05},
+            warmup_min_s={"cuda": 0.0},
+            warmup_max_s={"cuda": 2.0},
+        )
         config["workload"].update(batch_sizes=[1], prompt_tokens=[4])
         rows, env = _run(config, tiny_variant, tmp_path, gpu_resource=1)
     finally:

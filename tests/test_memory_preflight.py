@@ -16,6 +16,7 @@ import json
 import pytest
 import yaml
 from conftest import REPO_ROOT
+
 from llenergymeasure.config import ConfigError, load_config
 from llenergymeasure.memory_preflight import (
     DeviceMemory,
@@ -58,8 +59,11 @@ def test_weight_and_kv_estimates_match_torch_tensors(name, overrides, window, qu
     for batch, prompt, new in ((2, 12, 4), (1, 40, 3)):  # the second outgrows the window
         cache = DynamicCache(config=config)
         with torch.no_grad():
-            model(input_ids=torch.randint(0, hf_config["vocab_size"], (batch, prompt + new)),
-                  past_key_values=cache, use_cache=True)
+            model(
+                input_ids=torch.randint(0, hf_config["vocab_size"], (batch, prompt + new)),
+                past_key_values=cache,
+                use_cache=True,
+            )
         kv = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
         estimated = estimate(hf_config, quant, "pytorch", batch, prompt, new)
         assert estimated.weights == weights, (name, quant)
@@ -100,8 +104,16 @@ def test_a_shape_that_cannot_fit_is_refused_in_one_line_naming_model_batch_promp
         load_config(_config(batch_sizes=[1, 1_000_000_000]), has_cuda=False)
     message = str(error.value)
     assert "\n" not in message
-    for text in ("models.tiny-llama", "none-float32 on pytorch", "batch size 1000000000", "prompt 64",
-                 "needs an estimated", "TiB", "host RAM", "lower workload.batch_sizes to at most"):
+    for text in (
+        "models.tiny-llama",
+        "none-float32 on pytorch",
+        "batch size 1000000000",
+        "prompt 64",
+        "needs an estimated",
+        "TiB",
+        "host RAM",
+        "lower workload.batch_sizes to at most",
+    ):
         assert text in message, message
 
 
@@ -110,7 +122,9 @@ def test_the_device_limit_decides_and_the_suggested_batch_fits():
     architectures = {"tiny-llama": _architecture("tiny-llama")}
     check_memory(config, architectures, "cpu", DeviceMemory(2**30, "stated"))  # 7 MB of weights, batch 4
     tight = DeviceMemory(9 * 2**20, "stated")  # 9 MiB: the weights fit, batch 4 does not
-    with pytest.raises(ConfigError, match=r"has 9\.0 MiB \(stated\); lower workload\.batch_sizes to at most \d+ ") as error:
+    with pytest.raises(
+        ConfigError, match=r"has 9\.0 MiB \(stated\); lower workload\.batch_sizes to at most \d+ "
+    ) as error:
         check_memory(config, architectures, "cpu", tight)
     suggested = int(str(error.value).rsplit("at most ", 1)[1].split()[0])
     assert 1 < suggested < 4
@@ -125,7 +139,9 @@ def test_the_device_limit_decides_and_the_suggested_batch_fits():
 
 def test_vllm_tensor_parallelism_multiplies_the_gpu_memory():
     config = _config(batch_sizes=[64])
-    config["models"] = {"tiny-llama": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}}
+    config["models"] = {
+        "tiny-llama": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}
+    }
     architectures = {"tiny-llama": _architecture("tiny-llama")}
     need = estimate(architectures["tiny-llama"], "none-float32", "vllm", 64, 64, 32).total
     one_gpu = DeviceMemory(need * 3 // 4, "stated")
@@ -171,7 +187,11 @@ def test_the_whole_estimate_is_a_floor_of_a_real_generate_peak(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "workflow" / "scripts")}
     result = subprocess.run(
         [sys.executable, "-c", PEAK_SCRIPT, json.dumps(_architecture("tiny-llama"))],
-        capture_output=True, text=True, timeout=300, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     numbers = json.loads(result.stdout.strip().splitlines()[-1])

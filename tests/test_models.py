@@ -18,7 +18,9 @@ def test_random_weights_are_byte_identical_across_runs(tmp_path):
     second = materialise("tiny-llama", ENTRY, tmp_path / "b" / "tiny-llama", seed=0, tokenizer_text=TEXT)
     assert first["weights_sha256"] == second["weights_sha256"]
     for name in ("model.safetensors", "config.json", "tokenizer.model", "tokenizer.json"):
-        assert (tmp_path / "a" / "tiny-llama" / name).read_bytes() == (tmp_path / "b" / "tiny-llama" / name).read_bytes()
+        assert (tmp_path / "a" / "tiny-llama" / name).read_bytes() == (
+            tmp_path / "b" / "tiny-llama" / name
+        ).read_bytes()
     other_seed = materialise("tiny-llama", ENTRY, tmp_path / "c" / "tiny-llama", seed=1, tokenizer_text=TEXT)
     assert other_seed["weights_sha256"] != first["weights_sha256"]
 
@@ -41,7 +43,11 @@ def test_materialised_directory_loads_in_transformers(tmp_path):
 
 def test_hub_source_without_network_fails_with_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "5")
-    entry = {"source": "hub", "repo_id": "meta-llama/Llama-3.2-1B", "revision": "4e20de362430cd3b72f300e6b0f18e50e7166e08"}
+    entry = {
+        "source": "hub",
+        "repo_id": "meta-llama/Llama-3.2-1B",
+        "revision": "4e20de362430cd3b72f300e6b0f18e50e7166e08",
+    }
     with pytest.raises(ModelSourceError) as error:
         materialise("llama-1b", entry, tmp_path / "llama-1b", seed=0, tokenizer_text=TEXT)
     assert "cannot download meta-llama/Llama-3.2-1B@4e20de3" in str(error.value)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
-
 import study_tables
+from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "study.ipynb"
@@ -37,7 +36,9 @@ def _execute(study_dir: Path | None) -> nbformat.NotebookNode:
         patch.setenv("LLEM_STUDY_DATA", str(study_dir))
     try:
         NotebookClient(
-            notebook, kernel_name=KERNEL, timeout=120,
+            notebook,
+            kernel_name=KERNEL,
+            timeout=120,
             resources={"metadata": {"path": str(NOTEBOOK.parent)}},
         ).execute()
     finally:
@@ -47,14 +48,18 @@ def _execute(study_dir: Path | None) -> nbformat.NotebookNode:
 
 def _text(notebook: nbformat.NotebookNode) -> str:
     return "\n".join(
-        output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
 
 
 def _images(notebook: nbformat.NotebookNode) -> int:
     return sum(
-        "image/png" in output.get("data", {}) for cell in notebook.cells if cell.cell_type == "code"
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
 
@@ -72,8 +77,10 @@ def test_notebook_walks_through_a_two_platform_study(kernel_env, tmp_path):
     assert shows >= 9 and _images(notebook) == shows  # every figure drawn
 
 
-@pytest.mark.skipif(not (REPO / "paper" / "data" / "measurements.parquet").exists(),
-                    reason="paper/data/ has not been shipped yet (paper/refresh.py makes it)")
+@pytest.mark.skipif(
+    not (REPO / "paper" / "data" / "measurements.parquet").exists(),
+    reason="paper/data/ has not been shipped yet (paper/refresh.py makes it)",
+)
 def test_notebook_runs_on_the_shipped_study(kernel_env):
     notebook = _execute(None)
     assert "paper/data" in _text(notebook)

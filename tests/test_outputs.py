@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from conftest import BIN, REPO_ROOT, SCRIPTS, copy_workflow
+
 from llenergymeasure import outputs
 
 HEAVY = ("pandas", "numpy", "scipy", "matplotlib")
@@ -51,7 +52,7 @@ def _importers(importtime_log: str, module: str) -> list[str]:
     for index, (indent, name) in enumerate(rows):
         if name == module:
             chain, level = [], indent
-            for parent_indent, parent in rows[index + 1:]:  # importtime prints children first
+            for parent_indent, parent in rows[index + 1 :]:  # importtime prints children first
                 if parent_indent < level:
                     chain.append(parent)
                     level = parent_indent
@@ -66,7 +67,11 @@ def test_planning_the_dag_imports_no_heavy_module_through_ours(tmp_path):
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "snakemake", "-n", "--cores", "1", "paper_figures"],
-        cwd=workflow, capture_output=True, text=True, env=env, timeout=300,
+        cwd=workflow,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     # the log is read: the registry was imported, at the top level (the Snakefile's own import)
@@ -77,11 +82,13 @@ def test_planning_the_dag_imports_no_heavy_module_through_ours(tmp_path):
 
 
 def test_the_importer_chain_reader_finds_a_parent():
-    log = "\n".join([
-        "import time:       1 |       1 |     matplotlib",
-        "import time:       1 |       2 |   llenergymeasure.figures.style",
-        "import time:       1 |       3 | llenergymeasure.figures",
-    ])
+    log = "\n".join(
+        [
+            "import time:       1 |       1 |     matplotlib",
+            "import time:       1 |       2 |   llenergymeasure.figures.style",
+            "import time:       1 |       3 | llenergymeasure.figures",
+        ]
+    )
     assert _importers(log, "matplotlib") == ["llenergymeasure.figures.style", "llenergymeasure.figures"]
 
 

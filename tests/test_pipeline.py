@@ -65,11 +65,13 @@ def test_dry_run_plans_the_whole_dag(workflow_copy):
 def test_dry_run_builds_each_variant_once(workflow_copy):
     """Every variant is built once even when several backends measure it."""
     study = yaml.safe_load((workflow_copy / "config" / "config.yaml").read_text())
-    study["models"] = {"tiny-llama": {
-        "source": "config",
-        "architecture": "config/models/tiny-llama.json",
-        "backends": {"pytorch": ["none-float32", "bnb-nf4"], "pytorch-compiled": ["none-float32", "bnb-nf4"]},
-    }}
+    study["models"] = {
+        "tiny-llama": {
+            "source": "config",
+            "architecture": "config/models/tiny-llama.json",
+            "backends": {"pytorch": ["none-float32", "bnb-nf4"], "pytorch-compiled": ["none-float32", "bnb-nf4"]},
+        }
+    }
     path = workflow_copy / "config" / "shared-variants.yaml"
     path.write_text(yaml.safe_dump(study))
     result = run_snakemake(workflow_copy, "-n", "--cores", "2", "--configfile", str(path), timeout=300)
@@ -104,11 +106,30 @@ def test_default_pipeline_end_to_end(workflow_copy):
     print(f"default pipeline wall time: {elapsed:.1f} s")
 
     rows = pd.read_parquet(workflow_copy / "results" / "aggregate" / "measurements.parquet")
-    required = (
-        "model quant backend dtype batch_size prompt_tokens output_tokens trial status latency_s ttft_s tpot_s "
-        "tokens_per_s energy_j energy_j_per_output_token energy_source energy_is_estimate peak_memory_bytes "
-        "flops_prefill flops_decode flops_total device_name"
-    ).split()
+    required = [
+        "model",
+        "quant",
+        "backend",
+        "dtype",
+        "batch_size",
+        "prompt_tokens",
+        "output_tokens",
+        "trial",
+        "status",
+        "latency_s",
+        "ttft_s",
+        "tpot_s",
+        "tokens_per_s",
+        "energy_j",
+        "energy_j_per_output_token",
+        "energy_source",
+        "energy_is_estimate",
+        "peak_memory_bytes",
+        "flops_prefill",
+        "flops_decode",
+        "flops_total",
+        "device_name",
+    ]
     assert set(required) <= set(rows.columns)
     # 11 base jobs (one of them vllm) x 2 batch sizes x 1 prompt length x 5 trials, and the
     # LoRA adapter unmerged and merged at batch 1 x 5 trials
@@ -125,7 +146,9 @@ def test_default_pipeline_end_to_end(workflow_copy):
     # why, never an invented wattage and never 0 J (where RAPL is readable it is measured)
     if not os.environ.get("LLEM_CPU_TDP_W") and not Path("/sys/class/powercap/intel-rapl").is_dir():
         assert set(ok.energy_source) == {"unavailable"}
-        assert ok.energy_j.isna().all() and ok.energy_j_per_output_token.isna().all() and ok.energy_assumption.isna().all()
+        assert (
+            ok.energy_j.isna().all() and ok.energy_j_per_output_token.isna().all() and ok.energy_assumption.isna().all()
+        )
         assert ok.energy_unavailable_reason.str.contains("no CPU energy sensor").all()
     assert not (ok.energy_j == 0).any()
     assert (ok.replicate == 1).all() and ok.warmup_converged.notna().all()

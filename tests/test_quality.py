@@ -18,7 +18,9 @@ def tiny(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = build_model(tmp_path_factory.mktemp("quality") / "tiny")
-    return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(model_dir)
+    return AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval(), AutoTokenizer.from_pretrained(
+        model_dir
+    )
 
 
 def test_windows_are_consecutive_and_capped():
@@ -61,7 +63,10 @@ def test_tokenizer_larger_than_model_is_refused(tiny):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     _, tokenizer = tiny
-    small = AutoModelForCausalLM.from_config(AutoConfig.for_model("llama", hidden_size=32, intermediate_size=64,
-                                             num_hidden_layers=1, num_attention_heads=2, vocab_size=64))
+    small = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(
+            "llama", hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64
+        )
+    )
     with pytest.raises(EvaluationError, match="use the tokenizer saved with the model"):
         perplexity(small, tokenizer, EVAL_TEXT, sequence_length=16, max_sequences=1)

@@ -14,8 +14,20 @@ from llenergymeasure.quantise import build_variant
 from llenergymeasure.variants import VARIANTS, QuantiseError, check_supported
 
 MANIFEST_FIELDS = {
-    "model", "quant", "quant_method", "weight_bits", "compute_dtype", "load_dtype", "model_dir", "checkpoint_dir",
-    "checkpoint_file", "weight_bytes_disk", "weights", "perplexity", "perplexity_tokens", "settings",
+    "model",
+    "quant",
+    "quant_method",
+    "weight_bits",
+    "compute_dtype",
+    "load_dtype",
+    "model_dir",
+    "checkpoint_dir",
+    "checkpoint_file",
+    "weight_bytes_disk",
+    "weights",
+    "perplexity",
+    "perplexity_tokens",
+    "settings",
 }
 
 
@@ -134,7 +146,8 @@ def test_detected_kernel_agrees_with_the_ops_that_ran(built):
 def test_weight_bytes_shrink_as_expected(built):
     full = built["none-float32"][2]
     linear_params = sum(
-        m.weight.numel() for name, m in built["none-float32"][1].named_modules()
+        m.weight.numel()
+        for name, m in built["none-float32"][1].named_modules()
         if type(m).__name__ == "Linear" and not name.endswith("lm_head")
     )
     float32_linear_bytes = 4 * linear_params
@@ -246,12 +259,19 @@ def test_evaluation_too_short_is_refused_before_building(tiny, tmp_path):
 
 def test_w4_group_size_is_checked_before_calibration(tmp_path):
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
     from test_quantise_models import build_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     narrow = tmp_path / "narrow"
-    config = AutoConfig.for_model("llama", hidden_size=64, intermediate_size=128, num_hidden_layers=1,
-                                  num_attention_heads=2, num_key_value_heads=2, vocab_size=320)
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        vocab_size=320,
+    )
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(narrow)
     build_tokenizer(narrow)
     with pytest.raises(QuantiseError, match="groups of 128 input features"):

@@ -83,7 +83,9 @@ def test_transformers_decompresses_them_and_says_so(built):
         # after decompression the resident weights are full precision again
         layer = model.model.layers[0].self_attn.q_proj
         assert layer.weight.dtype.is_floating_point and layer.weight.dtype.itemsize == 4
-        assert info.weight_bytes_memory >= 0.95 * 4 * sum(p.numel() for p in model.parameters() if p.is_floating_point())
+        assert info.weight_bytes_memory >= 0.95 * 4 * sum(
+            p.numel() for p in model.parameters() if p.is_floating_point()
+        )
     assert built["w8a8-int8"][2].kernel_path.endswith("+dynamic-int8-activation-qdq")
     assert not built["gptq-w4a16"][2].kernel_path.endswith("qdq")
 

@@ -43,9 +43,19 @@ def build_model(out_dir: Path, model_type: str = "llama", seed: int = 0) -> Path
 
     if model_type == "llama":
         config = AutoConfig.for_model(
-            "llama", hidden_size=128, intermediate_size=256, num_hidden_layers=1, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=32, vocab_size=VOCAB, max_position_embeddings=256,
-            bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+            "llama",
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            vocab_size=VOCAB,
+            max_position_embeddings=256,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+            tie_word_embeddings=False,
         )
     else:
         config = AutoConfig.for_model(
@@ -66,7 +76,11 @@ def settings(device: str = "cpu", samples: int = 4, sequence_length: int = 32) -
     return {
         "quantisation": {
             "bnb_compute_dtype": "float32",
-            "calibration": {"text": "data/text/calibration.txt", "samples": samples, "sequence_length": sequence_length},
+            "calibration": {
+                "text": "data/text/calibration.txt",
+                "samples": samples,
+                "sequence_length": sequence_length,
+            },
         },
         "evaluation": {"text": "data/text/evaluation.txt", "sequence_length": 64, "max_sequences": 2},
         "device": device,

@@ -11,8 +11,9 @@ from llenergymeasure import analysis, rank_tests, stats
 METRICS = ["latency_s"]
 
 
-def _trials(configs: list[tuple[str, float, float]], batches=(1, 2, 4), trials: int = 5,
-            noise: float = 0.01, seed: int = 0) -> pd.DataFrame:
+def _trials(
+    configs: list[tuple[str, float, float]], batches=(1, 2, 4), trials: int = 5, noise: float = 0.01, seed: int = 0
+) -> pd.DataFrame:
     """Per-trial rows of (model, FLOPs per token, cost) configurations at each batch size,
     every trial's cost scaled by 1 + `noise` x N(0, 1)."""
     rng = np.random.default_rng(seed)
@@ -21,19 +22,33 @@ def _trials(configs: list[tuple[str, float, float]], batches=(1, 2, 4), trials: 
         for model, flops, cost in configs:
             for trial in range(trials):
                 value = cost * (1.0 + noise * rng.standard_normal())
-                rows.append({"platform_id": "p", "model": model, "quant": "q", "backend": "b",
-                             "batch_size": batch, "prompt_tokens": 8, "output_tokens": 4,
-                             "trial": trial, "status": "ok", "latency_s": value,
-                             "tokens_per_s": 1.0 / value, "energy_j_per_output_token": np.nan,
-                             "flops_per_output_token": flops})
+                rows.append(
+                    {
+                        "platform_id": "p",
+                        "model": model,
+                        "quant": "q",
+                        "backend": "b",
+                        "batch_size": batch,
+                        "prompt_tokens": 8,
+                        "output_tokens": 4,
+                        "trial": trial,
+                        "status": "ok",
+                        "latency_s": value,
+                        "tokens_per_s": 1.0 / value,
+                        "energy_j_per_output_token": np.nan,
+                        "flops_per_output_token": flops,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def _analyse(trials: pd.DataFrame, tolerance: float = rank_tests.FLOPS_TOLERANCE):
     summary = stats.summarise(trials)
     ranks = rank_tests.flops_rank_comparison(summary, METRICS, tolerance=tolerance)
-    return (rank_tests.rank_agreement(ranks),
-            rank_tests.rank_difference_tests(trials, summary, METRICS, tolerance=tolerance).iloc[0])
+    return (
+        rank_tests.rank_agreement(ranks),
+        rank_tests.rank_difference_tests(trials, summary, METRICS, tolerance=tolerance).iloc[0],
+    )
 
 
 def test_a_tie_block_of_six_that_measurement_orders_is_no_disagreement():
@@ -49,8 +64,12 @@ def test_a_tie_block_of_six_that_measurement_orders_is_no_disagreement():
 def test_near_identical_flops_are_one_level():
     """tiny-gpt2 and tiny-llama differ by 1.9e-5 in FLOPs per token: one level, so their
     measured order is no disagreement; with a zero tolerance they are two levels."""
-    configs = [("tiny-gpt2", 10021888.0, 1.0), ("tiny-llama", 10022078.0, 0.5),
-               ("gpt2-a", 10021888.0, 2.0), ("llama-a", 10022078.0, 0.25)]
+    configs = [
+        ("tiny-gpt2", 10021888.0, 1.0),
+        ("tiny-llama", 10022078.0, 0.5),
+        ("gpt2-a", 10021888.0, 2.0),
+        ("llama-a", 10022078.0, 0.25),
+    ]
     agreement, _ = _analyse(_trials(configs, batches=(1,)))
     assert agreement.iloc[0]["n_flops_levels"] == 1 and agreement.iloc[0]["n_disagreements"] == 0
     assert "one FLOPs level" in agreement.iloc[0]["note"]
@@ -96,11 +115,23 @@ def test_unsupported_or_missing_flops_are_left_out_and_counted():
 def test_run_all_writes_the_output_contract():
     configs = [("ref", 1.0, 1.0), ("a", 2.0, 8.0), ("b", 4.0, 4.0), ("c", 8.0, 2.0)]
     trials = _trials(configs).assign(peak_memory_bytes=1.0)
-    config = {"reference": {"model": "ref", "quant": "q", "backend": "b"}, "compound_metrics": ["latency_s"],
-              "flops_tolerance": 0.005}
+    config = {
+        "reference": {"model": "ref", "quant": "q", "backend": "b"},
+        "compound_metrics": ["latency_s"],
+        "flops_tolerance": 0.005,
+    }
     results = analysis.run_all(trials, stats.summarise(trials), config)
-    agreement = {"platform_id", *stats.WORKLOAD_KEYS, "metric", "n_configs", "n_flops_levels",
-                 "n_disagreements", "spearman_rho", "spearman_ci_low", "spearman_ci_high"}
+    agreement = {
+        "platform_id",
+        *stats.WORKLOAD_KEYS,
+        "metric",
+        "n_configs",
+        "n_flops_levels",
+        "n_disagreements",
+        "spearman_rho",
+        "spearman_ci_low",
+        "spearman_ci_high",
+    }
     assert agreement <= set(results["flops_rank_agreement"].columns)
     tests = {"platform_id", "metric", "n_configs", "test", "p_value", "effect_size"}
     assert tests <= set(results["rank_difference_tests"].columns)

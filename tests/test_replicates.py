@@ -22,11 +22,22 @@ AGGREGATE = "results/aggregate/measurements.parquet"
 STUDY = {
     "study": "replicates",
     "device": "cpu",
-    "models": {"tiny-gpt2": {"architecture": "config/models/tiny-gpt2.json",
-                             "backends": {"pytorch": ["none-float32", "none-bfloat16"]}}},
+    "models": {
+        "tiny-gpt2": {
+            "architecture": "config/models/tiny-gpt2.json",
+            "backends": {"pytorch": ["none-float32", "none-bfloat16"]},
+        }
+    },
     "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
-    "measurement": {"trials": 2, "replicates": 2, "warmup_runs": 1, "warmup_cv_threshold": None,
-                    "warmup_min_s": {"cpu": 0.0}, "min_window_s": {"cpu": 0.02}, "idle_baseline_s": {"cpu": 0.1}},
+    "measurement": {
+        "trials": 2,
+        "replicates": 2,
+        "warmup_runs": 1,
+        "warmup_cv_threshold": None,
+        "warmup_min_s": {"cpu": 0.0},
+        "min_window_s": {"cpu": 0.02},
+        "idle_baseline_s": {"cpu": 0.1},
+    },
 }
 CONFIGS = ["tiny-gpt2/none-float32/pytorch", "tiny-gpt2/none-bfloat16/pytorch"]
 
@@ -72,8 +83,10 @@ def test_a_bad_stated_power_stops_the_plan_in_one_line(tmp_path):
     dry = run_snakemake(workdir, "-n", "--cores", "1", env={**_env(), "LLEM_CPU_TDP_W": "85W"}, timeout=300)
     assert dry.returncode != 0
     lines = [line for line in (dry.stdout + dry.stderr).splitlines() if "LLEM_CPU_TDP_W" in line]
-    assert lines == ["environment error: LLEM_CPU_TDP_W='85W': expected the processor's power in watts, a positive "
-                     "float; fix it or unset it (energy is then unavailable)"], dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert lines == [
+        "environment error: LLEM_CPU_TDP_W='85W': expected the processor's power in watts, a positive "
+        "float; fix it or unset it (energy is then unavailable)"
+    ], dry.stdout[-2000:] + dry.stderr[-2000:]
     assert "rule " not in dry.stdout
 
 
@@ -87,8 +100,10 @@ def test_replicates_run_interleaved_and_growing_them_runs_only_the_new_ones(tmp_
 
     # replicate 1 of both configurations, then replicate 2 with their order rotated by one
     assert _started_measure_jobs(output) == [
-        f"{CONFIGS[0]}/replicate-1", f"{CONFIGS[1]}/replicate-1",
-        f"{CONFIGS[1]}/replicate-2", f"{CONFIGS[0]}/replicate-2",
+        f"{CONFIGS[0]}/replicate-1",
+        f"{CONFIGS[1]}/replicate-1",
+        f"{CONFIGS[1]}/replicate-2",
+        f"{CONFIGS[0]}/replicate-2",
     ], output[-4000:]
     rows = pd.read_parquet(workdir / AGGREGATE)
     assert len(rows) == 2 * 2 * 2 and (rows.status == "ok").all()

@@ -31,7 +31,10 @@ def test_every_column_has_a_type_stage_role_and_label():
     ("edit", "message"),
     [
         (lambda c: c["latency_s"].pop("label"), "column 'latency_s' has no label"),
-        (lambda c: c["latency_s"].update(stage="figures"), "column 'latency_s' has stage 'figures'; use one of measure"),
+        (
+            lambda c: c["latency_s"].update(stage="figures"),
+            "column 'latency_s' has stage 'figures'; use one of measure",
+        ),
         (lambda c: c["trial"].pop("key"), "column 'trial': a key names its group"),
         (lambda c: c["dtype"].update(type="float"), "column 'dtype' has type 'float'"),
     ],
@@ -46,7 +49,15 @@ def test_a_malformed_schema_is_refused_naming_the_column(tmp_path, edit, message
 
 
 def test_the_summary_lists_and_keys_come_from_the_contract():
-    assert stats.CONFIG_KEYS == ["platform_id", "model", "quant", "backend", "batch_size", "prompt_tokens", "output_tokens"]
+    assert stats.CONFIG_KEYS == [
+        "platform_id",
+        "model",
+        "quant",
+        "backend",
+        "batch_size",
+        "prompt_tokens",
+        "output_tokens",
+    ]
     assert stats.CONFIG_KEYS == [*stats.schema.keys("platform"), *stats.CHOICE_KEYS, *stats.WORKLOAD_KEYS]
     assert all(SPECS[c]["role"] == "key" for c in stats.CONFIG_KEYS)
     assert all(SPECS[c]["role"] == "metric" for c in [*stats.HEADLINE_METRICS, *stats.MEDIAN_METRICS])
@@ -57,14 +68,23 @@ def test_the_summary_lists_and_keys_come_from_the_contract():
 
 def test_flops_annotation_adds_exactly_the_flops_stage_columns():
     hf_config = json.loads((REPO_ROOT / "config" / "models" / "tiny-llama.json").read_text())
-    rows = pd.DataFrame({
-        "batch_size": [1, 2], "prompt_tokens": [8, 8], "output_tokens": [4, 4], "quant": ["none-float32"] * 2,
-        "backend": ["pytorch"] * 2, "status": ["ok", "failed"], "ttft_s": [0.01, None], "tpot_s": [0.002, None],
-        "device_name": ["synthetic"] * 2, "dtype": ["float32"] * 2,
-    })
+    rows = pd.DataFrame(
+        {
+            "batch_size": [1, 2],
+            "prompt_tokens": [8, 8],
+            "output_tokens": [4, 4],
+            "quant": ["none-float32"] * 2,
+            "backend": ["pytorch"] * 2,
+            "status": ["ok", "failed"],
+            "ttft_s": [0.01, None],
+            "tpot_s": [0.002, None],
+            "device_name": ["synthetic"] * 2,
+            "dtype": ["float32"] * 2,
+        }
+    )
     out = flops.annotate(rows, hf_config)
     added = [c for c in out.columns if c not in rows.columns]
-    assert added == list(schema.columns("flops"))[1:] + ["model_family"]  # the family after the counts
+    assert added == [*list(schema.columns("flops"))[1:], "model_family"]  # the family after the counts
     assert set(added) == set(schema.columns("flops"))
     for name in added:
         assert str(out[name].dtype) == str(pd.api.types.pandas_dtype(schema.PANDAS_TYPES[SPECS[name]["type"]])), name
@@ -93,9 +113,11 @@ def test_every_schema_type_round_trips_through_both_casts(kind, tmp_path: Path):
     assert [None if pd.isna(v) else v for v in cast.tolist()] == VALUES[kind]  # exact, missing stays missing
     # through a Parquet file and the Arrow conform, as aggregate reads job files: the same column
     column = next(name for name, spec in SPECS.items() if spec["type"] == kind and not spec.get("required"))
-    required = {name: schema.cast(pd.Series(["x"] * 3 if spec["type"] == "string" else [1] * 3, dtype=object),
-                                  spec["type"])
-                for name, spec in SPECS.items() if spec.get("required")}
+    required = {
+        name: schema.cast(pd.Series(["x"] * 3 if spec["type"] == "string" else [1] * 3, dtype=object), spec["type"])
+        for name, spec in SPECS.items()
+        if spec.get("required")
+    }
     frame = pd.DataFrame({**required, column: cast})
     frame.to_parquet(tmp_path / "rows.parquet", index=False)
     conformed = schema.conform(pd.read_parquet(tmp_path / "rows.parquet"))

@@ -5,13 +5,13 @@ figures, and no server process left behind after a forced failure or a killed jo
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 import os
 import re
 import signal
 import subprocess
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,8 +96,17 @@ def test_requests_are_seeded_and_poisson_gaps_have_the_configured_rate():
 
 
 def test_server_command_is_loopback_and_carries_the_engine_settings():
-    command = server_command({"model": "/m", "dtype": "float32", "enforce_eager": True, "enable_prefix_caching": False,
-                              "kv_cache_memory_bytes": 1 << 30}, 5555, python="py")
+    command = server_command(
+        {
+            "model": "/m",
+            "dtype": "float32",
+            "enforce_eager": True,
+            "enable_prefix_caching": False,
+            "kv_cache_memory_bytes": 1 << 30,
+        },
+        5555,
+        python="py",
+    )
     assert command[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
     assert command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "5555"
     assert "--enforce-eager" in command and "--no-enable-prefix-caching" in command
@@ -105,9 +114,14 @@ def test_server_command_is_loopback_and_carries_the_engine_settings():
 
 
 def _serving_config(**serving):
-    return {"models": {"m": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}},
-            "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4}, "measurement": {"trials": 1},
-            "device": "cpu", "scenarios": ["serving"], "serving": serving}
+    return {
+        "models": {"m": {"architecture": "config/models/tiny-llama.json", "backends": {"vllm": ["none-float32"]}}},
+        "workload": {"batch_sizes": [1], "prompt_tokens": [8], "new_tokens": 4},
+        "measurement": {"trials": 1},
+        "device": "cpu",
+        "scenarios": ["serving"],
+        "serving": serving,
+    }
 
 
 def test_config_checks_the_serving_section_before_any_job():
@@ -219,12 +233,15 @@ def test_no_server_is_left_after_a_forced_failure_or_a_killed_job(tmp_path):
     from llenergymeasure.models import materialise_random
 
     model = tmp_path / "tiny-llama"
-    materialise_random(REPO_ROOT / "config/models/tiny-llama.json", model, seed=0,
-                       tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt")
+    materialise_random(
+        REPO_ROOT / "config/models/tiny-llama.json", model, seed=0, tokenizer_text=REPO_ROOT / "data/text/tokenizer.txt"
+    )
     script = tmp_path / "job.py"
     script.write_text(FAILING_JOB.format(scripts=str(SCRIPTS), model=str(model)))
 
-    failed = subprocess.run([str(vllm_python()), str(script), "timeout"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    failed = subprocess.run(
+        [str(vllm_python()), str(script), "timeout"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert "ERROR the vLLM server was not ready after 4 s" in failed.stdout, failed.stdout + failed.stderr[-2000:]
     assert _vllm_processes_under(model) == []
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO_ROOT, copy_workflow, run_snakemake
 from slurm_cluster import ClusterUnavailable, LocalSlurmCluster, unavailable_reason
 
@@ -229,8 +228,10 @@ def test_small_study_through_slurm_matches_a_local_run(cluster, tmp_path):
     result = run_snakemake(remote, "--workflow-profile", str(profile), "--configfile", str(study), timeout=900)
     slurm_s = time.monotonic() - t0
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:] + cluster.logs()
-    print(f"small study: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s, "
-          f"{cluster.submitted_job_count() - before} sbatch jobs")
+    print(
+        f"small study: local {local_s:.0f} s, through SLURM {slurm_s:.0f} s, "
+        f"{cluster.submitted_job_count() - before} sbatch jobs"
+    )
 
     # Every working rule ran inside a SLURM job (the plugin keeps one log folder per rule/group).
     slurm_logs = remote / "logs" / "slurm"

@@ -74,9 +74,11 @@ def test_the_graph_parser_sees_real_edges():
 
 def test_measure_and_the_backends_never_import_the_quantise_build_stage():
     graph = _graph()
-    starts = ["llenergymeasure.measure", "llenergymeasure.manifest"] + sorted(
-        name for name in graph if name.startswith("llenergymeasure.backends")
-    )
+    starts = [
+        "llenergymeasure.measure",
+        "llenergymeasure.manifest",
+        *sorted(name for name in graph if name.startswith("llenergymeasure.backends")),
+    ]
     assert len(starts) >= 8
     for start in starts:
         reached = sorted(m for m in _reachable(graph, start) if _in_build_stage(m))
@@ -95,7 +97,13 @@ def test_repo_root_is_defined_once():
     definitions = []
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            targets = (
+                node.targets
+                if isinstance(node, ast.Assign)
+                else [node.target]
+                if isinstance(node, ast.AnnAssign)
+                else []
+            )
             if any(isinstance(t, ast.Name) and t.id == "REPO_ROOT" for t in targets):
                 definitions.append(_module_name(path))
     assert definitions == ["llenergymeasure.paths"]
@@ -104,12 +112,29 @@ def test_repo_root_is_defined_once():
 # The pipeline's stages in order, by the modules that implement each (a package counts with
 # everything under it). Data flows forward: no stage may import a later one.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("measure", ("llenergymeasure.measure", "llenergymeasure.trial", "llenergymeasure.measured_columns", "llenergymeasure.serving.job",
-                 "llenergymeasure.serving.load", "llenergymeasure.serving.server", "llenergymeasure.serving.steady")),
+    (
+        "measure",
+        (
+            "llenergymeasure.measure",
+            "llenergymeasure.trial",
+            "llenergymeasure.measured_columns",
+            "llenergymeasure.serving.job",
+            "llenergymeasure.serving.load",
+            "llenergymeasure.serving.server",
+            "llenergymeasure.serving.steady",
+        ),
+    ),
     ("flops", ("llenergymeasure.flops", "llenergymeasure.adapter_flops")),
     ("aggregate", ("llenergymeasure.aggregate",)),
-    ("analysis", ("llenergymeasure.analysis", "llenergymeasure.figures", "llenergymeasure.tables",
-                  "llenergymeasure.serving.figures")),
+    (
+        "analysis",
+        (
+            "llenergymeasure.analysis",
+            "llenergymeasure.figures",
+            "llenergymeasure.tables",
+            "llenergymeasure.serving.figures",
+        ),
+    ),
 ]
 CONTRACT = "llenergymeasure.schema"
 
@@ -129,7 +154,7 @@ def _backward_arrows(graph: dict[str, set[str]]) -> list[str]:
     """'module (stage) -> later-stage modules' for every module that reaches a later stage."""
     found = []
     for index, (stage, prefixes) in enumerate(STAGES):
-        later = tuple(p for _, ps in STAGES[index + 1:] for p in ps)
+        later = tuple(p for _, ps in STAGES[index + 1 :] for p in ps)
         for start in sorted(name for name in graph if _in(name, prefixes)):
             reached = sorted(m for m in _reachable(graph, start) if _in(m, later))
             if reached:
@@ -153,6 +178,8 @@ def test_the_column_contract_imports_no_stage():
 def test_the_direction_check_sees_a_backward_arrow():
     """The check can fail: measure importing aggregate, as it once did (for a cast), is found."""
     graph = _graph()
-    graph["llenergymeasure.measured_columns"] = graph["llenergymeasure.measured_columns"] | {"llenergymeasure.aggregate"}
+    graph["llenergymeasure.measured_columns"] = graph["llenergymeasure.measured_columns"] | {
+        "llenergymeasure.aggregate"
+    }
     arrows = _backward_arrows(graph)
     assert any(a.startswith("llenergymeasure.measure (measure)") and "llenergymeasure.aggregate" in a for a in arrows)

@@ -99,9 +99,7 @@ def test_configuration_with_every_trial_failed_keeps_its_row():
 
 
 def test_configurations_are_kept_apart():
-    table = pd.concat(
-        [_trials([1.0, 1.0]), _trials([5.0, 5.0], platform_id="gpu-test")], ignore_index=True
-    )
+    table = pd.concat([_trials([1.0, 1.0]), _trials([5.0, 5.0], platform_id="gpu-test")], ignore_index=True)
     summary = stats.summarise(table).set_index("platform_id")
     assert summary.loc["cpu-test", "energy_j_per_output_token_median"] == 1.0
     assert summary.loc["gpu-test", "energy_j_per_output_token_median"] == 5.0
@@ -113,7 +111,7 @@ def test_missing_column_is_named():
 
 
 def test_unknown_status_is_named():
-    with pytest.raises(stats.StatsInputError, match="status.*'crashed'"):
+    with pytest.raises(stats.StatsInputError, match=r"status.*'crashed'"):
         stats.summarise(_trials([1.0], status=["crashed"]))
 
 
@@ -124,7 +122,8 @@ def test_order_statistic_interval_of_a_known_sample():
     assert (low, high) == (2.0, 8.0)
     assert coverage == pytest.approx(1 - 2 * 10 / 512)
     assert [intervals.median_interval_rank(n)[1] for n in (2, 3, 4, 5, 6)] == pytest.approx(
-        [0.5, 0.75, 0.875, 0.9375, 0.96875])
+        [0.5, 0.75, 0.875, 0.9375, 0.96875]
+    )
 
 
 def test_one_value_gives_no_interval_and_its_undefined_cv_is_flagged():
@@ -178,11 +177,17 @@ def test_rank_correlations_need_three_pairs_and_intervals_five():
 
 def test_nullable_columns_as_aggregate_writes_them():
     table = _trials([1.0, None, 3.0], status=["ok", "failed", "ok"])
-    typed = table.astype({
-        "status": "string", "model": "string", "batch_size": "Int64",
-        "energy_j_per_output_token": "Float64", "latency_s": "Float64",
-        "tokens_per_s": "Float64", "energy_is_estimate": "boolean",
-    })
+    typed = table.astype(
+        {
+            "status": "string",
+            "model": "string",
+            "batch_size": "Int64",
+            "energy_j_per_output_token": "Float64",
+            "latency_s": "Float64",
+            "tokens_per_s": "Float64",
+            "energy_is_estimate": "boolean",
+        }
+    )
     row = stats.summarise(typed).iloc[0]
     assert row["energy_j_per_output_token_median"] == 2.0
     assert row["n_failed"] == 1 and row["energy_is_estimate"] == True  # noqa: E712
@@ -202,7 +207,7 @@ def _many_configurations(seed: int = 7) -> pd.DataFrame:
         keys = {"batch_size": 1 + index % 4, "model": f"m{index // 4}"}
         if index == 3:
             status = ["failed"] * size
-        energy = [None if s == "failed" else e for e, s in zip(energy, status)]
+        energy = [None if s == "failed" else e for e, s in zip(energy, status, strict=True)]
         part = _trials(energy, status, **keys)
         if index == 5:
             part.loc[0, "dtype"] = None
@@ -217,9 +222,7 @@ def test_every_configuration_matches_its_own_statistics():
     table = _many_configurations()
     summary = stats.summarise(table)
     keys = stats.CONFIG_KEYS
-    assert list(summary[keys].itertuples(index=False)) == sorted(
-        set(table[keys].itertuples(index=False))
-    )
+    assert list(summary[keys].itertuples(index=False)) == sorted(set(table[keys].itertuples(index=False)))
     for row in summary.itertuples(index=False):
         trials = table.loc[(table[keys] == pd.Series(row._asdict())[keys]).all(axis=1)]
         ok = trials[trials["status"] == "ok"]
@@ -261,7 +264,9 @@ def test_row_files_are_concatenated_by_column_name(tmp_path):
     empty = first.iloc[:0]
     for name, frame in {"a": first, "empty": empty, "b": second}.items():
         frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
-    rows = read_row_files([tmp_path / f"{name}.parquet" for name in ("a", "empty", "b")]).to_pandas(types_mapper=pd.ArrowDtype)
+    rows = read_row_files([tmp_path / f"{name}.parquet" for name in ("a", "empty", "b")]).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
     assert list(rows.columns) == list(first.columns)
     assert rows["status"].tolist() == ["ok", "ok", "failed"]
     assert rows["ttft_s"].isna().tolist() == [False, False, True]

@@ -239,7 +239,9 @@ def compile_lock(lock: Lock, uv: str = "uv", upgrade: bool = False) -> str:
         tmp_dir = Path(tmp)
         if lock.target.is_file() and not upgrade:
             current = pins_of(lock)
-            (tmp_dir / "out.txt").write_text("".join(f"{name}=={version}\n" for name, version in sorted(current.items())))
+            (tmp_dir / "out.txt").write_text(
+                "".join(f"{name}=={version}\n" for name, version in sorted(current.items()))
+            )
         cmd = [uv, "pip", "compile", str(lock.source), "--python-version", PYTHON_VERSION]
         cmd += ["--python-platform", PLATFORM, "--no-header", "--quiet", "--output-file", str(tmp_dir / "out.txt")]
         if lock.cpu_torch:
@@ -313,8 +315,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uv", default="uv", help="the uv executable (default: uv on PATH)")
     parser.add_argument("--torch-sources", action="store_true", help="print uv's arguments for the CPU torch source")
     parser.add_argument("--print-env", metavar="NAME", help="print env NAME's locked pip list as a requirements file")
-    parser.add_argument("--check", nargs=2, metavar=("PYTHON", "NAME"),
-                        help="uv pip check the environment of PYTHON (lock NAME), allowing only its known findings")
+    parser.add_argument(
+        "--check",
+        nargs=2,
+        metavar=("PYTHON", "NAME"),
+        help="uv pip check the environment of PYTHON (lock NAME), allowing only its known findings",
+    )
     parser.add_argument("--upgrade", action="store_true", help="let every pin move (default: keep the current pins)")
     parser.add_argument("names", nargs="*", help="only these locks (venv, or an env name); default: all")
     args = parser.parse_args(argv)

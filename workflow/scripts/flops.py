@@ -21,7 +21,10 @@ def body() -> None:
     annotated = annotate(rows, hf_config)
     confidence = annotated["flops_confidence"].value_counts(dropna=False).to_dict()
     logging.getLogger("flops").info(
-        "counted and traced %d rows in %.2f s; flops_confidence %s", len(annotated), time.perf_counter() - start, confidence
+        "counted and traced %d rows in %.2f s; flops_confidence %s",
+        len(annotated),
+        time.perf_counter() - start,
+        confidence,
     )
     write_parquet_atomic(snakemake.output[0], annotated)
 

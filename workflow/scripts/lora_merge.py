@@ -7,6 +7,7 @@ snakemake = globals()["snakemake"]
 
 run_rule(
     snakemake,
-    lambda: build_merged(model_dir=snakemake.input.model, adapter_dir=snakemake.input.adapter,
-                         out_dir=snakemake.output[0]),
+    lambda: build_merged(
+        model_dir=snakemake.input.model, adapter_dir=snakemake.input.adapter, out_dir=snakemake.output[0]
+    ),
 )

@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 import traceback
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 
 def run_rule(snakemake: Any, body: Callable[[], None]) -> None:
@@ -27,8 +28,9 @@ def run_rule(snakemake: Any, body: Callable[[], None]) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         handlers.append(logging.FileHandler(log_file, mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", handlers=handlers, force=True
+    )
     try:
         body()
     except BaseException:

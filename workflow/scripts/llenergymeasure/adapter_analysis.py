@@ -32,20 +32,43 @@ NO_SENSOR = "energy estimated, not read from a sensor: no J/token ratio"
 NO_ENERGY = "no energy reading"
 SCOPE = ["platform_id", "model", "quant", "backend", *stats.WORKLOAD_KEYS]
 COLUMNS = [
-    *SCOPE, "adapter", "adapter_rank", "comparison", "metric", "ratio", "ci_low", "ci_high", "ci_coverage",
-    "n_numerator", "n_denominator", "adapter_merge_s", "energy_source", "note",
+    *SCOPE,
+    "adapter",
+    "adapter_rank",
+    "comparison",
+    "metric",
+    "ratio",
+    "ci_low",
+    "ci_high",
+    "ci_coverage",
+    "n_numerator",
+    "n_denominator",
+    "adapter_merge_s",
+    "energy_source",
+    "note",
 ]
-CARRIED = ["adapter_source", "adapter_rank", "adapter_alpha", "adapter_target_modules", "adapter_bytes",
-           "adapter_sha256", "adapter_load_s", "adapter_merge_s"]
+CARRIED = [
+    "adapter_source",
+    "adapter_rank",
+    "adapter_alpha",
+    "adapter_target_modules",
+    "adapter_bytes",
+    "adapter_sha256",
+    "adapter_load_s",
+    "adapter_merge_s",
+]
 
 
 def with_adapter_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with adapter and adapter_merged filled as on base rows where absent or empty."""
     adapter = frame["adapter"] if "adapter" in frame else pd.Series(pd.NA, index=frame.index, dtype="string")
-    merged = frame["adapter_merged"] if "adapter_merged" in frame else pd.Series(pd.NA, index=frame.index, dtype="boolean")
+    merged = (
+        frame["adapter_merged"] if "adapter_merged" in frame else pd.Series(pd.NA, index=frame.index, dtype="boolean")
+    )
     # assign, not copy: the other columns are shared until written (copy-on-write)
-    return frame.assign(adapter=adapter.astype("string").fillna(NO_ADAPTER),
-                        adapter_merged=merged.astype("boolean").fillna(False))
+    return frame.assign(
+        adapter=adapter.astype("string").fillna(NO_ADAPTER), adapter_merged=merged.astype("boolean").fillna(False)
+    )
 
 
 def base_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -97,8 +120,10 @@ def adapter_overhead(measurements: pd.DataFrame) -> pd.DataFrame:
     for scope, group in ok.groupby(SCOPE, sort=True):
         base = group[group["state"] == "base"]
         for adapter in sorted(set(group["adapter"]) - {NO_ADAPTER}):
-            trials = {"base": base, **{s: group[(group["adapter"] == adapter) & (group["state"] == s)]
-                                       for s in ("unmerged", "merged")}}
+            trials = {
+                "base": base,
+                **{s: group[(group["adapter"] == adapter) & (group["state"] == s)] for s in ("unmerged", "merged")},
+            }
             first = trials["unmerged"] if len(trials["unmerged"]) else trials["merged"]
             merge_s = pd.to_numeric(trials["merged"].get("adapter_merge_s"), errors="coerce").median()
             for comparison, top, bottom in COMPARISONS:
@@ -106,7 +131,9 @@ def adapter_overhead(measurements: pd.DataFrame) -> pd.DataFrame:
                     numerator, denominator = trials[top], trials[bottom]
                     ratio = low = high = coverage = np.nan
                     note = None
-                    sources = sorted(set(numerator["energy_source"].dropna()) | set(denominator["energy_source"].dropna()))
+                    sources = sorted(
+                        set(numerator["energy_source"].dropna()) | set(denominator["energy_source"].dropna())
+                    )
                     estimated = pd.concat([numerator["energy_is_estimate"], denominator["energy_is_estimate"]])
                     if metric.startswith("energy") and estimated.astype("boolean").fillna(False).any():
                         note = NO_SENSOR
@@ -118,12 +145,22 @@ def adapter_overhead(measurements: pd.DataFrame) -> pd.DataFrame:
                             note = NO_ENERGY if metric.startswith("energy") else "no finite values"
                     else:
                         note = f"no {bottom if not len(denominator) else top} trials measured"
-                    rows.append({
-                        **dict(zip(SCOPE, scope, strict=True)), "adapter": adapter,
-                        "adapter_rank": first["adapter_rank"].dropna().iloc[0] if len(first) else pd.NA,
-                        "comparison": comparison, "metric": metric, "ratio": ratio, "ci_low": low, "ci_high": high,
-                        "ci_coverage": coverage,
-                        "n_numerator": len(numerator), "n_denominator": len(denominator),
-                        "adapter_merge_s": merge_s, "energy_source": ",".join(sources) or None, "note": note,
-                    })
+                    rows.append(
+                        {
+                            **dict(zip(SCOPE, scope, strict=True)),
+                            "adapter": adapter,
+                            "adapter_rank": first["adapter_rank"].dropna().iloc[0] if len(first) else pd.NA,
+                            "comparison": comparison,
+                            "metric": metric,
+                            "ratio": ratio,
+                            "ci_low": low,
+                            "ci_high": high,
+                            "ci_coverage": coverage,
+                            "n_numerator": len(numerator),
+                            "n_denominator": len(denominator),
+                            "adapter_merge_s": merge_s,
+                            "energy_source": ",".join(sources) or None,
+                            "note": note,
+                        }
+                    )
     return pd.DataFrame(rows, columns=COLUMNS)

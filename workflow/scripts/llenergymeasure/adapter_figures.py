@@ -44,8 +44,9 @@ def adapter_overhead_figure(data: Tables):
                 reason = NO_SENSOR if (cells["note"] == NO_SENSOR).any() else "no energy reading"
                 sources = ", ".join(sorted({s for s in cells["energy_source"].dropna().astype(str)}))
                 ax.axis("off")
-                ax.text(0.5, 0.5, f"{reason}\n({sources or 'no source'})", ha="center", va="center",
-                        wrap=True, fontsize=6)
+                ax.text(
+                    0.5, 0.5, f"{reason}\n({sources or 'no source'})", ha="center", va="center", wrap=True, fontsize=6
+                )
                 continue
             for offset, (comparison, _, _) in enumerate(COMPARISONS):
                 points = cells[cells["comparison"] == comparison]
@@ -54,8 +55,17 @@ def adapter_overhead_figure(data: Tables):
                 low = pd.to_numeric(points["ci_low"], errors="coerce").to_numpy(float)
                 high = pd.to_numeric(points["ci_high"], errors="coerce").to_numpy(float)
                 error = np.vstack([np.nan_to_num(ratio - low), np.nan_to_num(high - ratio)])
-                ax.errorbar(ratio, y, xerr=error, fmt=base.MARKERS[offset], color=base.OKABE_ITO[offset],
-                            label=comparison, markersize=3, capsize=2, linewidth=0.8)
+                ax.errorbar(
+                    ratio,
+                    y,
+                    xerr=error,
+                    fmt=base.MARKERS[offset],
+                    color=base.OKABE_ITO[offset],
+                    label=comparison,
+                    markersize=3,
+                    capsize=2,
+                    linewidth=0.8,
+                )
             ax.axvline(1.0, color=base.GREY, linewidth=0.6, linestyle="--")
             ax.set_yticks(range(len(labels)), labels, fontsize=5)
             ax.set_xlabel("ratio of medians (95% CI)")
@@ -79,7 +89,9 @@ def adapter_overhead_table(data: Tables) -> pd.DataFrame:
     rows = []
     keys = ["platform_id", "backend", "model", "quant", "adapter", "adapter_rank", "batch_size", "prompt_tokens"]
     for key, group in table.groupby(keys, sort=True, dropna=False):
-        row = dict(zip(["platform", "backend", "model", "variant", "adapter", "rank", "batch", "prompt"], key))
+        row = dict(
+            zip(["platform", "backend", "model", "variant", "adapter", "rank", "batch", "prompt"], key, strict=True)
+        )
         for comparison, _, _ in COMPARISONS:
             for metric, unit in (("tokens_per_s", "tok/s"), ("energy_j_per_output_token", "J/tok")):
                 cell = group[(group["comparison"] == comparison) & (group["metric"] == metric)]

@@ -71,7 +71,9 @@ def add_adapter_flops(frame: Any, manifest: dict[str, Any]) -> Any:
             out.at[index, column] = int(row[column]) + added[column]
         out.at[index, "flops_per_output_token"] = (int(row["flops_total"]) + added["flops_total"]) / (batch * new)
         if not pd.isna(row.get("mfu_prefill")) and old_prefill:
-            out.at[index, "mfu_prefill"] = float(row["mfu_prefill"]) * (old_prefill + added["flops_prefill"]) / old_prefill
+            out.at[index, "mfu_prefill"] = (
+                float(row["mfu_prefill"]) * (old_prefill + added["flops_prefill"]) / old_prefill
+            )
         if not row.get("adapter_merged") and not pd.isna(row.get("mbu_decode")):
             adapter_mbu = hardware.mbu(adapter_read_bytes(manifest), float(row["tpot_s"]), row.get("device_name"))
             out.at[index, "mbu_decode"] = float(row["mbu_decode"]) + (adapter_mbu or 0.0)

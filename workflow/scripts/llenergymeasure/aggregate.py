@@ -89,7 +89,9 @@ def merge_platforms(table: Any, extra_folders: Iterable[str | Path]) -> Any:
         tables.append(other.drop_columns([c for c in ("schema_version",) if c in other.column_names]))
     merged = concat(tables)
     keys = [key for key in TRIAL_KEYS if key in merged.column_names]  # a missing required one: conform says so
-    keys += [key for key in KEY_COLUMNS if key in merged.column_names]  # LoRA adapters: a base row and an adapter's differ
+    keys += [
+        key for key in KEY_COLUMNS if key in merged.column_names
+    ]  # LoRA adapters: a base row and an adapter's differ
     first = _first_of_each(merged, keys)
     if len(first) < merged.num_rows:
         log.warning("dropping %d duplicated trial rows found in merged results", merged.num_rows - len(first))
@@ -122,8 +124,13 @@ def _first_of_each(table: Any, keys: list[str]) -> Any:
     return pa.array(np.sort(first))
 
 
-def aggregate(row_files: Iterable[str | Path], measurements_out: str | Path, summary_out: str | Path,
-              extra_results: Iterable[str | Path] = (), cv_threshold: float = 0.05) -> tuple[Any, Any]:
+def aggregate(
+    row_files: Iterable[str | Path],
+    measurements_out: str | Path,
+    summary_out: str | Path,
+    extra_results: Iterable[str | Path] = (),
+    cv_threshold: float = 0.05,
+) -> tuple[Any, Any]:
     """Concatenate, conform, summarise; write both tables atomically."""
     from . import adapter_analysis
     from .io import write_parquet_atomic

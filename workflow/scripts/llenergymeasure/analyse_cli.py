@@ -50,8 +50,8 @@ def analyse_table(
     """Summary and every analysis of `measurements_path` under `out` (see the module docstring)."""
     from . import analysis, stats
     from .config import DEFAULT_CONFIG_PATH, load_config
-    from .paths import REPO_ROOT
     from .io import write_parquet_atomic
+    from .paths import REPO_ROOT
 
     config = load_config(DEFAULT_CONFIG_PATH, has_cuda=False)
     config_analysis = dict(config["analysis"])
@@ -87,8 +87,7 @@ def analyse_table(
 def run_cli(args: argparse.Namespace) -> int:
     try:
         reference = parse_reference(args.reference) if args.reference else None
-        results = analyse_table(args.measurements, args.out, reference,
-                                True if args.use_estimated_energy else None)
+        results = analyse_table(args.measurements, args.out, reference, True if args.use_estimated_energy else None)
     except (StatsInputError, ValueError) as error:
         print(f"llenergymeasure analyse: {error}", file=sys.stderr)
         return 2
@@ -102,12 +101,18 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         "analyse",
         help="summary and every analysis from a per-trial measurements table",
         description="Write DIR/summary.parquet and DIR/<analysis>.parquet for every analysis of the "
-                    "study, exactly as the pipeline's analyse rule computes them.",
+        "study, exactly as the pipeline's analyse rule computes them.",
     )
     parser.add_argument("measurements", metavar="MEASUREMENTS.parquet", help="per-trial table")
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--reference", metavar="MODEL/QUANT/BACKEND",
-                        help="reference choice of the compound measure (default: the config's)")
-    parser.add_argument("--use-estimated-energy", action="store_true",
-                        help="let estimated energy into the energy analyses (default: sensor energy only)")
+    parser.add_argument(
+        "--reference",
+        metavar="MODEL/QUANT/BACKEND",
+        help="reference choice of the compound measure (default: the config's)",
+    )
+    parser.add_argument(
+        "--use-estimated-energy",
+        action="store_true",
+        help="let estimated energy into the energy analyses (default: sensor energy only)",
+    )
     parser.set_defaults(func=run_cli)

@@ -11,23 +11,25 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from .backend_specs import parse_settings
 from .config_file import read_config_file
-from .defaults import DEFAULTS, cuda_visible, max_positions, resolve_device  # noqa: F401 (re-exported)
 from .config_schema import SCHEMA_PATH, load_schema, validate_schema  # noqa: F401 (re-exported)
+from .defaults import DEFAULTS, cuda_visible, max_positions, resolve_device  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .memory_preflight import check_memory
-from .paths import REPO_ROOT, repo_path  # noqa: F401 (repo_path re-exported)
+from .paths import REPO_ROOT, repo_path
 from .serving.settings import check_serving
-from .backend_specs import parse_settings
 from .variants import BACKEND_NAMES, BACKENDS_NEEDING_CUDA, VARIANTS, check_supported, quants_for_backend
 
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
 
 @dataclass(frozen=True)
 class Job:
@@ -59,9 +61,13 @@ def _check_architecture(name: str, entry: dict[str, Any], root: Path) -> dict[st
     try:
         arch = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{field}: {entry['architecture']!r} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        raise ConfigError(
+            f"{field}: {entry['architecture']!r} is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
     if not isinstance(arch, dict) or "model_type" not in arch:
-        raise ConfigError(f"{field}: {entry['architecture']!r} has no 'model_type'; it must be a Hugging Face config.json")
+        raise ConfigError(
+            f"{field}: {entry['architecture']!r} has no 'model_type'; it must be a Hugging Face config.json"
+        )
     return arch
 
 
@@ -72,7 +78,9 @@ def _check_model_source(name: str, entry: dict[str, Any], root: Path, longest: i
     if entry.get("source", "config") != "config":
         for key in ("repo_id", "revision"):
             if key not in entry:
-                raise ConfigError(f"models.{name}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)")
+                raise ConfigError(
+                    f"models.{name}.{key}: required for source 'hub' (a repo id and a full 40-hex commit)"
+                )
         return None, None
     arch = _check_architecture(name, entry, root)
     limit = max_positions(arch)
@@ -91,14 +99,20 @@ def _check_model_backends(name: str, entry: dict[str, Any], model_type: str | No
         if backend not in BACKEND_NAMES:
             raise ConfigError(f"{field}: unknown backend {backend!r}; allowed: {', '.join(BACKEND_NAMES)}")
         if backend in BACKENDS_NEEDING_CUDA and not has_cuda:
-            raise ConfigError(f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine")
+            raise ConfigError(
+                f"{field}: backend {backend!r} needs an NVIDIA GPU and none is visible; remove it or run on a GPU machine"
+            )
         allowed = quants_for_backend(backend)
         on_this_device = quants_for_backend(backend, "cuda" if has_cuda else "cpu")
         for index, quant in enumerate(quants):
             if quant not in VARIANTS:
-                raise ConfigError(f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{field}[{index}]: unknown variant {quant!r}; allowed for {backend}: {', '.join(allowed)}"
+                )
             if quant not in allowed:
-                raise ConfigError(f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}")
+                raise ConfigError(
+                    f"{field}[{index}]: {backend} cannot run {quant!r}; allowed for {backend}: {', '.join(allowed)}"
+                )
             if quant not in on_this_device:
                 raise ConfigError(
                     f"{field}[{index}]: {backend} on CPU cannot run {quant!r} (not verified with its CPU build); "
@@ -131,8 +145,13 @@ def _check_analysis(config: dict[str, Any], root: Path) -> None:
             )
     for index, folder in enumerate(config["analysis"].get("extra_results", [])):
         field = f"analysis.extra_results[{index}]"
-        if not (Path(folder) / "measurements.parquet").is_file() and not (root / folder / "measurements.parquet").is_file():
-            raise ConfigError(f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder")
+        if (
+            not (Path(folder) / "measurements.parquet").is_file()
+            and not (root / folder / "measurements.parquet").is_file()
+        ):
+            raise ConfigError(
+                f"{field}: {folder!r} has no measurements.parquet; point it at another run's results/aggregate folder"
+            )
 
 
 def check_semantics(config: dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> None:
@@ -182,7 +201,9 @@ def _check_backend_settings(backend: str, settings: dict[str, Any], workload: di
         )
 
 
-def load_config(source: str | Path | dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None) -> dict[str, Any]:
+def load_config(
+    source: str | Path | dict[str, Any], root: Path = REPO_ROOT, has_cuda: bool | None = None
+) -> dict[str, Any]:
     """Validate a config (a path or an already-loaded dict) and return it with defaults filled."""
     raw = read_config_file(source) if isinstance(source, (str, Path)) else source
     if not isinstance(raw, dict):

@@ -59,21 +59,49 @@ IDENTICAL = "identical variant"
 ENGINE_METRICS: list[str] = ["energy_j_per_output_token", "latency_s", "tokens_per_s", "peak_memory_bytes"]
 PARETO_COSTS: list[str] = ["energy_j_per_output_token", "latency_s"]
 FIDELITY_QUALITY = "fidelity_kl_mean"
-KENDALL_NOTE = ("no interval for tau: the Fisher-z interval covers about 86 % at n = 8 "
-                "(intervals.rank_correlations)")
+KENDALL_NOTE = "no interval for tau: the Fisher-z interval covers about 86 % at n = 8 (intervals.rank_correlations)"
 
 COLUMNS: dict[str, list[str]] = {
     "engine_matches": [
-        "platform_id", "model", "backend_a", "quant_a", "backend_b", "quant_b", "match",
+        "platform_id",
+        "model",
+        "backend_a",
+        "quant_a",
+        "backend_b",
+        "quant_b",
+        "match",
     ],
     "engine_transfer": [
-        "platform_id", "backend_a", "backend_b", *WORKLOAD_KEYS, "metric", "n_items", "n_identical",
-        "n_class_matched", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "ci_method",
-        "kendall_tau", "kendall_note", "matching",
+        "platform_id",
+        "backend_a",
+        "backend_b",
+        *WORKLOAD_KEYS,
+        "metric",
+        "n_items",
+        "n_identical",
+        "n_class_matched",
+        "spearman_rho",
+        "spearman_ci_low",
+        "spearman_ci_high",
+        "ci_method",
+        "kendall_tau",
+        "kendall_note",
+        "matching",
     ],
     "engine_pareto_transfer": [
-        "platform_id", "backend_a", "backend_b", *WORKLOAD_KEYS, "quality_metric", "efficiency_metric",
-        "n_items", "n_frontier_a", "n_frontier_b", "n_shared", "precision", "recall", "f1",
+        "platform_id",
+        "backend_a",
+        "backend_b",
+        *WORKLOAD_KEYS,
+        "quality_metric",
+        "efficiency_metric",
+        "n_items",
+        "n_frontier_a",
+        "n_frontier_b",
+        "n_shared",
+        "precision",
+        "recall",
+        "f1",
     ],
 }
 
@@ -120,8 +148,17 @@ def engine_matches(summary: pd.DataFrame) -> pd.DataFrame:
                 if (model, a) not in quants or (model, b) not in quants:
                     continue
                 for quant_a, quant_b, how in match_variants(quants[(model, a)], quants[(model, b)]):
-                    rows.append({"platform_id": platform, "model": model, "backend_a": a,
-                                 "quant_a": quant_a, "backend_b": b, "quant_b": quant_b, "match": how})
+                    rows.append(
+                        {
+                            "platform_id": platform,
+                            "model": model,
+                            "backend_a": a,
+                            "quant_a": quant_a,
+                            "backend_b": b,
+                            "quant_b": quant_b,
+                            "match": how,
+                        }
+                    )
     return frame(COLUMNS["engine_matches"], rows)
 
 
@@ -160,16 +197,23 @@ def engine_transfer(
             continue  # the study does not hold this metric
         paired = _paired(table, matches, column)
         for key, group in paired.groupby(group_keys, sort=True):
-            correlations = intervals.rank_correlations(group["value_a"].to_numpy(float),
-                                                       group["value_b"].to_numpy(float))
+            correlations = intervals.rank_correlations(
+                group["value_a"].to_numpy(float), group["value_b"].to_numpy(float)
+            )
             n_identical = int((group["match"] == IDENTICAL).sum())
-            rows.append({
-                **dict(zip(group_keys, key, strict=True)), "metric": metric, "n_items": len(group),
-                "n_identical": n_identical, "n_class_matched": len(group) - n_identical, **correlations,
-                "ci_method": intervals.SPEARMAN_FISHER_Z if np.isfinite(correlations["spearman_ci_low"]) else None,
-                "kendall_note": KENDALL_NOTE if np.isfinite(correlations["kendall_tau"]) else None,
-                "matching": _matching_note(group),
-            })
+            rows.append(
+                {
+                    **dict(zip(group_keys, key, strict=True)),
+                    "metric": metric,
+                    "n_items": len(group),
+                    "n_identical": n_identical,
+                    "n_class_matched": len(group) - n_identical,
+                    **correlations,
+                    "ci_method": intervals.SPEARMAN_FISHER_Z if np.isfinite(correlations["spearman_ci_low"]) else None,
+                    "kendall_note": KENDALL_NOTE if np.isfinite(correlations["kendall_tau"]) else None,
+                    "matching": _matching_note(group),
+                }
+            )
     return frame(COLUMNS["engine_transfer"], rows)
 
 
@@ -184,7 +228,9 @@ def with_fidelity(summary: pd.DataFrame, fidelity: pd.DataFrame | None) -> pd.Da
 
 
 def engine_pareto_transfer(
-    summary: pd.DataFrame, fidelity: pd.DataFrame | None, matches: pd.DataFrame | None = None,
+    summary: pd.DataFrame,
+    fidelity: pd.DataFrame | None,
+    matches: pd.DataFrame | None = None,
     costs: Sequence[str] = PARETO_COSTS,
 ) -> pd.DataFrame:
     """Frontier of fidelity against each cost on engine a against that on engine b, over the
@@ -193,8 +239,7 @@ def engine_pareto_transfer(
 
     table = with_fidelity(usable(summary), fidelity)
     matches = engine_matches(summary) if matches is None else matches
-    quality = _paired(table, matches, FIDELITY_QUALITY).rename(
-        columns={"value_a": "quality_a", "value_b": "quality_b"})
+    quality = _paired(table, matches, FIDELITY_QUALITY).rename(columns={"value_a": "quality_a", "value_b": "quality_b"})
     rows: list[dict] = []
     group_keys = ["platform_id", "backend_a", "backend_b", *WORKLOAD_KEYS]
     item_keys = [*group_keys, "model", "quant_a", "quant_b"]
@@ -211,13 +256,20 @@ def engine_pareto_transfer(
             on_b = pareto_mask(group["quality_b"].to_numpy(float), cost(group["value_b"].to_numpy(float), metric))
             shared = int((on_a & on_b).sum())
             precision, recall = shared / on_a.sum(), shared / on_b.sum()
-            rows.append({
-                **dict(zip(group_keys, key, strict=True)), "quality_metric": FIDELITY_QUALITY,
-                "efficiency_metric": metric, "n_items": len(group), "n_frontier_a": int(on_a.sum()),
-                "n_frontier_b": int(on_b.sum()), "n_shared": shared, "precision": float(precision),
-                "recall": float(recall),
-                "f1": float(2 * precision * recall / (precision + recall)) if shared else 0.0,
-            })
+            rows.append(
+                {
+                    **dict(zip(group_keys, key, strict=True)),
+                    "quality_metric": FIDELITY_QUALITY,
+                    "efficiency_metric": metric,
+                    "n_items": len(group),
+                    "n_frontier_a": int(on_a.sum()),
+                    "n_frontier_b": int(on_b.sum()),
+                    "n_shared": shared,
+                    "precision": float(precision),
+                    "recall": float(recall),
+                    "f1": float(2 * precision * recall / (precision + recall)) if shared else 0.0,
+                }
+            )
     return frame(COLUMNS["engine_pareto_transfer"], rows)
 
 

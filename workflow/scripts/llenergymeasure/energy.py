@@ -29,8 +29,9 @@ import abc
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 from .job_gpus import JobGpus
@@ -97,7 +98,11 @@ class StatedCpuPower:
 
     def assumption(self) -> str:
         """The assumption recorded on every estimated row."""
-        threads = f"{CPU_THREADS_ENV}={self.threads}" if self.threads_stated else f"{self.threads} logical CPUs seen by the OS"
+        threads = (
+            f"{CPU_THREADS_ENV}={self.threads}"
+            if self.threads_stated
+            else f"{self.threads} logical CPUs seen by the OS"
+        )
         return (
             f"{CPU_POWER_ENV}={self.watts:g} W stated by the user over {threads}: "
             f"energy = process CPU seconds x {self.watts_per_cpu_second:.4g} W, "
@@ -187,10 +192,16 @@ class EnergyMeter(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Source, whether it is an estimate, and how it works (recorded with every job)."""
-        return {"source": self.source, "is_estimate": self.is_estimate, "gpus": self.gpu_label,
-                "assumption": self.assumption}
+        return {
+            "source": self.source,
+            "is_estimate": self.is_estimate,
+            "gpus": self.gpu_label,
+            "assumption": self.assumption,
+        }
 
-    def _unread(self, elapsed: float, reason: str, cpu_j: float | None = None, dram_j: float | None = None) -> EnergyReading:
+    def _unread(
+        self, elapsed: float, reason: str, cpu_j: float | None = None, dram_j: float | None = None
+    ) -> EnergyReading:
         return EnergyReading(None, {}, elapsed, None, SOURCE_UNAVAILABLE, False, cpu_j, dram_j, reason)
 
     @abc.abstractmethod
@@ -290,7 +301,9 @@ def select_meter(device: str, gpus: JobGpus | None = None, prefer: str = "auto")
     "rapl" or "estimate" (cpu jobs), "none". A forced source that cannot be used raises
     EnergySourceError; so does a malformed LLEM_CPU_TDP_W, whatever the source."""
     if prefer not in PREFER_CHOICES:
-        raise EnergySourceError(f"measurement.energy_source: {prefer!r} is not a source; allowed: {', '.join(PREFER_CHOICES)}")
+        raise EnergySourceError(
+            f"measurement.energy_source: {prefer!r} is not a source; allowed: {', '.join(PREFER_CHOICES)}"
+        )
     if device not in ("cuda", "cpu"):
         raise EnergySourceError(f"device: {device!r} is not measurable; allowed: cuda, cpu")
     from .zeus_meters import rapl_packages, zeus_gpu_meter, zeus_rapl_meter
@@ -350,8 +363,14 @@ __all__ = [
 
 # The Zeus meters live in zeus_meters.py (which builds on the classes above); they are reachable
 # here too, imported on first use so that this module never imports Zeus by itself.
-_ZEUS_NAMES = ("NVML_COUNTER_PERIOD_S", "RAPL_COUNTER_PERIOD_S", "ZeusMeter", "rapl_packages", "zeus_gpu_meter",
-               "zeus_rapl_meter")
+_ZEUS_NAMES = (
+    "NVML_COUNTER_PERIOD_S",
+    "RAPL_COUNTER_PERIOD_S",
+    "ZeusMeter",
+    "rapl_packages",
+    "zeus_gpu_meter",
+    "zeus_rapl_meter",
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -360,4 +379,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(zeus_meters, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

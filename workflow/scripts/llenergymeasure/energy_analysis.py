@@ -33,14 +33,32 @@ DEFAULT_BASELINE_QUANTS: tuple[str, ...] = ("none-float32", "none-float16", "non
 
 COLUMNS: dict[str, list[str]] = {
     "quantisation_energy": [
-        "platform_id", "model", "backend", "quant", *WORKLOAD_KEYS, "baseline_quant",
-        "baseline_backend", "energy_ratio", "ci_low", "ci_high", "ci_coverage", "ci_method",
+        "platform_id",
+        "model",
+        "backend",
+        "quant",
+        *WORKLOAD_KEYS,
+        "baseline_quant",
+        "baseline_backend",
+        "energy_ratio",
+        "ci_low",
+        "ci_high",
+        "ci_coverage",
+        "ci_method",
         "energy_is_estimate",
     ],
     "energy_phase_shares": [
-        *CONFIG_KEYS, "n_trials", "energy_prefill_j_median", "energy_decode_j_median",
-        "prefill_share_median", "prefill_share_ci_low", "prefill_share_ci_high",
-        "prefill_share_ci_coverage", "ci_method", "decode_share_median", "energy_is_estimate",
+        *CONFIG_KEYS,
+        "n_trials",
+        "energy_prefill_j_median",
+        "energy_decode_j_median",
+        "prefill_share_median",
+        "prefill_share_ci_low",
+        "prefill_share_ci_high",
+        "prefill_share_ci_coverage",
+        "ci_method",
+        "decode_share_median",
+        "energy_is_estimate",
     ],
 }
 
@@ -50,9 +68,10 @@ def has_sensor_energy(table: pd.DataFrame) -> np.ndarray:
     if "energy_source" not in table.columns or "energy_is_estimate" not in table.columns:
         return np.zeros(len(table), dtype=bool)
     source = table["energy_source"].astype(object)
-    sensor = source.map(lambda s: isinstance(s, str) and s not in SENSORLESS_SOURCES
-                        and not s.startswith("estimate"))
-    measured = table["energy_is_estimate"].astype(object).map(lambda v: v is not None and not pd.isna(v) and not bool(v))
+    sensor = source.map(lambda s: isinstance(s, str) and s not in SENSORLESS_SOURCES and not s.startswith("estimate"))
+    measured = (
+        table["energy_is_estimate"].astype(object).map(lambda v: v is not None and not pd.isna(v) and not bool(v))
+    )
     return (sensor & measured).to_numpy(dtype=bool)
 
 
@@ -95,8 +114,7 @@ def unit_values(measurements: pd.DataFrame, column: str) -> dict[tuple, tuple[np
     for key, group in ok.groupby(CONFIG_KEYS, sort=False):
         finite = group[np.isfinite(group["_value"])]
         if finite["_replicate"].nunique() >= 2:
-            out[key] = (finite.groupby("_replicate")["_value"].median().to_numpy(float),
-                        intervals.MEDIAN_REPLICATES)
+            out[key] = (finite.groupby("_replicate")["_value"].median().to_numpy(float), intervals.MEDIAN_REPLICATES)
         else:
             out[key] = (finite["_value"].to_numpy(float), intervals.MEDIAN_TRIALS)
     return out
@@ -133,13 +151,19 @@ def quantisation_energy_effect(measurements: pd.DataFrame, summary: pd.DataFrame
         ratio, low, high, coverage = intervals.ratio_of_medians(top, bottom)
         if not np.isfinite(ratio):
             continue  # no energy on one side (source unavailable): nothing to compare
-        rows.append({
-            **{k: config[k] for k in ("platform_id", "model", "backend", "quant", *WORKLOAD_KEYS)},
-            "baseline_quant": base, "baseline_backend": config["backend"],
-            "energy_ratio": ratio, "ci_low": low, "ci_high": high, "ci_coverage": coverage,
-            "ci_method": f"{intervals.RATIO_OF_INTERVALS}({kind}/{base_kind})" if np.isfinite(low) else None,
-            "energy_is_estimate": config.get("energy_is_estimate"),
-        })
+        rows.append(
+            {
+                **{k: config[k] for k in ("platform_id", "model", "backend", "quant", *WORKLOAD_KEYS)},
+                "baseline_quant": base,
+                "baseline_backend": config["backend"],
+                "energy_ratio": ratio,
+                "ci_low": low,
+                "ci_high": high,
+                "ci_coverage": coverage,
+                "ci_method": f"{intervals.RATIO_OF_INTERVALS}({kind}/{base_kind})" if np.isfinite(low) else None,
+                "energy_is_estimate": config.get("energy_is_estimate"),
+            }
+        )
     return frame(COLUMNS["quantisation_energy"], rows)
 
 
@@ -155,11 +179,15 @@ def energy_phase_shares(measurements: pd.DataFrame) -> pd.DataFrame:
     prefill = pd.to_numeric(measurements["energy_prefill_j"], errors="coerce").astype(float)
     decode = pd.to_numeric(measurements["energy_decode_j"], errors="coerce").astype(float)
     both = prefill.notna() & decode.notna() & ((prefill + decode) > 0)
-    table = measurements.assign(_share=(prefill / (prefill + decode)).where(both),
-                                _prefill=prefill.where(both), _decode=decode.where(both))
+    table = measurements.assign(
+        _share=(prefill / (prefill + decode)).where(both), _prefill=prefill.where(both), _decode=decode.where(both)
+    )
     shares, prefills, decodes = (unit_values(table, c) for c in ("_share", "_prefill", "_decode"))
-    estimate = (measurements.groupby(CONFIG_KEYS, sort=False)["energy_is_estimate"].first().to_dict()
-                if "energy_is_estimate" in measurements.columns else {})
+    estimate = (
+        measurements.groupby(CONFIG_KEYS, sort=False)["energy_is_estimate"].first().to_dict()
+        if "energy_is_estimate" in measurements.columns
+        else {}
+    )
     ok = (table["status"].astype(object) == "ok").to_numpy(dtype=bool)
     counts = table[ok & both.to_numpy(dtype=bool)].groupby(CONFIG_KEYS, sort=False).size().to_dict()
     rows: list[dict] = []
@@ -170,16 +198,21 @@ def energy_phase_shares(measurements: pd.DataFrame) -> pd.DataFrame:
         low, high, coverage = intervals.median_interval(share)
         median = float(np.median(share))
         flag = estimate.get(key)
-        rows.append({
-            **dict(zip(CONFIG_KEYS, key, strict=True)),
-            "n_trials": int(counts.get(key, 0)),
-            "energy_prefill_j_median": float(np.median(prefills[key][0])),
-            "energy_decode_j_median": float(np.median(decodes[key][0])),
-            "prefill_share_median": median, "prefill_share_ci_low": low,
-            "prefill_share_ci_high": high, "prefill_share_ci_coverage": coverage,
-            "ci_method": kind if np.isfinite(low) else None, "decode_share_median": 1.0 - median,
-            "energy_is_estimate": None if flag is None or pd.isna(flag) else bool(flag),
-        })
+        rows.append(
+            {
+                **dict(zip(CONFIG_KEYS, key, strict=True)),
+                "n_trials": int(counts.get(key, 0)),
+                "energy_prefill_j_median": float(np.median(prefills[key][0])),
+                "energy_decode_j_median": float(np.median(decodes[key][0])),
+                "prefill_share_median": median,
+                "prefill_share_ci_low": low,
+                "prefill_share_ci_high": high,
+                "prefill_share_ci_coverage": coverage,
+                "ci_method": kind if np.isfinite(low) else None,
+                "decode_share_median": 1.0 - median,
+                "energy_is_estimate": None if flag is None or pd.isna(flag) else bool(flag),
+            }
+        )
     return frame(COLUMNS["energy_phase_shares"], rows)
 
 

@@ -19,8 +19,9 @@ import re
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,11 @@ THROTTLE_REASONS: dict[int, str] = {
     0x100: "display_clock_setting",
 }
 # Reasons that mean the clocks were held below what the workload asked for.
-LIMITING_REASONS = frozenset(THROTTLE_REASONS.values()) - {"gpu_idle", "applications_clocks_setting", "display_clock_setting"}
+LIMITING_REASONS = frozenset(THROTTLE_REASONS.values()) - {
+    "gpu_idle",
+    "applications_clocks_setting",
+    "display_clock_setting",
+}
 
 _nvml_state: dict[str, Any] = {"ready": None, "error": None}
 
@@ -88,11 +93,15 @@ def _safe(read: Callable[[], Any]) -> Any:
 
 def git_state(repo_root: Path) -> tuple[str | None, bool | None]:
     """(HEAD commit, whether the checkout differs from it, untracked files included), or (None, None) outside a git checkout."""
+
     def run(*args: str) -> str | None:
         try:
             done = subprocess.run(
                 ["git", "--no-optional-locks", "-C", str(repo_root), *args],
-                capture_output=True, text=True, timeout=20, check=False,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
             )
         except (OSError, subprocess.SubprocessError):
             return None
@@ -236,7 +245,7 @@ def capture_gpu_state(label: str = "") -> dict[str, Any]:
     Off-GPU: {"label", "time", "gpus": [], "nvml_error": "<why>"}."""
     state: dict[str, Any] = {
         "label": label,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds"),
+        "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds"),
         "gpus": [],
         "nvml_error": None,
     }
@@ -304,7 +313,11 @@ def _cuda_versions() -> dict[str, Any]:
 
 
 SCHEDULER_VARIABLES = (
-    "SLURM_JOB_ID", "SLURM_JOB_PARTITION", "SLURM_JOB_NODELIST", "SLURM_CLUSTER_NAME", "CUDA_VISIBLE_DEVICES",
+    "SLURM_JOB_ID",
+    "SLURM_JOB_PARTITION",
+    "SLURM_JOB_NODELIST",
+    "SLURM_CLUSTER_NAME",
+    "CUDA_VISIBLE_DEVICES",
 )
 
 

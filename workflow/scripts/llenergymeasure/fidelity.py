@@ -37,10 +37,25 @@ PARENT_QUANT = "none-float32"
 FIDELITY_KIND = "fidelity to the float32 parent (next-token distributions on the evaluation text)"
 TRAINED_WEIGHTS = frozenset({"pretrained", "trained"})
 COLUMNS = [
-    "model", "quant", "fidelity_engine", "weights", "fidelity_kind", "fidelity_tokens", "fidelity_windows",
-    "fidelity_kl_mean", "fidelity_kl_window_median", "fidelity_kl_ci_low", "fidelity_kl_ci_high",
-    "fidelity_top1_mean", "fidelity_top1_window_median", "fidelity_top1_ci_low", "fidelity_top1_ci_high",
-    "fidelity_ci_coverage", "fidelity_ci_method", "perplexity", "perplexity_note",
+    "model",
+    "quant",
+    "fidelity_engine",
+    "weights",
+    "fidelity_kind",
+    "fidelity_tokens",
+    "fidelity_windows",
+    "fidelity_kl_mean",
+    "fidelity_kl_window_median",
+    "fidelity_kl_ci_low",
+    "fidelity_kl_ci_high",
+    "fidelity_top1_mean",
+    "fidelity_top1_window_median",
+    "fidelity_top1_ci_low",
+    "fidelity_top1_ci_high",
+    "fidelity_ci_coverage",
+    "fidelity_ci_method",
+    "perplexity",
+    "perplexity_note",
 ]
 
 
@@ -128,24 +143,35 @@ def summarise(parent: np.ndarray, variant: np.ndarray) -> dict[str, float]:
     kl_low, kl_high, coverage = intervals.median_interval(kl_windows)
     agree_low, agree_high, _ = intervals.median_interval(agree_windows)
     return {
-        "fidelity_tokens": int(kl.size), "fidelity_windows": int(kl.shape[0]),
-        "fidelity_kl_mean": float(kl.mean()), "fidelity_kl_window_median": float(np.median(kl_windows)),
-        "fidelity_kl_ci_low": kl_low, "fidelity_kl_ci_high": kl_high,
-        "fidelity_top1_mean": float(agree.mean()), "fidelity_top1_window_median": float(np.median(agree_windows)),
-        "fidelity_top1_ci_low": agree_low, "fidelity_top1_ci_high": agree_high,
+        "fidelity_tokens": int(kl.size),
+        "fidelity_windows": int(kl.shape[0]),
+        "fidelity_kl_mean": float(kl.mean()),
+        "fidelity_kl_window_median": float(np.median(kl_windows)),
+        "fidelity_kl_ci_low": kl_low,
+        "fidelity_kl_ci_high": kl_high,
+        "fidelity_top1_mean": float(agree.mean()),
+        "fidelity_top1_window_median": float(np.median(agree_windows)),
+        "fidelity_top1_ci_low": agree_low,
+        "fidelity_top1_ci_high": agree_high,
         "fidelity_ci_coverage": coverage,
         "fidelity_ci_method": f"{intervals.MEDIAN_TRIALS} over windows" if np.isfinite(coverage) else None,
     }
 
 
-def fidelity_record(variant: dict[str, Any], parent: np.ndarray, windows: list[list[int]], threads: int = 1) -> dict[str, Any]:
+def fidelity_record(
+    variant: dict[str, Any], parent: np.ndarray, windows: list[list[int]], threads: int = 1
+) -> dict[str, Any]:
     """One variant's fidelity row (`COLUMNS`)."""
     scored, engine = variant_log_probs(variant, windows, threads)
     weights = variant.get("weights")
     trained = weights in TRAINED_WEIGHTS
     return {
-        "model": variant["model"], "quant": variant["quant"], "fidelity_engine": engine, "weights": weights,
-        "fidelity_kind": FIDELITY_KIND, **summarise(parent, scored),
+        "model": variant["model"],
+        "quant": variant["quant"],
+        "fidelity_engine": engine,
+        "weights": weights,
+        "fidelity_kind": FIDELITY_KIND,
+        **summarise(parent, scored),
         "perplexity": variant.get("perplexity") if trained else None,
         "perplexity_note": None if trained else f"weights {weights!r}: perplexity says nothing about language",
     }
@@ -179,7 +205,9 @@ def write_reference(model_dir: str | Path, text: str | Path, evaluation: dict[st
         raise
 
 
-def write_record(variant_path: str | Path, parent_path: str | Path, out: str | Path, threads: int = 1) -> dict[str, Any]:
+def write_record(
+    variant_path: str | Path, parent_path: str | Path, out: str | Path, threads: int = 1
+) -> dict[str, Any]:
     """Rule fidelity: one variant's record (`COLUMNS`) as JSON, scored on the parent's windows."""
     import json
 

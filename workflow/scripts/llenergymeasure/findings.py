@@ -31,6 +31,7 @@ from scipy import stats as scipy_stats
 
 from . import intervals
 from .energy_analysis import baseline_quant, unit_values
+from .latex import number, with_interval
 from .ranking import frame, usable
 from .stats import CONFIG_KEYS
 
@@ -48,16 +49,37 @@ def clopper_pearson(k: int, n: int, confidence: float = intervals.CONFIDENCE) ->
     return float(ci.low), float(ci.high)
 
 
-def _row(finding: str, scope: str, metric: str | None, value: float, low: float = np.nan, high: float = np.nan,
-         interval: str | None = None, n: int | None = None, p_value: float = np.nan, source: str = "",
-         note: str | None = None) -> dict:
-    return {"finding": finding, "scope": scope, "metric": metric, "value": float(value), "ci_low": float(low),
-            "ci_high": float(high), "interval": interval if np.isfinite(low) else None, "n": n,
-            "p_value": float(p_value), "source": source, "note": note}
+def _row(
+    finding: str,
+    scope: str,
+    metric: str | None,
+    value: float,
+    low: float = np.nan,
+    high: float = np.nan,
+    interval: str | None = None,
+    n: int | None = None,
+    p_value: float = np.nan,
+    source: str = "",
+    note: str | None = None,
+) -> dict:
+    return {
+        "finding": finding,
+        "scope": scope,
+        "metric": metric,
+        "value": float(value),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "interval": interval if np.isfinite(low) else None,
+        "n": n,
+        "p_value": float(p_value),
+        "source": source,
+        "note": note,
+    }
 
 
-def _spread(values: pd.Series, finding: str, scope: str, metric: str | None, units: str, source: str,
-            note: str | None = None) -> dict | None:
+def _spread(
+    values: pd.Series, finding: str, scope: str, metric: str | None, units: str, source: str, note: str | None = None
+) -> dict | None:
     """Median of per-unit values with their range (or the single value)."""
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
@@ -76,16 +98,36 @@ def flops_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
         if n == 0:
             continue
         low, high = clopper_pearson(k, n)
-        rows.append(_row("FLOPs disagreement rate", str(platform), metric, k / n, low, high, CLOPPER_PEARSON, n,
-                         source="flops_rank_agreement", note=f"{k} of {n} (configuration, workload) rankings two or more "
-                         "positions outside their FLOPs level"))
+        rows.append(
+            _row(
+                "FLOPs disagreement rate",
+                str(platform),
+                metric,
+                k / n,
+                low,
+                high,
+                CLOPPER_PEARSON,
+                n,
+                source="flops_rank_agreement",
+                note=f"{k} of {n} (configuration, workload) rankings two or more positions outside their FLOPs level",
+            )
+        )
     for _, test in results["rank_difference_tests"].iterrows():
         if not np.isfinite(float(test["effect_size"])):
             continue
-        rows.append(_row("FLOPs rank shift vs trial-to-trial shift (Cliff's delta)", str(test["platform_id"]),
-                         test["metric"], test["effect_size"], n=int(test["n_configs"]), p_value=test["p_value"],
-                         source="rank_difference_tests", note=f"one-sided Mann-Whitney U; Cohen's d "
-                         f"{float(test['cohens_d']):.3g}; {int(test['n_trial_shifts'])} trial shifts"))
+        rows.append(
+            _row(
+                "FLOPs rank shift vs trial-to-trial shift (Cliff's delta)",
+                str(test["platform_id"]),
+                test["metric"],
+                test["effect_size"],
+                n=int(test["n_configs"]),
+                p_value=test["p_value"],
+                source="rank_difference_tests",
+                note=f"one-sided Mann-Whitney U; Cohen's d "
+                f"{float(test['cohens_d']):.3g}; {int(test['n_trial_shifts'])} trial shifts",
+            )
+        )
     return rows
 
 
@@ -95,8 +137,14 @@ def stability_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
     rows = []
     for platform, group in table.groupby("platform_id", sort=True):
         per_workload = group.groupby(["batch_size", "prompt_tokens", "output_tokens"])["group_trial_rho_mean"].first()
-        row = _spread(per_workload, "Compound ranking stability (trial-to-trial rho)", str(platform), "compound",
-                      "workloads", "compound_stability")
+        row = _spread(
+            per_workload,
+            "Compound ranking stability (trial-to-trial rho)",
+            str(platform),
+            "compound",
+            "workloads",
+            "compound_stability",
+        )
         rows += [row] if row else []
     return rows
 
@@ -104,8 +152,10 @@ def stability_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
 def transfer_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
     """Cross-platform and cross-engine Spearman rho (and engine Pareto F1)."""
     rows = []
-    specs = [("ranking_transfer", ["platform_a", "platform_b"], "Cross-platform rank correlation (Spearman)"),
-             ("engine_transfer", ["platform_id", "backend_a", "backend_b"], "Cross-engine rank correlation (Spearman)")]
+    specs = [
+        ("ranking_transfer", ["platform_a", "platform_b"], "Cross-platform rank correlation (Spearman)"),
+        ("engine_transfer", ["platform_id", "backend_a", "backend_b"], "Cross-engine rank correlation (Spearman)"),
+    ]
     for name, keys, finding in specs:
         table = results[name]
         for key, group in table.groupby([*keys, "metric"], sort=True):
@@ -116,21 +166,43 @@ def transfer_findings(results: Mapping[str, pd.DataFrame]) -> list[dict]:
             n_items = "n_items" if "n_items" in group else "n_configs"
             if len(group) == 1:
                 r = group.iloc[0]
-                rows.append(_row(finding, " / ".join(map(str, scope)), metric, r["spearman_rho"], r["spearman_ci_low"],
-                                 r["spearman_ci_high"], BONETT_WRIGHT, int(r[n_items]), source=name))
+                rows.append(
+                    _row(
+                        finding,
+                        " / ".join(map(str, scope)),
+                        metric,
+                        r["spearman_rho"],
+                        r["spearman_ci_low"],
+                        r["spearman_ci_high"],
+                        BONETT_WRIGHT,
+                        int(r[n_items]),
+                        source=name,
+                    )
+                )
                 continue
             bw = group[np.isfinite(group["spearman_ci_low"].astype(float))]
-            note = (f"per-workload Bonett-Wright intervals in {name}; narrowest "
-                    f"[{bw['spearman_ci_low'].max():.2f}, {bw['spearman_ci_high'].min():.2f}]" if len(bw) else
-                    f"fewer than {intervals.MIN_CORRELATION_PAIRS} items per workload: no interval")
+            note = (
+                f"per-workload Bonett-Wright intervals in {name}; narrowest "
+                f"[{bw['spearman_ci_low'].max():.2f}, {bw['spearman_ci_high'].min():.2f}]"
+                if len(bw)
+                else f"fewer than {intervals.MIN_CORRELATION_PAIRS} items per workload: no interval"
+            )
             note += f"; {int(group[n_items].min())}-{int(group[n_items].max())} items per workload"
-            rows.append(_spread(group["spearman_rho"], finding, " / ".join(map(str, scope)), metric, "workloads",
-                                name, note))
+            rows.append(
+                _spread(group["spearman_rho"], finding, " / ".join(map(str, scope)), metric, "workloads", name, note)
+            )
     for key, group in results["engine_pareto_transfer"].groupby(
-            ["platform_id", "backend_a", "backend_b", "efficiency_metric"], sort=True):
+        ["platform_id", "backend_a", "backend_b", "efficiency_metric"], sort=True
+    ):
         *scope, metric = key
-        row = _spread(group["f1"], "Cross-engine Pareto F1 (fidelity vs cost)", " / ".join(map(str, scope)), metric,
-                      "workloads", "engine_pareto_transfer")
+        row = _spread(
+            group["f1"],
+            "Cross-engine Pareto F1 (fidelity vs cost)",
+            " / ".join(map(str, scope)),
+            metric,
+            "workloads",
+            "engine_pareto_transfer",
+        )
         rows += [row] if row else []
     return rows
 
@@ -143,17 +215,31 @@ def two_n_findings(summary: pd.DataFrame, results: Mapping[str, pd.DataFrame]) -
         exact = pd.to_numeric(table["flops_total"], errors="coerce")
         error = (pd.to_numeric(table["flops_2n_reference"], errors="coerce") - exact) / exact
         family = table["model_family"] if "model_family" in table else table["model"]
-        per = pd.DataFrame({"family": family.astype(str), "model": table["model"], "error": error,
-                            "batch": table["batch_size"], "prompt": table["prompt_tokens"]})
+        per = pd.DataFrame(
+            {
+                "family": family.astype(str),
+                "model": table["model"],
+                "error": error,
+                "batch": table["batch_size"],
+                "prompt": table["prompt_tokens"],
+            }
+        )
         per = per.drop_duplicates(["model", "batch", "prompt"])  # variants share their FLOPs count
         for name, group in per.groupby("family", sort=True):
-            row = _spread(group["error"], "2N formula relative error", name, "flops_total", "model workloads",
-                          "summary (flops_2n_reference vs flops_total)")
+            row = _spread(
+                group["error"],
+                "2N formula relative error",
+                name,
+                "flops_total",
+                "model workloads",
+                "summary (flops_2n_reference vs flops_total)",
+            )
             rows += [row] if row else []
         return rows
     for name, group in results["two_n_error"].groupby("family", sort=True):
-        row = _spread(group["relative_error"], "2N formula relative error", name, "flops_total",
-                      "prompt lengths", "two_n_error")
+        row = _spread(
+            group["relative_error"], "2N formula relative error", name, "flops_total", "prompt lengths", "two_n_error"
+        )
         rows += [row] if row else []
     return rows
 
@@ -183,12 +269,29 @@ def quantisation_findings(measurements: pd.DataFrame, summary: pd.DataFrame) -> 
             scope = f"{backend}: {quant} / {base}"
             if len(values) == 1:
                 ratio, low, high, coverage = values[0]
-                rows.append(_row("Quantisation effect (ratio to unquantised)", scope, metric, ratio, low, high,
-                                 f"order_statistic (coverage {coverage:.3g})", 1, source="measurements"))
+                rows.append(
+                    _row(
+                        "Quantisation effect (ratio to unquantised)",
+                        scope,
+                        metric,
+                        ratio,
+                        low,
+                        high,
+                        f"order_statistic (coverage {coverage:.3g})",
+                        1,
+                        source="measurements",
+                    )
+                )
             else:
-                row = _spread(pd.Series([v[0] for v in values]), "Quantisation effect (ratio to unquantised)", scope,
-                              metric, "model workloads", "measurements",
-                              "each ratio's order-statistic interval: quantisation analyses")
+                row = _spread(
+                    pd.Series([v[0] for v in values]),
+                    "Quantisation effect (ratio to unquantised)",
+                    scope,
+                    metric,
+                    "model workloads",
+                    "measurements",
+                    "each ratio's order-statistic interval: quantisation analyses",
+                )
                 rows += [row] if row else []
     return rows
 
@@ -199,52 +302,74 @@ def fidelity_findings(fidelity: pd.DataFrame) -> list[dict]:
     if fidelity is None or fidelity.empty:
         return rows
     for quant, group in fidelity.groupby("quant", sort=True):
-        for column, finding in (("fidelity_kl_mean", "Fidelity: KL from float32 parent (nats/token)"),
-                                ("fidelity_top1_mean", "Fidelity: top-1 agreement with float32 parent")):
+        for column, finding in (
+            ("fidelity_kl_mean", "Fidelity: KL from float32 parent (nats/token)"),
+            ("fidelity_top1_mean", "Fidelity: top-1 agreement with float32 parent"),
+        ):
             if len(group) == 1:
                 r = group.iloc[0]
                 stem = column.removesuffix("_mean")
-                rows.append(_row(finding, str(quant), f"{stem}_window_median", r[f"{stem}_window_median"],
-                                 r[f"{stem}_ci_low"], r[f"{stem}_ci_high"],
-                                 f"order_statistic over windows (coverage {float(r['fidelity_ci_coverage']):.3g}); "
-                                 "median of window means", int(r["fidelity_tokens"]), source="fidelity"))
+                rows.append(
+                    _row(
+                        finding,
+                        str(quant),
+                        f"{stem}_window_median",
+                        r[f"{stem}_window_median"],
+                        r[f"{stem}_ci_low"],
+                        r[f"{stem}_ci_high"],
+                        f"order_statistic over windows (coverage {float(r['fidelity_ci_coverage']):.3g}); "
+                        "median of window means",
+                        int(r["fidelity_tokens"]),
+                        source="fidelity",
+                    )
+                )
                 continue
-            row = _spread(group[column], finding, str(quant), column, "models", "fidelity",
-                          f"engine: {', '.join(sorted(group['fidelity_engine'].astype(str).unique()))}")
+            row = _spread(
+                group[column],
+                finding,
+                str(quant),
+                column,
+                "models",
+                "fidelity",
+                f"engine: {', '.join(sorted(group['fidelity_engine'].astype(str).unique()))}",
+            )
             rows += [row] if row else []
     return rows
 
 
 def build(results: Mapping[str, pd.DataFrame], measurements: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
     """Every finding of the study (module docstring), one row each."""
-    rows = [*flops_findings(results), *stability_findings(results), *transfer_findings(results),
-            *two_n_findings(summary, results), *quantisation_findings(measurements, summary),
-            *fidelity_findings(results.get("fidelity"))]
+    rows = [
+        *flops_findings(results),
+        *stability_findings(results),
+        *transfer_findings(results),
+        *two_n_findings(summary, results),
+        *quantisation_findings(measurements, summary),
+        *fidelity_findings(results.get("fidelity")),
+    ]
     return frame(COLUMNS, [r for r in rows if r is not None])
 
 
 # Formatting ---------------------------------------------------------------------------------
 
 
-def _number(value: object, digits: int = 3) -> str:
-    from .tables import number
-
-    return number(value, digits)
-
-
 def cells(findings: pd.DataFrame) -> pd.DataFrame:
     """The findings as formatted cells (LaTeX and Markdown share them)."""
     if findings.empty:
         return pd.DataFrame({"": ["No findings: the study has no successful configuration."]})
-    value = [f"{_number(r.value)} [{_number(r.ci_low)}, {_number(r.ci_high)}]" if np.isfinite(r.ci_low)
-             else _number(r.value) for r in findings.itertuples()]
-    return pd.DataFrame({
-        "Finding": findings["finding"], "Scope": findings["scope"], "Metric": findings["metric"].fillna(""),
-        "Value [interval]": value, "Interval": findings["interval"].fillna("--"),
-        "n": findings["n"].map(lambda v: "--" if v is None or pd.isna(v) else str(int(v))),
-        "p": findings["p_value"].map(lambda v: _number(v, 2)),
-        "Note": findings["note"].fillna(""),
-    })
+    value = [with_interval(r.value, r.ci_low, r.ci_high) for r in findings.itertuples()]
+    return pd.DataFrame(
+        {
+            "Finding": findings["finding"],
+            "Scope": findings["scope"],
+            "Metric": findings["metric"].fillna(""),
+            "Value [interval]": value,
+            "Interval": findings["interval"].fillna("--"),
+            "n": findings["n"].map(lambda v: "--" if v is None or pd.isna(v) else str(int(v))),
+            "p": findings["p_value"].map(lambda v: number(v, 2)),
+            "Note": findings["note"].fillna(""),
+        }
+    )
 
 
 def table(data: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
@@ -265,5 +390,7 @@ def write_markdown(data: Mapping[str, pd.DataFrame], path: str | Path) -> None:
     """The findings table as Markdown at `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Findings\n\nGenerated by the pipeline (llenergymeasure/findings.py); intervals as "
-                    "labelled in the Interval column.\n\n" + markdown(data["findings"]))
+    path.write_text(
+        "# Findings\n\nGenerated by the pipeline (llenergymeasure/findings.py); intervals as "
+        "labelled in the Interval column.\n\n" + markdown(data["findings"])
+    )

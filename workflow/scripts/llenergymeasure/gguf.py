@@ -58,7 +58,9 @@ def converter_dir(version: str | None = None) -> Path:
     if os.environ.get(CONVERTER_ENV):
         return Path(os.environ[CONVERTER_ENV])
     version = version or llama_cpp_version()
-    root = os.environ.get(CACHE_ENV) or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "llenergymeasure")
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "llenergymeasure"
+    )
     return Path(root) / f"llama.cpp-{version}" / "convert"
 
 
@@ -144,7 +146,9 @@ def tensor_summary(path: str | Path) -> dict[str, Any]:
     }
 
 
-def evaluation_windows(model_dir: str | Path, text: str | Path, sequence_length: int, max_sequences: int) -> list[list[int]]:
+def evaluation_windows(
+    model_dir: str | Path, text: str | Path, sequence_length: int, max_sequences: int
+) -> list[list[int]]:
     """The evaluation windows of `quality` (the same protocol as every other variant's
     perplexity), tokenised by the model directory's own tokenizer."""
     from transformers import AutoTokenizer
@@ -168,8 +172,10 @@ def gguf_perplexity(gguf_file: str | Path, quant: str, windows: list[list[int]],
         backend.load(VariantManifest(quant=quant, checkpoint_file=str(gguf_file)))
         largest = max(max(window) for window in windows)
         if largest >= backend.n_vocab:
-            raise GgufError(f"evaluation: the tokenizer produced id {largest} but {gguf_file} has {backend.n_vocab} "
-                            "tokens; use the tokenizer saved with the model")
+            raise GgufError(
+                f"evaluation: the tokenizer produced id {largest} but {gguf_file} has {backend.n_vocab} "
+                "tokens; use the tokenizer saved with the model"
+            )
         nll, scored = 0.0, 0
         for chunk in windows:
             logits = backend.sequence_logits(np.asarray(chunk)).astype(np.float64)[:-1]
@@ -203,8 +209,9 @@ def build_variant(
     summary = tensor_summary(target)
     perplexity = perplexity_tokens = None
     if evaluation is not None:
-        windows = evaluation_windows(model_dir, evaluation["text"], int(evaluation["sequence_length"]),
-                                    int(evaluation["max_sequences"]))
+        windows = evaluation_windows(
+            model_dir, evaluation["text"], int(evaluation["sequence_length"]), int(evaluation["max_sequences"])
+        )
         perplexity, perplexity_tokens = gguf_perplexity(target, quant, windows, threads)
     variant = _manifest(model, quant, model_dir, target, perplexity, perplexity_tokens)
     variant.settings = {
@@ -218,8 +225,14 @@ def build_variant(
         **timings,
     }
     variant.write(out_dir)
-    log.info("%s/%s: %s, %.2f bits per matrix weight, types %s", model, quant, target,
-             summary["matrix_bits_per_weight"], summary["matrix_tensor_types"])
+    log.info(
+        "%s/%s: %s, %.2f bits per matrix weight, types %s",
+        model,
+        quant,
+        target,
+        summary["matrix_bits_per_weight"],
+        summary["matrix_tensor_types"],
+    )
     return variant.to_json()
 
 
@@ -239,8 +252,9 @@ def _check_inputs(quant: str, model_dir: Path, f16_gguf: str | Path | None, eval
         raise GgufError(f"f16_gguf {f16_gguf} does not exist; build the gguf-f16 variant first")
 
 
-def _write_gguf(quant: str, model_dir: Path, target: Path, f16_gguf: str | Path | None, threads: int,
-                log_file: str | Path | None) -> dict[str, float]:
+def _write_gguf(
+    quant: str, model_dir: Path, target: Path, f16_gguf: str | Path | None, threads: int, log_file: str | Path | None
+) -> dict[str, float]:
     """Convert (and quantise) into a staging file that replaces `target` on success; the seconds taken."""
     _, ftype_name = GGUF_TYPES[quant]
     timings: dict[str, float] = {}
@@ -257,8 +271,9 @@ def _write_gguf(quant: str, model_dir: Path, target: Path, f16_gguf: str | Path 
     return timings
 
 
-def _manifest(model: str, quant: str, model_dir: Path, target: Path, perplexity: float | None,
-              perplexity_tokens: int | None) -> VariantManifest:
+def _manifest(
+    model: str, quant: str, model_dir: Path, target: Path, perplexity: float | None, perplexity_tokens: int | None
+) -> VariantManifest:
     spec = VARIANTS[quant]
     manifest_path = model_dir / "model_manifest.json"
     weights = json.loads(manifest_path.read_text()).get("weights") if manifest_path.is_file() else None

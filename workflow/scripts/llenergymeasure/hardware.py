@@ -18,10 +18,17 @@ from .paths import REPO_ROOT
 DEFAULT_TABLE = REPO_ROOT / "config" / "hardware.yaml"
 
 DTYPE_ALIASES = {
-    "fp32": "float32", "float": "float32", "torch.float32": "float32",
-    "fp16": "float16", "half": "float16", "torch.float16": "float16",
-    "bf16": "bfloat16", "torch.bfloat16": "bfloat16",
-    "fp8": "float8", "float8_e4m3fn": "float8", "float8_e5m2": "float8",
+    "fp32": "float32",
+    "float": "float32",
+    "torch.float32": "float32",
+    "fp16": "float16",
+    "half": "float16",
+    "torch.float16": "float16",
+    "bf16": "bfloat16",
+    "torch.bfloat16": "bfloat16",
+    "fp8": "float8",
+    "float8_e4m3fn": "float8",
+    "float8_e5m2": "float8",
     "torch.int8": "int8",
 }
 
@@ -81,7 +88,9 @@ def _load_cached(path: str) -> tuple[dict[str, Any], ...]:
         for nvml in entry["nvml_names"]:
             key = _normalise_name(nvml)
             if key in seen:
-                raise HardwareTableError(f"{file}: device name '{nvml}' is listed by both {seen[key]} and {entry['name']}")
+                raise HardwareTableError(
+                    f"{file}: device name '{nvml}' is listed by both {seen[key]} and {entry['name']}"
+                )
             seen[key] = entry["name"]
     return entries
 
@@ -121,8 +130,9 @@ def _positive(value: Any) -> float | None:
     return number if math.isfinite(number) and number > 0 else None
 
 
-def mfu(flops: float, seconds: float, device_name: str | None, dtype: str | None,
-        path: str | Path | None = None) -> float | None:
+def mfu(
+    flops: float, seconds: float, device_name: str | None, dtype: str | None, path: str | Path | None = None
+) -> float | None:
     """Model FLOPs utilisation: flops / seconds / peak(dtype). None if anything is unknown."""
     peak = peak_flops(device_name, dtype, path)
     work, time = _positive(flops), _positive(seconds)
@@ -131,8 +141,7 @@ def mfu(flops: float, seconds: float, device_name: str | None, dtype: str | None
     return work / time / peak
 
 
-def mbu(bytes_moved: float, seconds: float, device_name: str | None,
-        path: str | Path | None = None) -> float | None:
+def mbu(bytes_moved: float, seconds: float, device_name: str | None, path: str | Path | None = None) -> float | None:
     """Model bandwidth utilisation: bytes / seconds / peak memory bandwidth, or None."""
     entry = lookup(device_name, path)
     moved, time = _positive(bytes_moved), _positive(seconds)

@@ -107,9 +107,7 @@ def row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     rank_x -= rank_x.mean(axis=-1, keepdims=True)
     rank_y -= rank_y.mean(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return (rank_x * rank_y).sum(axis=-1) / np.sqrt(
-            (rank_x**2).sum(axis=-1) * (rank_y**2).sum(axis=-1)
-        )
+        return (rank_x * rank_y).sum(axis=-1) / np.sqrt((rank_x**2).sum(axis=-1) * (rank_y**2).sum(axis=-1))
 
 
 def row_kendall_tau_b(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -136,9 +134,7 @@ def _fisher_interval(
     return np.tanh(z - half), np.tanh(z + half)
 
 
-def spearman_interval(
-    rho: np.ndarray, n: int, confidence: float = CONFIDENCE
-) -> tuple[np.ndarray, np.ndarray]:
+def spearman_interval(rho: np.ndarray, n: int, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
     """Bonett-Wright interval of Spearman's rho from n pairs (nan for n < 5)."""
     rho = np.asarray(rho, dtype=float)
     if n < MIN_CORRELATION_PAIRS:
@@ -159,9 +155,7 @@ def rank_correlations(x: np.ndarray, y: np.ndarray, confidence: float = CONFIDEN
     tau = 0.71 in the simulation, so it would be a "95 %" that is not."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
-        raise IntervalInputError(
-            f"rank_correlations: x{x.shape} and y{y.shape} must be equal 1-D arrays"
-        )
+        raise IntervalInputError(f"rank_correlations: x{x.shape} and y{y.shape} must be equal 1-D arrays")
     if x.size < 3:
         return dict.fromkeys(CORRELATION_KEYS, np.nan)
     rho = float(row_spearman(x, y))

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import schema
 from .errors import ConfigError
@@ -35,10 +36,17 @@ _UNSUPPORTED_BACKENDS = {
 }
 # Architectures whose vLLM model class implements SupportsLoRA (vLLM 0.32; tests/test_lora_vllm.py
 # checks this table against vLLM's model registry). Others load but refuse enable_lora.
-VLLM_LORA_ARCHITECTURES = frozenset({
-    "GemmaForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "MixtralForCausalLM", "Phi3ForCausalLM",
-    "Qwen2ForCausalLM", "Qwen2MoeForCausalLM",
-})
+VLLM_LORA_ARCHITECTURES = frozenset(
+    {
+        "GemmaForCausalLM",
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "MixtralForCausalLM",
+        "Phi3ForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen2MoeForCausalLM",
+    }
+)
 # max_lora_rank values vLLM accepts (vllm.config.lora.MaxLoRARanks); an adapter's rank is rounded up to one
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -57,19 +65,25 @@ def support_problem(backend: str, quant: str, arch: dict[str, Any] | None = None
     if backend in _UNSUPPORTED_BACKENDS:
         return f"{_UNSUPPORTED_BACKENDS[backend]}; measure adapters on pytorch, pytorch-compiled or vllm"
     if not quant.startswith("none-"):
-        return (f"merging an adapter into {quant!r} weights re-quantises them, so merged and unmerged "
-                "would measure different models; use a none-* variant")
+        return (
+            f"merging an adapter into {quant!r} weights re-quantises them, so merged and unmerged "
+            "would measure different models; use a none-* variant"
+        )
     if backend == "vllm" and arch is not None:
         unsupported = [a for a in arch.get("architectures") or [] if a not in VLLM_LORA_ARCHITECTURES]
         if unsupported:
-            return (f"vLLM's {unsupported[0]} does not implement LoRA (enable_lora); measure this adapter on "
-                    f"pytorch, or use an architecture among {', '.join(sorted(VLLM_LORA_ARCHITECTURES))}")
+            return (
+                f"vLLM's {unsupported[0]} does not implement LoRA (enable_lora); measure this adapter on "
+                f"pytorch, or use an architecture among {', '.join(sorted(VLLM_LORA_ARCHITECTURES))}"
+            )
     return None
 
 
 # The adapter_* columns measure adds to every row (base rows: adapter 'none', adapter_merged
 # false), with their types, from config/schema/measurements.schema.yaml.
-ROW_COLUMNS: dict[str, str] = {name: kind for name, kind in schema.columns("measure").items() if name.startswith("adapter")}
+ROW_COLUMNS: dict[str, str] = {
+    name: kind for name, kind in schema.columns("measure").items() if name.startswith("adapter")
+}
 # What identifies an adapter configuration besides the base configuration keys.
 KEY_COLUMNS: tuple[str, ...] = tuple(schema.keys("adapter"))
 
@@ -191,40 +205,58 @@ def _leaf_names(shapes: dict[str, tuple[int, int]]) -> list[str]:
 def check_targets(field: str, arch: dict[str, Any], rank: int, targets: Any) -> None:
     """Every target names a projection of the architecture, and the rank fits each one."""
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise ConfigError(f"{field}.target_modules: {targets!r} is not a list of module names; "
-                          "give names such as [q_proj, v_proj] (regular expressions are not accepted)")
+        raise ConfigError(
+            f"{field}.target_modules: {targets!r} is not a list of module names; "
+            "give names such as [q_proj, v_proj] (regular expressions are not accepted)"
+        )
     shapes = projection_shapes(arch)
     for target in targets:
         if not targeted(shapes, [target]):
-            raise ConfigError(f"{field}.target_modules: {arch.get('model_type')} has no projection {target!r}; "
-                              f"allowed: {', '.join(_leaf_names(shapes))}")
+            raise ConfigError(
+                f"{field}.target_modules: {arch.get('model_type')} has no projection {target!r}; "
+                f"allowed: {', '.join(_leaf_names(shapes))}"
+            )
     for name, (d_in, d_out) in targeted(shapes, targets).items():
         if rank > min(d_in, d_out):
-            raise ConfigError(f"{field}.rank: {rank} exceeds min(in, out) = {min(d_in, d_out)} of {name} "
-                              f"({d_in} x {d_out}); use a rank of at most {min(d_in, d_out)} or drop that target")
+            raise ConfigError(
+                f"{field}.rank: {rank} exceeds min(in, out) = {min(d_in, d_out)} of {name} "
+                f"({d_in} x {d_out}); use a rank of at most {min(d_in, d_out)} or drop that target"
+            )
 
 
 def _check_adapter_dir(field: str, entry: dict[str, Any], arch: dict[str, Any] | None, root: Path) -> None:
     directory = repo_path(entry["path"], f"{field}.path", root)
     if not directory.is_dir():
-        raise ConfigError(f"{field}.path: {entry['path']!r} is not a directory; give a PEFT adapter directory "
-                          "(adapter_config.json and adapter_model.safetensors)")
+        raise ConfigError(
+            f"{field}.path: {entry['path']!r} is not a directory; give a PEFT adapter directory "
+            "(adapter_config.json and adapter_model.safetensors)"
+        )
     if not (directory / "adapter_model.safetensors").is_file():
         found = sorted(p.name for p in directory.glob("adapter_model*"))
         what = f"it has {', '.join(found)}" if found else "it has no adapter_model.safetensors"
-        raise ConfigError(f"{field}.path: {entry['path']!r}: adapters are loaded from safetensors only and {what}; "
-                          "re-save it with save_pretrained(safe_serialization=True)")
+        raise ConfigError(
+            f"{field}.path: {entry['path']!r}: adapters are loaded from safetensors only and {what}; "
+            "re-save it with save_pretrained(safe_serialization=True)"
+        )
     try:
         adapter_config = json.loads((directory / "adapter_config.json").read_text())
     except (OSError, json.JSONDecodeError):
-        raise ConfigError(f"{field}.path: {entry['path']!r} has no readable adapter_config.json; "
-                          "save the adapter with PEFT's save_pretrained") from None
+        raise ConfigError(
+            f"{field}.path: {entry['path']!r} has no readable adapter_config.json; "
+            "save the adapter with PEFT's save_pretrained"
+        ) from None
     if adapter_config.get("peft_type") != "LORA":
-        raise ConfigError(f"{field}.path: {entry['path']!r} holds a {adapter_config.get('peft_type')!r} adapter; "
-                          "only LoRA adapters are measured")
+        raise ConfigError(
+            f"{field}.path: {entry['path']!r} holds a {adapter_config.get('peft_type')!r} adapter; "
+            "only LoRA adapters are measured"
+        )
     if arch is not None:
-        check_targets(f"{field} (from {entry['path']}/adapter_config.json)", arch, int(adapter_config["r"]),
-                      adapter_config.get("target_modules"))
+        check_targets(
+            f"{field} (from {entry['path']}/adapter_config.json)",
+            arch,
+            int(adapter_config["r"]),
+            adapter_config.get("target_modules"),
+        )
 
 
 def check_adapters(config: dict[str, Any], model: str, arch: dict[str, Any] | None, root: Path) -> None:
@@ -239,18 +271,24 @@ def check_adapters(config: dict[str, Any], model: str, arch: dict[str, Any] | No
         if source == "random":
             missing = [key for key in ("rank", "target_modules") if key not in adapter]
             if missing:
-                raise ConfigError(f"{field}.{missing[0]}: required for source 'random' "
-                                  "(rank and target_modules, e.g. rank: 8, target_modules: [q_proj, v_proj])")
+                raise ConfigError(
+                    f"{field}.{missing[0]}: required for source 'random' "
+                    "(rank and target_modules, e.g. rank: 8, target_modules: [q_proj, v_proj])"
+                )
             if arch is not None:
                 check_targets(field, arch, adapter["rank"], adapter["target_modules"])
         else:
             given = [key for key in RANDOM_KEYS if key in adapter]
             if given:
-                raise ConfigError(f"{field}.{given[0]}: a {source} adapter brings its own adapter_config.json; "
-                                  f"remove {given[0]} (it is only for source 'random')")
+                raise ConfigError(
+                    f"{field}.{given[0]}: a {source} adapter brings its own adapter_config.json; "
+                    f"remove {given[0]} (it is only for source 'random')"
+                )
         if source == "path":
             if "path" not in adapter:
-                raise ConfigError(f"{field}.path: required for source 'path' (a PEFT adapter directory in the repository)")
+                raise ConfigError(
+                    f"{field}.path: required for source 'path' (a PEFT adapter directory in the repository)"
+                )
             _check_adapter_dir(field, adapter, arch, root)
         if source == "hub":
             for key in ("repo_id", "revision"):
@@ -266,17 +304,22 @@ def _check_where(config: dict[str, Any], model: str, name: str, field: str, arch
         for index, quant in enumerate(quants):
             where = f"{field}.backends.{backend}[{index}]" if "backends" in adapter else f"{field}"
             if quant not in entry["backends"].get(backend, []):
-                raise ConfigError(f"{where}: models.{model} does not measure {quant!r} on {backend}; "
-                                  "list only variants of the model's backends")
+                raise ConfigError(
+                    f"{where}: models.{model} does not measure {quant!r} on {backend}; "
+                    "list only variants of the model's backends"
+                )
             problem = support_problem(backend, quant, arch)
             if problem:
                 fix = "" if "backends" in adapter else " (or give the adapter a backends: list)"
                 raise ConfigError(f"{where}: no adapter on {backend} {quant}: {problem}{fix}")
             if backend == "vllm" and int(adapter.get("rank") or 0) > VLLM_MAX_LORA_RANKS[-1]:
-                raise ConfigError(f"{field}.rank: {adapter['rank']} exceeds vLLM's largest max_lora_rank "
-                                  f"{VLLM_MAX_LORA_RANKS[-1]}; use a smaller rank or measure it on pytorch only")
+                raise ConfigError(
+                    f"{field}.rank: {adapter['rank']} exceeds vLLM's largest max_lora_rank "
+                    f"{VLLM_MAX_LORA_RANKS[-1]}; use a smaller rank or measure it on pytorch only"
+                )
     for index, batch in enumerate(adapter.get("batch_sizes") or []):
         if batch not in config["workload"]["batch_sizes"]:
-            raise ConfigError(f"{field}.batch_sizes[{index}]: {batch} is not one of workload.batch_sizes "
-                              f"{config['workload']['batch_sizes']}; pick from those")
-
+            raise ConfigError(
+                f"{field}.batch_sizes[{index}]: {batch} is not one of workload.batch_sizes "
+                f"{config['workload']['batch_sizes']}; pick from those"
+            )

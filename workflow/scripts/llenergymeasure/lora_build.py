@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .io import sha256_file, staged_directory, write_json_atomic
 
@@ -26,8 +27,10 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "adapter_manifest.json"
 WEIGHTS = "adapter_model.safetensors"
-INIT_NOTE = ("init_lora_weights=False: lora_A and lora_B keep torch.nn.Linear's kaiming-uniform init "
-             "(B nonzero), so the adapter changes the outputs")
+INIT_NOTE = (
+    "init_lora_weights=False: lora_A and lora_B keep torch.nn.Linear's kaiming-uniform init "
+    "(B nonzero), so the adapter changes the outputs"
+)
 
 
 class AdapterBuildError(RuntimeError):
@@ -46,8 +49,13 @@ def _make_random(base: Any, settings: dict[str, Any], staging: Path) -> Any:
     from peft import LoraConfig, get_peft_model
 
     lora_config = LoraConfig(
-        r=int(settings["rank"]), lora_alpha=settings["alpha"], target_modules=list(settings["target_modules"]),
-        lora_dropout=float(settings["dropout"]), bias="none", task_type="CAUSAL_LM", init_lora_weights=False,
+        r=int(settings["rank"]),
+        lora_alpha=settings["alpha"],
+        target_modules=list(settings["target_modules"]),
+        lora_dropout=float(settings["dropout"]),
+        bias="none",
+        task_type="CAUSAL_LM",
+        init_lora_weights=False,
     )
     torch.manual_seed(int(settings["seed"]))
     model = get_peft_model(base, lora_config)
@@ -58,8 +66,9 @@ def _make_random(base: Any, settings: dict[str, Any], staging: Path) -> Any:
 def _copy_adapter(source: Path, staging: Path) -> None:
     if not (source / WEIGHTS).is_file():
         found = sorted(p.name for p in source.glob("adapter_model*"))
-        raise AdapterBuildError(f"{source}: no {WEIGHTS} (found {', '.join(found) or 'nothing'}); "
-                                "adapters are loaded from safetensors only")
+        raise AdapterBuildError(
+            f"{source}: no {WEIGHTS} (found {', '.join(found) or 'nothing'}); adapters are loaded from safetensors only"
+        )
     for name in ("adapter_config.json", WEIGHTS):
         shutil.copy2(source / name, staging / name)
 
@@ -68,11 +77,17 @@ def _download(repo_id: str, revision: str, staging: Path) -> None:
     from huggingface_hub import snapshot_download
 
     try:
-        path = snapshot_download(repo_id=repo_id, revision=revision, local_dir=staging / "download",
-                                 allow_patterns=["adapter_config.json", "adapter_model*"])
+        path = snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            local_dir=staging / "download",
+            allow_patterns=["adapter_config.json", "adapter_model*"],
+        )
     except Exception as exc:  # network, auth, missing revision
-        raise AdapterBuildError(f"cannot download adapter {repo_id}@{revision} ({type(exc).__name__}); "
-                                "check the network and the revision, or use source: path") from None
+        raise AdapterBuildError(
+            f"cannot download adapter {repo_id}@{revision} ({type(exc).__name__}); "
+            "check the network and the revision, or use source: path"
+        ) from None
     _copy_adapter(Path(path), staging)
     shutil.rmtree(staging / "download", ignore_errors=True)
 
@@ -84,13 +99,15 @@ def adapted_modules(peft_model: Any) -> list[dict[str, Any]]:
     modules = []
     for name, module in peft_model.named_modules():
         if isinstance(module, LoraLayer) and "default" in module.lora_A:
-            modules.append({
-                "name": name.removeprefix("base_model.model."),
-                "in_features": int(module.in_features),
-                "out_features": int(module.out_features),
-                "rank": int(module.r["default"]),
-                "scaling": float(module.scaling["default"]),
-            })
+            modules.append(
+                {
+                    "name": name.removeprefix("base_model.model."),
+                    "in_features": int(module.in_features),
+                    "out_features": int(module.out_features),
+                    "rank": int(module.r["default"]),
+                    "scaling": float(module.scaling["default"]),
+                }
+            )
     return modules
 
 
@@ -102,8 +119,9 @@ def _output_change(base_logits: Any, peft_model: Any, ids: Any) -> float:
     return float((adapted - base_logits).abs().max())
 
 
-def build_adapter(model: str, adapter: str, settings: dict[str, Any], model_dir: str | Path,
-                  out_dir: str | Path) -> dict[str, Any]:
+def build_adapter(
+    model: str, adapter: str, settings: dict[str, Any], model_dir: str | Path, out_dir: str | Path
+) -> dict[str, Any]:
     """Write the adapter directory (atomically: complete or absent) and return its manifest."""
     import peft
     import torch
@@ -148,8 +166,15 @@ def build_adapter(model: str, adapter: str, settings: dict[str, Any], model_dir:
             **{key: settings[key] for key in ("path", "repo_id", "revision") if key in settings},
         }
         write_json_atomic(staging / MANIFEST, manifest)
-    log.info("adapter %s of %s: rank %d on %d modules, %d bytes, max |logit change| %.3g",
-             adapter, model, manifest["rank"], len(modules), manifest["bytes"], manifest["output_change_max_abs"])
+    log.info(
+        "adapter %s of %s: rank %d on %d modules, %d bytes, max |logit change| %.3g",
+        adapter,
+        model,
+        manifest["rank"],
+        len(modules),
+        manifest["bytes"],
+        manifest["output_change_max_abs"],
+    )
     return manifest
 
 

@@ -32,8 +32,10 @@ def adapter_rank(manifest: dict[str, Any]) -> int:
 
 def engine_settings(adapter_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
     """backend_settings additions of an adapter job: LoRA slots for the adapter, real weights."""
-    return {"load_format": settings.get("load_format", "auto"),
-            "max_lora_rank": vllm_max_lora_rank(adapter_rank(read_manifest(adapter_dir)))}
+    return {
+        "load_format": settings.get("load_format", "auto"),
+        "max_lora_rank": vllm_max_lora_rank(adapter_rank(read_manifest(adapter_dir))),
+    }
 
 
 def lora_request(adapter_dir: str | Path) -> Any:
@@ -48,8 +50,10 @@ def measurement_phases(adapter_dir: str | Path, merged_dir: str | Path, variant:
     fields = row_fields(read_manifest(adapter_dir))
     merge = json.loads((Path(merged_dir) / MERGE_MANIFEST).read_text())
     if merge["adapter_sha256"] != fields["adapter_sha256"]:
-        raise ValueError(f"{merged_dir} was merged from another adapter (sha256 {merge['adapter_sha256'][:12]}, "
-                         f"not {fields['adapter_sha256'][:12]}); rebuild it with the merge_adapter rule")
+        raise ValueError(
+            f"{merged_dir} was merged from another adapter (sha256 {merge['adapter_sha256'][:12]}, "
+            f"not {fields['adapter_sha256'][:12]}); rebuild it with the merge_adapter rule"
+        )
     timings: dict[str, float] = {}
 
     def unmerged(runner: Any) -> dict[str, Any]:
@@ -67,7 +71,11 @@ def measurement_phases(adapter_dir: str | Path, merged_dir: str | Path, variant:
         runner.settings.pop("max_lora_rank", None)
         info = runner.load({**variant, "checkpoint_dir": str(Path(merged_dir).resolve())})
         settings = json.dumps(runner.describe().get("settings", {}), sort_keys=True, default=str)  # as measure's
-        return {**timings, "adapter_merge_s": float(merge["merge_s"]), "kernel_path": info.kernel_path,
-                "backend_settings_json": settings}
+        return {
+            **timings,
+            "adapter_merge_s": float(merge["merge_s"]),
+            "kernel_path": info.kernel_path,
+            "backend_settings_json": settings,
+        }
 
     return [({**fields, "adapter_merged": False}, unmerged), ({**fields, "adapter_merged": True}, merged)]

@@ -54,9 +54,19 @@ def _release_memory(device: str) -> None:
 # -- the job ---------------------------------------------------------------------------------
 
 
-def run_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str, output: str,
-            env_output: str, replicate: int = 1, gpu_resource: int | None = None,
-            adapter_dir: str | None = None, merged_dir: str | None = None) -> None:
+def run_job(
+    config: dict[str, Any],
+    model: str,
+    quant: str,
+    backend: str,
+    variant_path: str,
+    output: str,
+    env_output: str,
+    replicate: int = 1,
+    gpu_resource: int | None = None,
+    adapter_dir: str | None = None,
+    merged_dir: str | None = None,
+) -> None:
     """Measure every configured shape of one variant on one backend (one replicate of the job);
     write rows and environment. `gpu_resource`: the job's `gpu` resource (GPUs it was given).
     With `adapter_dir`, measure the variant with that LoRA adapter, unmerged then merged (on vllm
@@ -73,8 +83,16 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     if protocol.device == "cuda":  # before anything initialises CUDA in this process
         gpus = job_gpus.pin_job_gpus(job_gpus.gpus_needed(backend, settings, gpu_resource))
     meter = energy.select_meter(protocol.device, gpus, prefer=protocol.energy_source)
-    logger.info("measure %s/%s/%s replicate %d on %s (GPUs %s), energy source %s", model, quant, backend, replicate,
-                protocol.device, meter.gpu_label, meter.source)
+    logger.info(
+        "measure %s/%s/%s replicate %d on %s (GPUs %s), energy source %s",
+        model,
+        quant,
+        backend,
+        replicate,
+        protocol.device,
+        meter.gpu_label,
+        meter.source,
+    )
 
     env = environment.capture(protocol.device, REPO_ROOT, config)
     gpu_states = [{**env.pop("gpu_state"), "label": "job-start"}]
@@ -112,11 +130,16 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
         runner = backend_cls({**workload, **settings, **phase_settings}, protocol.device)
         load_info = runner.load(variant)
         description = runner.describe()
-        logger.info("loaded %s with %s (%s) in %.2f s", quant, backend, load_info.kernel_path, load_info.load_s or float("nan"))
+        logger.info(
+            "loaded %s with %s (%s) in %.2f s", quant, backend, load_info.kernel_path, load_info.load_s or float("nan")
+        )
     except Exception as exc:  # the job still writes its rows: one failed row per shape
         error = _error_text(exc)
         logger.error("loading %s/%s on %s failed: %s", model, quant, backend, error)
-        rows = [{**base_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error} for b, p in shapes]
+        rows = [
+            {**base_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
+            for b, p in shapes
+        ]
         _close(runner)
         runner = None
         _release_memory(protocol.device)
@@ -144,21 +167,31 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
             except Exception as exc:
                 error = _error_text(exc)
                 logger.error("preparing %s failed: %s", fields, error)
-                rows += [{**phase_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
-                         for b, p in shapes]
+                rows += [
+                    {**phase_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
+                    for b, p in shapes
+                ]
                 continue
             for batch_size, prompt_tokens in shapes:
                 shape_rows, record = _measure_shape(runner, meter, protocol, idle, phase_row, batch_size, prompt_tokens)
                 rows.extend(shape_rows)
-                shape_records.append({**record, "adapter": phase_row["adapter"], "adapter_merged": phase_row["adapter_merged"]})
+                shape_records.append(
+                    {**record, "adapter": phase_row["adapter"], "adapter_merged": phase_row["adapter_merged"]}
+                )
                 gpu_states.append(environment.capture_gpu_state(f"after b{batch_size} p{prompt_tokens}"))
         _close(runner)
 
     write_rows(rows, output)
     gpu_states.append(environment.capture_gpu_state("job-end"))
     env.update(
-        job={"model": model, "quant": quant, "backend": backend, "replicate": replicate, "variant_path": str(variant_path),
-             "gpus": None if gpus is None else dataclasses.asdict(gpus)},
+        job={
+            "model": model,
+            "quant": quant,
+            "backend": backend,
+            "replicate": replicate,
+            "variant_path": str(variant_path),
+            "gpus": None if gpus is None else dataclasses.asdict(gpus),
+        },
         protocol=dataclasses.asdict(protocol),
         energy_meter=meter.describe(),
         idle_baseline=dataclasses.asdict(idle),
@@ -175,8 +208,9 @@ def run_job(config: dict[str, Any], model: str, quant: str, backend: str, varian
     logger.info("wrote %d rows (%d failed) to %s", len(rows), env["failed_rows"], output)
 
 
-def _phases(backend: str, adapter_dir: str | None, merged_dir: str | None, variant: VariantManifest,
-            settings: dict[str, Any]) -> tuple[list, dict[str, Any]]:
+def _phases(
+    backend: str, adapter_dir: str | None, merged_dir: str | None, variant: VariantManifest, settings: dict[str, Any]
+) -> tuple[list, dict[str, Any]]:
     """The model states measured in turn, as (row fields, preparation), and the backend settings
     they need at load: the base model alone, or an adapter unmerged then merged
     (lora_build.measurement_phases; on vllm lora_vllm.measurement_phases)."""
@@ -187,8 +221,10 @@ def _phases(backend: str, adapter_dir: str | None, merged_dir: str | None, varia
 
         if merged_dir is None:
             raise MeasureConfigError("an adapter job on vllm needs the merged checkpoint (rule merge_adapter)")
-        return (lora_vllm.measurement_phases(adapter_dir, merged_dir, variant.to_json()),
-                lora_vllm.engine_settings(adapter_dir, settings))
+        return (
+            lora_vllm.measurement_phases(adapter_dir, merged_dir, variant.to_json()),
+            lora_vllm.engine_settings(adapter_dir, settings),
+        )
     from .lora_build import measurement_phases
 
     return measurement_phases(adapter_dir), {}
@@ -219,16 +255,28 @@ def _measure_shape(
         inputs = runner.prepare_inputs(batch_size, prompt_tokens, protocol.seed)
         warmed = warm_up(runner, inputs, protocol)
         record["warmup"] = dataclasses.asdict(warmed)
-        logger.info("b=%d p=%d: warmed up with %d runs in %.2f s (CV %s, converged %s)", batch_size, prompt_tokens,
-                    warmed.runs, warmed.seconds, warmed.cv, warmed.converged)
+        logger.info(
+            "b=%d p=%d: warmed up with %d runs in %.2f s (CV %s, converged %s)",
+            batch_size,
+            prompt_tokens,
+            warmed.runs,
+            warmed.seconds,
+            warmed.cv,
+            warmed.converged,
+        )
         warm = warmed.row()
         for trial in range(protocol.trials):
             metrics = measure_trial(runner, meter, inputs, batch_size, protocol, idle)
             rows.append({**shape_row, **warm, **metrics, "trial": trial, "status": "ok", "error": None})
             logger.info(
                 "b=%d p=%d trial %d: %.4f s/call, %.1f tok/s, %s J/token (%s)",
-                batch_size, prompt_tokens, trial, metrics["latency_s"], metrics["tokens_per_s"],
-                metrics["energy_j_per_output_token"], metrics["energy_source"],
+                batch_size,
+                prompt_tokens,
+                trial,
+                metrics["latency_s"],
+                metrics["tokens_per_s"],
+                metrics["energy_j_per_output_token"],
+                metrics["energy_source"],
             )
     except Exception as exc:
         error = _error_text(exc)
@@ -241,11 +289,11 @@ def _measure_shape(
 
 __all__ = [
     "MEASURED_COLUMNS",
+    "WARMUP_CV_WINDOW",
     "MeasureConfigError",
     "Protocol",
-    "WARMUP_CV_WINDOW",
-    "Window",
     "Warmup",
+    "Window",
     "coefficient_of_variation",
     "measure_trial",
     "measure_window",

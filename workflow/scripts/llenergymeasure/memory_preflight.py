@@ -73,8 +73,10 @@ def element_bytes(quant: str, backend: str, bnb_compute_dtype: str = "float32") 
     if backend == "llamacpp":
         return LLAMACPP_KV_BYTES
     spec = VARIANTS[quant]
-    dtype = spec.compute_dtype if spec.compute_dtype is not None else (
-        bnb_compute_dtype if spec.method.startswith("bnb-") else None
+    dtype = (
+        spec.compute_dtype
+        if spec.compute_dtype is not None
+        else (bnb_compute_dtype if spec.method.startswith("bnb-") else None)
     )
     return DTYPE_BYTES.get(dtype or "", UNKNOWN_FLOAT_BYTES)
 
@@ -90,8 +92,9 @@ def _widest_mlp(arch: Any) -> int:
     return max(widths)
 
 
-def estimate(hf_config: dict, quant: str, backend: str, batch: int, prompt: int, new: int,
-             bnb_compute_dtype: str = "float32") -> MemoryEstimate:
+def estimate(
+    hf_config: dict, quant: str, backend: str, batch: int, prompt: int, new: int, bnb_compute_dtype: str = "float32"
+) -> MemoryEstimate:
     """Peak bytes of generating `new` tokens after `prompt` for `batch` sequences."""
     arch = parse_architecture(hf_config)
     elements = element_bytes(quant, backend, bnb_compute_dtype)
@@ -103,8 +106,9 @@ def estimate(hf_config: dict, quant: str, backend: str, batch: int, prompt: int,
     return MemoryEstimate(weights=weights, kv_cache=kv, activations=activations)
 
 
-def largest_fitting_batch(hf_config: dict, quant: str, backend: str, prompt: int, new: int,
-                          limit: int, bnb_compute_dtype: str = "float32") -> int:
+def largest_fitting_batch(
+    hf_config: dict, quant: str, backend: str, prompt: int, new: int, limit: int, bnb_compute_dtype: str = "float32"
+) -> int:
     """The largest batch whose estimate is at most `limit` bytes (0: not even one sequence)."""
     fixed = estimate(hf_config, quant, backend, 0, prompt, new, bnb_compute_dtype).total
     per_sequence = estimate(hf_config, quant, backend, 1, prompt, new, bnb_compute_dtype).total - fixed
@@ -143,12 +147,12 @@ def _nvml_totals() -> list[int]:
         import pynvml
 
         pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVML library or driver
+    except Exception:
         return []
     try:
         count = pynvml.nvmlDeviceGetCount()
         return [int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total) for i in range(count)]
-    except Exception:  # noqa: BLE001 - a device NVML cannot read: nothing to compare against
+    except Exception:
         return []
     finally:
         pynvml.nvmlShutdown()
@@ -162,13 +166,16 @@ def _torch_totals() -> list[int]:
         if not torch.cuda.is_available():
             return []
         return [int(torch.cuda.mem_get_info(i)[1]) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - no usable CUDA build: nothing to compare against
+    except Exception:
         return []
 
 
 def gpu_memory() -> DeviceMemory | None:
     """Total memory of the smallest visible GPU: NVML first, else torch."""
-    for totals, source in ((_nvml_totals(), "GPU memory, NVML"), (_torch_totals(), "GPU memory, torch.cuda.mem_get_info")):
+    for totals, source in (
+        (_nvml_totals(), "GPU memory, NVML"),
+        (_torch_totals(), "GPU memory, torch.cuda.mem_get_info"),
+    ):
         if totals:
             return DeviceMemory(min(totals), source)
     return None
@@ -189,8 +196,9 @@ def _size(n: float) -> str:
     return f"{n:.1f} PiB"
 
 
-def check_memory(config: dict[str, Any], architectures: dict[str, dict], device: str,
-                 memory: DeviceMemory | None = None) -> None:
+def check_memory(
+    config: dict[str, Any], architectures: dict[str, dict], device: str, memory: DeviceMemory | None = None
+) -> None:
     """Raise ConfigError (one line) for the first model whose largest shape cannot fit."""
     memory = memory if memory is not None else device_memory(device)
     if memory is None:

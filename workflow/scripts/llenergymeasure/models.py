@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .paths import REPO_ROOT
 from .io import sha256_file, staged_directory, write_json_atomic
+from .paths import REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,9 @@ def convert_pickle_checkpoints(snapshot: Path) -> list[Path]:
         state = torch.load(pickle_file, map_location="cpu", weights_only=True)
         # tied weights share storage, which safetensors refuses: store independent copies
         tensors = {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
-        target = pickle_file.with_name(pickle_file.name.replace("pytorch_model", "model")[: -len(".bin")] + ".safetensors")
+        target = pickle_file.with_name(
+            pickle_file.name.replace("pytorch_model", "model")[: -len(".bin")] + ".safetensors"
+        )
         save_file(tensors, target, metadata={"format": "pt"})
         renamed[pickle_file.name] = target.name
         pickle_file.unlink()
@@ -130,7 +132,9 @@ def convert_pickle_checkpoints(snapshot: Path) -> list[Path]:
     return written
 
 
-def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: int, tokenizer_text: str | Path) -> dict[str, Any]:
+def materialise(
+    model: str, entry: dict[str, Any], out_dir: str | Path, seed: int, tokenizer_text: str | Path
+) -> dict[str, Any]:
     """Materialise one configured model into `out_dir` atomically and write its manifest."""
     out_dir = Path(out_dir)
     with staged_directory(out_dir) as staging:
@@ -141,8 +145,12 @@ def materialise(model: str, entry: dict[str, Any], out_dir: str | Path, seed: in
             if not architecture.is_absolute() and not architecture.exists():
                 architecture = REPO_ROOT / architecture
             manifest = materialise_random(architecture, staging, int(entry.get("seed", seed)), Path(tokenizer_text))
-        manifest = {"model": model, "trust_remote_code": bool(entry.get("trust_remote_code", False)),
-                    "allow_pickle": bool(entry.get("allow_pickle", False)), **manifest}
+        manifest = {
+            "model": model,
+            "trust_remote_code": bool(entry.get("trust_remote_code", False)),
+            "allow_pickle": bool(entry.get("allow_pickle", False)),
+            **manifest,
+        }
         write_json_atomic(staging / "model_manifest.json", manifest)
     log.info("materialised %s into %s", model, out_dir)
     return manifest

@@ -96,9 +96,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "findings": ("findings",),
 }
 # every analysis a table reads, in `ANALYSES` order (the findings Markdown reads findings)
-TABLE_READS: tuple[str, ...] = tuple(
-    name for name in ANALYSES if any(name in reads for reads in TABLES.values())
-)
+TABLE_READS: tuple[str, ...] = tuple(name for name in ANALYSES if any(name in reads for reads in TABLES.values()))
 
 REPORT_DIR = Path(__file__).resolve().parents[2] / "report"
 

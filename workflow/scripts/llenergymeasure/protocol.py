@@ -50,13 +50,19 @@ def _per_device(section: dict[str, Any], key: str, device: str, allow_number: bo
     if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
         return _number(section, key, f"measurement.{key}")  # one figure for every device
     if not isinstance(value, dict) or device not in value:
-        raise MeasureConfigError(f"measurement.{key}: give seconds per device, e.g. {{cuda: 5.0, cpu: 0.25}} (missing {device!r})")
+        raise MeasureConfigError(
+            f"measurement.{key}: give seconds per device, e.g. {{cuda: 5.0, cpu: 0.25}} (missing {device!r})"
+        )
     return _number(value, device, f"measurement.{key}.{device}")
 
 
 def _int_list(section: dict[str, Any], key: str, minimum: int) -> tuple[int, ...]:
     values = section.get(key)
-    if not isinstance(values, list) or not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values):
+    if (
+        not isinstance(values, list)
+        or not values
+        or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
+    ):
         raise MeasureConfigError(f"workload.{key}: expected a non-empty list of integers >= {minimum}, got {values!r}")
     return tuple(values)
 
@@ -77,7 +83,9 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
     measurement = {**DEFAULTS["measurement"], **measurement}  # the one place defaults live
     new_tokens = workload.get("new_tokens")
     if not isinstance(new_tokens, int) or isinstance(new_tokens, bool) or new_tokens < 2:
-        raise MeasureConfigError(f"workload.new_tokens: expected an integer >= 2 (decode needs a second token), got {new_tokens!r}")
+        raise MeasureConfigError(
+            f"workload.new_tokens: expected an integer >= 2 (decode needs a second token), got {new_tokens!r}"
+        )
     trials = measurement.get("trials")
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise MeasureConfigError(f"measurement.trials: expected an integer >= 1, got {trials!r}")
@@ -89,7 +97,9 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         threshold = _number(measurement, "warmup_cv_threshold", "measurement.warmup_cv_threshold", 1e-9)
     source = measurement.get("energy_source")
     if source not in energy.PREFER_CHOICES:
-        raise MeasureConfigError(f"measurement.energy_source: {source!r} is not a source; allowed: {', '.join(energy.PREFER_CHOICES)}")
+        raise MeasureConfigError(
+            f"measurement.energy_source: {source!r} is not a source; allowed: {', '.join(energy.PREFER_CHOICES)}"
+        )
     energy.stated_cpu_power()  # a malformed LLEM_CPU_TDP_W is refused here, whatever the source
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

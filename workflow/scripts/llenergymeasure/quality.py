@@ -17,7 +17,9 @@ class EvaluationError(ValueError):
     """The evaluation text or settings cannot give a perplexity (one line, names the fix)."""
 
 
-def token_windows(ids: list[int], sequence_length: int, max_sequences: int, field: str = "evaluation") -> list[list[int]]:
+def token_windows(
+    ids: list[int], sequence_length: int, max_sequences: int, field: str = "evaluation"
+) -> list[list[int]]:
     """Consecutive non-overlapping windows of `sequence_length` ids, at most `max_sequences`."""
     if sequence_length < 2:
         raise EvaluationError(f"{field}.sequence_length: {sequence_length} is too short; use at least 2 tokens")

@@ -39,23 +39,52 @@ GROUP_KEYS: list[str] = ["platform_id", *WORKLOAD_KEYS]  # one within-platform c
 FLOPS_TOLERANCE = 0.005
 DISAGREEMENT_POSITIONS = 2
 UNSUPPORTED = "unsupported"
-RANK_SHIFT_TEST = ("mann_whitney_u_one_sided(|flops_vs_median_rank_shift| > "
-                   "|trial_vs_median_rank_shift|)")
+RANK_SHIFT_TEST = "mann_whitney_u_one_sided(|flops_vs_median_rank_shift| > |trial_vs_median_rank_shift|)"
 
 COLUMNS: dict[str, list[str]] = {
     "flops_ranks": [
-        *GROUP_KEYS, *CHOICE_KEYS, "metric", "flops_per_output_token", "value", "flops_level",
-        "flops_rank", "measured_rank", "rank_difference", "rank_shift", "disagrees", "flops_excluded",
+        *GROUP_KEYS,
+        *CHOICE_KEYS,
+        "metric",
+        "flops_per_output_token",
+        "value",
+        "flops_level",
+        "flops_rank",
+        "measured_rank",
+        "rank_difference",
+        "rank_shift",
+        "disagrees",
+        "flops_excluded",
     ],
     "flops_rank_agreement": [
-        *GROUP_KEYS, "metric", "n_configs", "n_excluded_flops", "n_flops_levels", "n_disagreements",
-        "n_discordant_pairs", "spearman_rho", "spearman_ci_low", "spearman_ci_high", "ci_method",
-        "disagreements", "note",
+        *GROUP_KEYS,
+        "metric",
+        "n_configs",
+        "n_excluded_flops",
+        "n_flops_levels",
+        "n_disagreements",
+        "n_discordant_pairs",
+        "spearman_rho",
+        "spearman_ci_low",
+        "spearman_ci_high",
+        "ci_method",
+        "disagreements",
+        "note",
     ],
     "rank_difference_tests": [
-        "platform_id", "metric", "n_configs", "n_trial_shifts", "n_excluded_flops", "test", "p_value",
-        "effect_size", "effect_size_kind", "cohens_d", "mean_flops_rank_shift",
-        "mean_trial_rank_shift", "note",
+        "platform_id",
+        "metric",
+        "n_configs",
+        "n_trial_shifts",
+        "n_excluded_flops",
+        "test",
+        "p_value",
+        "effect_size",
+        "effect_size_kind",
+        "cohens_d",
+        "mean_flops_rank_shift",
+        "mean_trial_rank_shift",
+        "note",
     ],
 }
 
@@ -88,24 +117,37 @@ def level_positions(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def rank_shift(measured_rank: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
     """How far each measured rank lies outside its FLOPs level's positions (signed; 0 inside)."""
-    return np.where(measured_rank > last, measured_rank - last,
-                    np.where(measured_rank < first, measured_rank - first, 0.0))
+    return np.where(
+        measured_rank > last, measured_rank - last, np.where(measured_rank < first, measured_rank - first, 0.0)
+    )
 
 
 def flops_exclusion(table: pd.DataFrame) -> list[str | None]:
     """Why each row's FLOPs cannot rank it (None: usable). Missing FLOPs columns (tables
     from before the FLOPs engine recorded its confidence) count as usable."""
-    flops = metric_values(table, "flops_per_output_token") if "flops_per_output_token" in table else \
-        np.full(len(table), np.nan)
-    confidence = table["flops_confidence"].astype(object) if "flops_confidence" in table else \
-        pd.Series([None] * len(table), index=table.index)
-    reason = table["flops_reason"].astype(object) if "flops_reason" in table else \
-        pd.Series([None] * len(table), index=table.index)
+    flops = (
+        metric_values(table, "flops_per_output_token")
+        if "flops_per_output_token" in table
+        else np.full(len(table), np.nan)
+    )
+    confidence = (
+        table["flops_confidence"].astype(object)
+        if "flops_confidence" in table
+        else pd.Series([None] * len(table), index=table.index)
+    )
+    reason = (
+        table["flops_reason"].astype(object)
+        if "flops_reason" in table
+        else pd.Series([None] * len(table), index=table.index)
+    )
     out: list[str | None] = []
     for value, level, why in zip(flops, confidence, reason, strict=True):
         if level == UNSUPPORTED:
-            out.append(f"flops_confidence unsupported: {why}" if isinstance(why, str) and why
-                       else "flops_confidence unsupported")
+            out.append(
+                f"flops_confidence unsupported: {why}"
+                if isinstance(why, str) and why
+                else "flops_confidence unsupported"
+            )
         elif not np.isfinite(value):
             out.append("no FLOPs count")
         else:
@@ -127,8 +169,11 @@ def flops_rank_comparison(
     rows: list[dict] = []
     for key, group in usable(summary).groupby(GROUP_KEYS, sort=True):
         excluded = np.array(flops_exclusion(group), dtype=object)
-        flops = metric_values(group, "flops_per_output_token") if "flops_per_output_token" in group \
+        flops = (
+            metric_values(group, "flops_per_output_token")
+            if "flops_per_output_token" in group
             else np.full(len(group), np.nan)
+        )
         for metric in metrics:
             measured = metric_values(group, metric)
             keep = np.isfinite(measured) & np.array([why is None for why in excluded])
@@ -145,18 +190,22 @@ def flops_rank_comparison(
                 if not np.isfinite(measured[i]):
                     continue  # nothing measured: not part of this ranking
                 flops_rank = (first[i] + last[i]) / 2.0
-                rows.append({
-                    **dict(zip(GROUP_KEYS, key, strict=True)),
-                    **{k: config[k] for k in CHOICE_KEYS},
-                    "metric": metric, "flops_per_output_token": float(flops[i]),
-                    "value": float(measured[i]),
-                    "flops_level": int(levels[i]) + 1 if keep[i] else None,
-                    "flops_rank": float(flops_rank), "measured_rank": float(measured_rank[i]),
-                    "rank_difference": float(measured_rank[i] - flops_rank),
-                    "rank_shift": float(shift[i]),
-                    "disagrees": bool(keep[i] and abs(shift[i]) >= min_disagreement),
-                    "flops_excluded": excluded[i],
-                })
+                rows.append(
+                    {
+                        **dict(zip(GROUP_KEYS, key, strict=True)),
+                        **{k: config[k] for k in CHOICE_KEYS},
+                        "metric": metric,
+                        "flops_per_output_token": float(flops[i]),
+                        "value": float(measured[i]),
+                        "flops_level": int(levels[i]) + 1 if keep[i] else None,
+                        "flops_rank": float(flops_rank),
+                        "measured_rank": float(measured_rank[i]),
+                        "rank_difference": float(measured_rank[i] - flops_rank),
+                        "rank_shift": float(shift[i]),
+                        "disagrees": bool(keep[i] and abs(shift[i]) >= min_disagreement),
+                        "flops_excluded": excluded[i],
+                    }
+                )
     return frame(COLUMNS["flops_ranks"], rows)
 
 
@@ -179,24 +228,31 @@ def rank_agreement(flops_ranks: pd.DataFrame) -> pd.DataFrame:
         low, high = intervals.spearman_interval(np.array(rho), n)
         disagreeing = ranked[ranked["disagrees"].astype(bool)]
         if n_levels <= 1:
-            note = (f"all {n} configurations on one FLOPs level (within the tolerance): "
-                    "FLOPs cannot order them") if n else "no configuration with usable FLOPs"
+            note = (
+                (f"all {n} configurations on one FLOPs level (within the tolerance): FLOPs cannot order them")
+                if n
+                else "no configuration with usable FLOPs"
+            )
         elif n < intervals.MIN_CORRELATION_PAIRS:
             note = f"{n} configurations: no interval for rho (needs {intervals.MIN_CORRELATION_PAIRS})"
         else:
             note = None
-        rows.append({
-            **dict(zip([*GROUP_KEYS, "metric"], key, strict=True)),
-            "n_configs": n, "n_excluded_flops": len(group) - n, "n_flops_levels": n_levels,
-            "n_disagreements": len(disagreeing),
-            "n_discordant_pairs": _discordant_pairs(levels, measured),
-            "spearman_rho": rho, "spearman_ci_low": float(low), "spearman_ci_high": float(high),
-            "ci_method": intervals.SPEARMAN_FISHER_Z if np.isfinite(low) else None,
-            "disagreements": "; ".join(
-                f"{label(r)} ({r['rank_shift']:+g})" for _, r in disagreeing.iterrows()
-            ),
-            "note": note,
-        })
+        rows.append(
+            {
+                **dict(zip([*GROUP_KEYS, "metric"], key, strict=True)),
+                "n_configs": n,
+                "n_excluded_flops": len(group) - n,
+                "n_flops_levels": n_levels,
+                "n_disagreements": len(disagreeing),
+                "n_discordant_pairs": _discordant_pairs(levels, measured),
+                "spearman_rho": rho,
+                "spearman_ci_low": float(low),
+                "spearman_ci_high": float(high),
+                "ci_method": intervals.SPEARMAN_FISHER_Z if np.isfinite(low) else None,
+                "disagreements": "; ".join(f"{label(r)} ({r['rank_shift']:+g})" for _, r in disagreeing.iterrows()),
+                "note": note,
+            }
+        )
     return frame(COLUMNS["flops_rank_agreement"], rows)
 
 
@@ -205,9 +261,7 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size < 2 or b.size < 2:
         return np.nan
-    pooled = np.sqrt(
-        ((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2)
-    )
+    pooled = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
     return float((a.mean() - b.mean()) / pooled) if pooled > 0 else np.nan
 
 
@@ -224,7 +278,8 @@ def _trial_shifts(trials: pd.DataFrame, group: pd.DataFrame, metric: str, median
     (replicate, trial) in which all of them succeeded."""
     labels = [label(r) for _, r in group.iterrows()]
     values = trials.assign(
-        _label=[label(r) for _, r in trials.iterrows()], _replicate=replicates_of(trials),
+        _label=[label(r) for _, r in trials.iterrows()],
+        _replicate=replicates_of(trials),
         _value=pd.to_numeric(trials[metric], errors="coerce").astype(float),
     )
     wide = values.pivot_table(index=["_replicate", "trial"], columns="_label", values="_value", aggfunc="first")
@@ -278,12 +333,21 @@ def rank_difference_tests(
             else:
                 p = float(scipy_stats.mannwhitneyu(a, b, alternative="greater").pvalue)
                 delta = cliffs_delta(a, b)
-            rows.append({
-                "platform_id": platform, "metric": metric, "n_configs": int(a.size),
-                "n_trial_shifts": int(b.size), "n_excluded_flops": n_excluded,
-                "test": RANK_SHIFT_TEST, "p_value": p, "effect_size": delta,
-                "effect_size_kind": "cliffs_delta", "cohens_d": cohens_d(a, b),
-                "mean_flops_rank_shift": float(a.mean()) if a.size else np.nan,
-                "mean_trial_rank_shift": float(b.mean()) if b.size else np.nan, "note": note,
-            })
+            rows.append(
+                {
+                    "platform_id": platform,
+                    "metric": metric,
+                    "n_configs": int(a.size),
+                    "n_trial_shifts": int(b.size),
+                    "n_excluded_flops": n_excluded,
+                    "test": RANK_SHIFT_TEST,
+                    "p_value": p,
+                    "effect_size": delta,
+                    "effect_size_kind": "cliffs_delta",
+                    "cohens_d": cohens_d(a, b),
+                    "mean_flops_rank_shift": float(a.mean()) if a.size else np.nan,
+                    "mean_trial_rank_shift": float(b.mean()) if b.size else np.nan,
+                    "note": note,
+                }
+            )
     return frame(COLUMNS["rank_difference_tests"], rows)

@@ -42,9 +42,7 @@ def metric_column(table: pd.DataFrame, metric: str) -> str:
 
 def metric_values(table: pd.DataFrame, metric: str) -> np.ndarray:
     """`metric` as a float array (nan where empty)."""
-    return pd.to_numeric(table[metric_column(table, metric)], errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
-    )
+    return pd.to_numeric(table[metric_column(table, metric)], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
 def cost_rank(values: np.ndarray, metric: str) -> np.ndarray:

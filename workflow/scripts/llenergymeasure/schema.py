@@ -40,12 +40,16 @@ def _check(schema: dict[str, Any], path: Path) -> None:
     for name, spec in schema["columns"].items():
         for field, values in allowed.items():
             if spec.get(field) not in values:
-                raise SchemaError(f"{path.name}: column {name!r} has {field} {spec.get(field)!r}; use one of {', '.join(values)}")
+                raise SchemaError(
+                    f"{path.name}: column {name!r} has {field} {spec.get(field)!r}; use one of {', '.join(values)}"
+                )
         if not isinstance(spec.get("label"), str) or not spec["label"]:
-            raise SchemaError(f"{path.name}: column {name!r} has no label; add label: \"...\"")
+            raise SchemaError(f'{path.name}: column {name!r} has no label; add label: "..."')
         if (spec["role"] == "key") != (spec.get("key") in KEY_GROUPS):
-            raise SchemaError(f"{path.name}: column {name!r}: a key names its group (key: {' | '.join(KEY_GROUPS)}), "
-                              "and only a key does")
+            raise SchemaError(
+                f"{path.name}: column {name!r}: a key names its group (key: {' | '.join(KEY_GROUPS)}), "
+                "and only a key does"
+            )
     for kind in SUMMARY_KINDS:
         for name in schema.get("summary", {}).get(kind, []):
             if name not in schema["columns"]:
@@ -112,7 +116,10 @@ def typed_frame(rows: Iterable[Mapping[str, Any]], types: Mapping[str, str], ind
     rows = list(rows)
     index = pd.RangeIndex(len(rows)) if index is None else index
     return pd.DataFrame(
-        {name: cast(pd.Series([row.get(name) for row in rows], index=index, dtype=object), kind) for name, kind in types.items()},
+        {
+            name: cast(pd.Series([row.get(name) for row in rows], index=index, dtype=object), kind)
+            for name, kind in types.items()
+        },
         index=index,
     )
 
@@ -147,7 +154,8 @@ def conform_table(table: Any, schema: dict[str, Any] | None = None) -> Any:
     if missing:
         raise SchemaError(f"required columns missing: {', '.join(missing)}")
     arrays = [
-        _arrow_cast(table[name], spec["type"], name) if name in table.column_names
+        _arrow_cast(table[name], spec["type"], name)
+        if name in table.column_names
         else pa.nulls(table.num_rows, arrow_type(spec["type"]))
         for name, spec in specs.items()
     ]
@@ -207,6 +215,22 @@ def _pandas_dtype_of_arrow() -> dict[Any, Any]:
 
 
 __all__ = [
-    "KEY_GROUPS", "PANDAS_TYPES", "ROLES", "SCHEMA_PATH", "STAGES", "SUMMARY_KINDS", "SchemaError", "arrow_type",
-    "cast", "cast_known_columns", "columns", "conform", "conform_table", "keys", "labels", "load", "summary", "typed_frame",
+    "KEY_GROUPS",
+    "PANDAS_TYPES",
+    "ROLES",
+    "SCHEMA_PATH",
+    "STAGES",
+    "SUMMARY_KINDS",
+    "SchemaError",
+    "arrow_type",
+    "cast",
+    "cast_known_columns",
+    "columns",
+    "conform",
+    "conform_table",
+    "keys",
+    "labels",
+    "load",
+    "summary",
+    "typed_frame",
 ]

@@ -142,8 +142,12 @@ class _GroupedSample:
 
 
 def _described(
-    values: np.ndarray, codes: np.ndarray, replicate_codes: np.ndarray, replicate_group: np.ndarray,
-    multi: np.ndarray, confidence: float,
+    values: np.ndarray,
+    codes: np.ndarray,
+    replicate_codes: np.ndarray,
+    replicate_group: np.ndarray,
+    multi: np.ndarray,
+    confidence: float,
 ) -> dict[str, np.ndarray]:
     """`_GroupedSample.describe` of each group's trials, or, for groups with several
     replicates (`multi`), of the medians of their replicates."""
@@ -177,14 +181,14 @@ def _interval_note(n_ok: int, units: int, multi: bool, coverage: float, confiden
         return f"{units} {kind[:-1] if units == 1 else kind}: an interval of the median needs 2 or more"
     if np.isfinite(coverage) and coverage < confidence:
         needed = math.ceil(1 + math.log2(1 / (1 - confidence)))  # [min, max] covers 1 - 2^(1-n)
-        return (f"[min, max] of {units} {kind}: exact coverage {100 * coverage:.4g} %, "
-                f"below {100 * confidence:.4g} % (reached from {needed})")
+        return (
+            f"[min, max] of {units} {kind}: exact coverage {100 * coverage:.4g} %, "
+            f"below {100 * confidence:.4g} % (reached from {needed})"
+        )
     return None
 
 
-def summarise(
-    measurements: pd.DataFrame, cv_threshold: float = 0.05, confidence: float = CONFIDENCE
-) -> pd.DataFrame:
+def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05, confidence: float = CONFIDENCE) -> pd.DataFrame:
     """One row per configuration (`CONFIG_KEYS`) of the per-trial `measurements` table.
 
     Columns: the keys; `CARRIED_COLUMNS` present in the input (first non-empty value);
@@ -203,23 +207,30 @@ def summarise(
     ``order_statistic_replicate_medians``. Rows are sorted by the keys.
     """
     if not 0 < cv_threshold < 10:
-        raise StatsInputError(
-            f"cv_threshold: {cv_threshold!r} is not a coefficient of variation; use e.g. 0.05"
-        )
+        raise StatsInputError(f"cv_threshold: {cv_threshold!r} is not a coefficient of variation; use e.g. 0.05")
     require_columns(measurements, [*CONFIG_KEYS, "status", *HEADLINE_METRICS], "measurements")
     unknown_status = set(measurements["status"].dropna().unique()) - {"ok", "failed"}
     if unknown_status:
         raise StatsInputError(
-            f"measurements.status: unexpected value {sorted(unknown_status)[0]!r}; "
-            f"allowed: 'ok', 'failed'"
+            f"measurements.status: unexpected value {sorted(unknown_status)[0]!r}; allowed: 'ok', 'failed'"
         )
     carried = [column for column in CARRIED_COLUMNS if column in measurements.columns]
     medians = [column for column in MEDIAN_METRICS if column in measurements.columns]
     columns = [
-        *CONFIG_KEYS, *carried, "n_trials", "n_ok", "n_failed", "n_replicates",
+        *CONFIG_KEYS,
+        *carried,
+        "n_trials",
+        "n_ok",
+        "n_failed",
+        "n_replicates",
         *[f"{metric}_{name}" for metric in HEADLINE_METRICS for name in STATISTICS],
         *[f"{metric}_median" for metric in medians],
-        "ci_method", "ci_coverage", "ci_note", "few_trials_flag", "cv_flag", "cv_flagged_metrics",
+        "ci_method",
+        "ci_coverage",
+        "ci_note",
+        "few_trials_flag",
+        "cv_flag",
+        "cv_flagged_metrics",
     ]
 
     grouped = measurements.groupby(CONFIG_KEYS, sort=True, dropna=False)
@@ -253,8 +264,9 @@ def summarise(
     coverages = np.full((n_groups, len(HEADLINE_METRICS)), np.nan)
     units = np.zeros(n_groups, dtype=np.int64)
     for index, metric in enumerate(HEADLINE_METRICS):
-        described = _described(_numeric(measurements[metric])[ok], codes[ok], replicate_codes,
-                               replicate_group, multi, confidence)
+        described = _described(
+            _numeric(measurements[metric])[ok], codes[ok], replicate_codes, replicate_group, multi, confidence
+        )
         for name in STATISTICS:
             data[f"{metric}_{name}"] = described[name]
         cv, count = described["cv"], described["count"]
@@ -263,8 +275,12 @@ def summarise(
         units = np.maximum(units, count)
     for metric in medians:
         data[f"{metric}_median"] = _described(
-            _numeric(measurements[metric])[ok], codes[ok], replicate_codes, replicate_group,
-            multi, confidence,
+            _numeric(measurements[metric])[ok],
+            codes[ok],
+            replicate_codes,
+            replicate_group,
+            multi,
+            confidence,
         )["median"]
     has_interval = np.isfinite(coverages).any(axis=1)
     smallest = np.where(np.isfinite(coverages), coverages, np.inf).min(axis=1)
@@ -281,8 +297,7 @@ def summarise(
     data["few_trials_flag"] = data["n_ok"] < FEW_TRIALS
     data["cv_flag"] = flagged.any(axis=1)
     data["cv_flagged_metrics"] = [
-        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row) if hit)
-        for row in flagged.tolist()
+        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row, strict=True) if hit) for row in flagged.tolist()
     ]
 
     summary = pd.DataFrame(data, columns=columns) if n_groups else pd.DataFrame(columns=columns)

@@ -49,7 +49,12 @@ def train_tokenizer(text: Path, out_dir: Path, vocab_size: int) -> dict[str, Any
     (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     tokenizer = AutoTokenizer.from_pretrained(out_dir)  # converts tokenizer.model (needs protobuf)
     tokenizer.save_pretrained(out_dir)  # writes tokenizer.json, loadable without sentencepiece
-    return {"kind": "sentencepiece-bpe", "trained_on": Path(text).name, "pieces": len(tokenizer), "model_vocab": vocab_size}
+    return {
+        "kind": "sentencepiece-bpe",
+        "trained_on": Path(text).name,
+        "pieces": len(tokenizer),
+        "model_vocab": vocab_size,
+    }
 
 
 def _train(spm: Any, pieces: int) -> None:

@@ -15,6 +15,7 @@ Energy and time per generate call are window totals divided by the repetitions.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -45,11 +46,20 @@ class Window:
 
 def warm_up(backend: Backend, inputs: Any, protocol: Protocol) -> Warmup:
     """Warm up with the protocol's settings (see `warmup`)."""
-    return warmup.warm_up(backend, inputs, protocol.new_tokens, protocol.warmup_runs, protocol.warmup_min_s,
-                          protocol.warmup_cv_threshold, protocol.warmup_max_s)
+    return warmup.warm_up(
+        backend,
+        inputs,
+        protocol.new_tokens,
+        protocol.warmup_runs,
+        protocol.warmup_min_s,
+        protocol.warmup_cv_threshold,
+        protocol.warmup_max_s,
+    )
 
 
-def measure_window(backend: Backend, meter: energy.EnergyMeter, inputs: Any, new_tokens: int, min_window_s: float) -> Window:
+def measure_window(
+    backend: Backend, meter: energy.EnergyMeter, inputs: Any, new_tokens: int, min_window_s: float
+) -> Window:
     """Repeat `generate(inputs, new_tokens)` until at least `min_window_s` have passed, inside
     one energy window. Only a clock read separates the calls."""
     generate = backend.generate
@@ -79,7 +89,7 @@ def timing_probe(backend: Backend, inputs: Any, new_tokens: int) -> list[float]:
     clock = time.perf_counter
     backend.synchronize()
     backend.generate(inputs, new_tokens, on_token=lambda: stamps.append(clock()))
-    return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+    return [later - earlier for earlier, later in itertools.pairwise(stamps)]
 
 
 def trial_metrics(
@@ -134,7 +144,12 @@ def trial_metrics(
 
 
 def measure_trial(
-    runner: Backend, meter: energy.EnergyMeter, inputs: Any, batch_size: int, protocol: Protocol, idle: energy.IdleReading
+    runner: Backend,
+    meter: energy.EnergyMeter,
+    inputs: Any,
+    batch_size: int,
+    protocol: Protocol,
+    idle: energy.IdleReading,
 ) -> dict[str, Any]:
     """One trial: prefill window, full window (peak memory), then the streamed timing probe."""
     prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)

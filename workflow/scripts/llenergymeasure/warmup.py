@@ -37,8 +37,12 @@ class Warmup:
 
     def row(self) -> dict[str, Any]:
         """The warm-up columns of every row of the shape."""
-        return {"warmup_runs": self.runs, "warmup_s": self.seconds, "warmup_cv": self.cv,
-                "warmup_converged": self.converged}
+        return {
+            "warmup_runs": self.runs,
+            "warmup_s": self.seconds,
+            "warmup_cv": self.cv,
+            "warmup_converged": self.converged,
+        }
 
 
 def coefficient_of_variation(values: list[float]) -> float | None:
@@ -49,8 +53,9 @@ def coefficient_of_variation(values: list[float]) -> float | None:
     return statistics.stdev(values) / mean if mean > 0 else None
 
 
-def warm_up(backend: Backend, inputs: Any, new_tokens: int, runs: int, min_s: float,
-            cv_threshold: float | None, max_s: float) -> Warmup:
+def warm_up(
+    backend: Backend, inputs: Any, new_tokens: int, runs: int, min_s: float, cv_threshold: float | None, max_s: float
+) -> Warmup:
     """Call `generate(inputs, new_tokens)` until steady (see the module docstring)."""
     latencies: list[float] = []
     start = time.perf_counter()
@@ -71,8 +76,9 @@ def warm_up(backend: Backend, inputs: Any, new_tokens: int, runs: int, min_s: fl
         backend.synchronize()
         latencies.append(time.perf_counter() - began)
     converged = None if cv_threshold is None else steady()
-    return Warmup(len(latencies), time.perf_counter() - start,
-                  coefficient_of_variation(latencies[-WARMUP_CV_WINDOW:]), converged)
+    return Warmup(
+        len(latencies), time.perf_counter() - start, coefficient_of_variation(latencies[-WARMUP_CV_WINDOW:]), converged
+    )
 
 
 __all__ = ["WARMUP_CV_WINDOW", "Warmup", "coefficient_of_variation", "warm_up"]

@@ -38,7 +38,9 @@ class ZeusMeter(EnergyMeter):
 
     _WINDOW = "llenergymeasure"
 
-    def __init__(self, monitor: Any, kind: str, counter_period_s: float, method: str, gpus: JobGpus | None = None) -> None:
+    def __init__(
+        self, monitor: Any, kind: str, counter_period_s: float, method: str, gpus: JobGpus | None = None
+    ) -> None:
         super().__init__()
         if kind not in ("nvml", "rapl"):
             raise ValueError(f"ZeusMeter kind must be 'nvml' or 'rapl', got {kind!r}")
@@ -49,7 +51,9 @@ class ZeusMeter(EnergyMeter):
         self.method = method
         self.gpus = gpus
         if kind == "nvml" and (gpus is None or len(gpus.nvml_indices) != len(monitor.gpu_indices)):
-            raise ValueError(f"ZeusMeter nvml: name the NVML index of each of Zeus's GPUs {monitor.gpu_indices}, got {gpus}")
+            raise ValueError(
+                f"ZeusMeter nvml: name the NVML index of each of Zeus's GPUs {monitor.gpu_indices}, got {gpus}"
+            )
 
     @property
     def gpu_label(self) -> str | None:
@@ -75,8 +79,9 @@ class ZeusMeter(EnergyMeter):
         if joules is None:
             # A counter that did not advance read nothing: not a measurement of 0 J.
             logger.warning("%s: a counter did not advance over a %.3f s window (%s)", self.source, elapsed, counted)
-            return self._unread(elapsed, f"{self.source} counter did not advance over a {elapsed:.3f} s window",
-                                cpu_j, dram_j)
+            return self._unread(
+                elapsed, f"{self.source} counter did not advance over a {elapsed:.3f} s window", cpu_j, dram_j
+            )
         uncertainty = joules / elapsed * self.counter_period_s if elapsed > 0 else None
         return EnergyReading(joules, counted, elapsed, uncertainty, self.source, False, cpu_j, dram_j)
 
@@ -146,4 +151,11 @@ def zeus_rapl_meter() -> ZeusMeter:
     return ZeusMeter(monitor, "rapl", RAPL_COUNTER_PERIOD_S, "RAPL package energy counter")
 
 
-__all__ = ["NVML_COUNTER_PERIOD_S", "RAPL_COUNTER_PERIOD_S", "ZeusMeter", "rapl_packages", "zeus_gpu_meter", "zeus_rapl_meter"]
+__all__ = [
+    "NVML_COUNTER_PERIOD_S",
+    "RAPL_COUNTER_PERIOD_S",
+    "ZeusMeter",
+    "rapl_packages",
+    "zeus_gpu_meter",
+    "zeus_rapl_meter",
+]

@@ -63,13 +63,36 @@ from .two_n import TWO_N_PROMPT_LENGTHS, load_architectures, two_n_formula_error
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ANALYSES", "COLUMNS", "FAMILY_COLUMN", "HIGHER_IS_BETTER", "TWO_N_PROMPT_LENGTHS",
-    "all_analysis_outputs", "analyse_files", "analysis_paths", "cohens_d",
-    "compound_efficiency", "compound_rank_stability", "cost_rank", "energy_phase_shares",
-    "families_from_config", "families_of", "family_transfer_error", "flops_rank_comparison",
-    "load_architectures", "metric_column", "metric_values", "pareto_frontiers", "pareto_mask",
-    "pareto_transfer", "quantisation_energy_effect", "rank_agreement", "rank_difference_tests",
-    "ranking_transfer", "run_all", "shipped_analysis_config", "two_n_formula_error",
+    "ANALYSES",
+    "COLUMNS",
+    "FAMILY_COLUMN",
+    "HIGHER_IS_BETTER",
+    "TWO_N_PROMPT_LENGTHS",
+    "all_analysis_outputs",
+    "analyse_files",
+    "analysis_paths",
+    "cohens_d",
+    "compound_efficiency",
+    "compound_rank_stability",
+    "cost_rank",
+    "energy_phase_shares",
+    "families_from_config",
+    "families_of",
+    "family_transfer_error",
+    "flops_rank_comparison",
+    "load_architectures",
+    "metric_column",
+    "metric_values",
+    "pareto_frontiers",
+    "pareto_mask",
+    "pareto_transfer",
+    "quantisation_energy_effect",
+    "rank_agreement",
+    "rank_difference_tests",
+    "ranking_transfer",
+    "run_all",
+    "shipped_analysis_config",
+    "two_n_formula_error",
 ]
 
 
@@ -165,8 +188,11 @@ def analyse_files(
     measurements = pd.read_parquet(measurements_path)
     summary = pd.read_parquet(summary_path)
     results = run_all(
-        measurements, summary, config_analysis,
-        architectures=load_architectures(architecture_paths), families=families,
+        measurements,
+        summary,
+        config_analysis,
+        architectures=load_architectures(architecture_paths),
+        families=families,
         new_tokens=new_tokens,
         fidelity=pd.read_parquet(fidelity_path) if fidelity_path else None,
     )

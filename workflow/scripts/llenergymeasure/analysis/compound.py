@@ -25,9 +25,7 @@ from .columns import frame as _frame
 def _check_reference(summary: pd.DataFrame, reference: Mapping[str, str]) -> None:
     missing = [k for k in CHOICE_KEYS if k not in reference]
     if missing:
-        raise StatsInputError(
-            f"analysis.reference: missing {missing[0]!r}; give model, quant and backend"
-        )
+        raise StatsInputError(f"analysis.reference: missing {missing[0]!r}; give model, quant and backend")
     matches = np.ones(len(summary), dtype=bool)
     for k in CHOICE_KEYS:
         matches &= (summary[k].astype(object) == reference[k]).to_numpy(dtype=bool)
@@ -46,9 +44,7 @@ def _reference_row(group: pd.DataFrame, reference: Mapping[str, str]) -> pd.Seri
     return group[mask].iloc[0] if mask.any() else None
 
 
-def _geometric_mean_ratio(
-    table: pd.DataFrame, reference: pd.Series, metrics: Sequence[str]
-) -> np.ndarray:
+def _geometric_mean_ratio(table: pd.DataFrame, reference: pd.Series, metrics: Sequence[str]) -> np.ndarray:
     """Geometric mean over `metrics` of each row's cost ratio to `reference` (nan if any is)."""
     logs = []
     for metric in metrics:
@@ -63,9 +59,7 @@ def _geometric_mean_ratio(
     return np.exp(np.mean(stacked, axis=0))  # nan propagates: all metrics or none
 
 
-def compound_efficiency(
-    summary: pd.DataFrame, reference: Mapping[str, str], metrics: Sequence[str]
-) -> pd.DataFrame:
+def compound_efficiency(summary: pd.DataFrame, reference: Mapping[str, str], metrics: Sequence[str]) -> pd.DataFrame:
     """Geometric mean of each configuration's cost ratios to the reference choice at the same
     platform and workload, over `metrics` (throughput inverted so that every ratio is a cost;
     below 1 is cheaper than the reference). Ranked within platform and workload; a workload
@@ -79,22 +73,21 @@ def compound_efficiency(
     rows: list[dict] = []
     for key, group in usable.groupby(GROUP_KEYS, sort=True):
         ref = _reference_row(group, reference)
-        compound = (
-            _geometric_mean_ratio(group, ref, metrics) if ref is not None
-            else np.full(len(group), np.nan)
-        )
+        compound = _geometric_mean_ratio(group, ref, metrics) if ref is not None else np.full(len(group), np.nan)
         ranks = np.full(len(group), np.nan)
         finite = np.isfinite(compound)
         ranks[finite] = scipy_stats.rankdata(compound[finite])
         for i, (_, config) in enumerate(group.iterrows()):
-            rows.append({
-                **dict(zip(GROUP_KEYS, key, strict=True)),
-                **{k: config[k] for k in CHOICE_KEYS},
-                "compound": float(compound[i]),
-                "compound_rank": float(ranks[i]),
-                "reference": _label(reference),
-                "metrics": ",".join(metrics),
-            })
+            rows.append(
+                {
+                    **dict(zip(GROUP_KEYS, key, strict=True)),
+                    **{k: config[k] for k in CHOICE_KEYS},
+                    "compound": float(compound[i]),
+                    "compound_rank": float(ranks[i]),
+                    "reference": _label(reference),
+                    "metrics": ",".join(metrics),
+                }
+            )
     return _frame("compound", rows)
 
 
@@ -125,16 +118,10 @@ def compound_rank_stability(
             continue
         # measurements carry raw metric columns; align the reference's medians to their names
         ref_values = pd.Series({m: ref[metric_column(summary_group, m)] for m in metrics})
-        trial_compound = group.assign(
-            compound=_geometric_mean_ratio(group, ref_values, metrics)
-        )
+        trial_compound = group.assign(compound=_geometric_mean_ratio(group, ref_values, metrics))
         trial_compound = trial_compound[np.isfinite(trial_compound["compound"])]
-        trial_compound = trial_compound.assign(
-            rank=trial_compound.groupby("trial")["compound"].rank(method="average")
-        )
-        ranks = trial_compound.pivot_table(
-            index=CHOICE_KEYS, columns="trial", values="rank", aggfunc="first"
-        )
+        trial_compound = trial_compound.assign(rank=trial_compound.groupby("trial")["compound"].rank(method="average"))
+        ranks = trial_compound.pivot_table(index=CHOICE_KEYS, columns="trial", values="rank", aggfunc="first")
         rhos = []
         for a, b in itertools.combinations(ranks.columns, 2):
             both = ranks[[a, b]].dropna()
@@ -144,15 +131,16 @@ def compound_rank_stability(
         group_rho = float(np.mean(rhos)) if rhos else np.nan
         for choice, config_ranks in ranks.iterrows():
             present = config_ranks.dropna().to_numpy(float)
-            rows.append({
-                **dict(zip(GROUP_KEYS, key, strict=True)),
-                **dict(zip(CHOICE_KEYS, choice, strict=True)),
-                "n_trials_ranked": int(present.size),
-                "rank_median": float(np.median(present)),
-                "rank_min": float(present.min()),
-                "rank_max": float(present.max()),
-                "rank_std": float(np.std(present, ddof=1)) if present.size > 1 else np.nan,
-                "group_trial_rho_mean": group_rho,
-            })
+            rows.append(
+                {
+                    **dict(zip(GROUP_KEYS, key, strict=True)),
+                    **dict(zip(CHOICE_KEYS, choice, strict=True)),
+                    "n_trials_ranked": int(present.size),
+                    "rank_median": float(np.median(present)),
+                    "rank_min": float(present.min()),
+                    "rank_max": float(present.max()),
+                    "rank_std": float(np.std(present, ddof=1)) if present.size > 1 else np.nan,
+                    "group_trial_rho_mean": group_rho,
+                }
+            )
     return _frame("compound_stability", rows)
-

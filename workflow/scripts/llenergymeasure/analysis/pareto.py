@@ -27,9 +27,7 @@ def pareto_mask(quality: np.ndarray, efficiency: np.ndarray) -> np.ndarray:
     return ~(no_worse & better).any(axis=1)
 
 
-def _pareto_inputs(
-    summary: pd.DataFrame, quality: str, efficiency: str
-) -> pd.DataFrame:
+def _pareto_inputs(summary: pd.DataFrame, quality: str, efficiency: str) -> pd.DataFrame:
     """Configurations with both values; none when the table has no column for either (a
     study without perplexities)."""
     usable = _usable(summary)
@@ -55,17 +53,19 @@ def pareto_frontiers(
     for key, group in table.groupby(GROUP_KEYS, sort=True):
         frontier = pareto_mask(group["_quality"].to_numpy(), group["_efficiency"].to_numpy())
         for i, (_, config) in enumerate(group.iterrows()):
-            rows.append({
-                **dict(zip(GROUP_KEYS, key, strict=True)),
-                **{k: config[k] for k in CHOICE_KEYS},
-                "quality": float(config["_quality"]),
-                "efficiency": float(metric_values(group.iloc[[i]], efficiency)[0]),
-                "quality_metric": quality,
-                "efficiency_metric": efficiency,
-                "on_frontier": bool(frontier[i]),
-                "weights": config.get("weights"),
-                "energy_is_estimate": config.get("energy_is_estimate"),
-            })
+            rows.append(
+                {
+                    **dict(zip(GROUP_KEYS, key, strict=True)),
+                    **{k: config[k] for k in CHOICE_KEYS},
+                    "quality": float(config["_quality"]),
+                    "efficiency": float(metric_values(group.iloc[[i]], efficiency)[0]),
+                    "quality_metric": quality,
+                    "efficiency_metric": efficiency,
+                    "on_frontier": bool(frontier[i]),
+                    "weights": config.get("weights"),
+                    "energy_is_estimate": config.get("energy_is_estimate"),
+                }
+            )
     return _frame("pareto", rows)
 
 
@@ -94,12 +94,18 @@ def pareto_transfer(
             precision = shared / on_src.sum()
             recall = shared / on_tgt.sum()
             f1 = 2 * precision * recall / (precision + recall) if shared else 0.0
-            rows.append({
-                "source_platform": source, "target_platform": target,
-                **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
-                "n_common": len(common), "n_frontier_source": int(on_src.sum()),
-                "n_frontier_target": int(on_tgt.sum()), "n_shared": shared,
-                "precision": float(precision), "recall": float(recall), "f1": float(f1),
-            })
+            rows.append(
+                {
+                    "source_platform": source,
+                    "target_platform": target,
+                    **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
+                    "n_common": len(common),
+                    "n_frontier_source": int(on_src.sum()),
+                    "n_frontier_target": int(on_tgt.sum()),
+                    "n_shared": shared,
+                    "precision": float(precision),
+                    "recall": float(recall),
+                    "f1": float(f1),
+                }
+            )
     return _frame("pareto_transfer", rows)
-

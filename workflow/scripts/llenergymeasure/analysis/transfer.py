@@ -22,9 +22,7 @@ from .columns import frame as _frame
 FAMILY_COLUMN = "model_family"
 
 
-def _platform_values(
-    table: pd.DataFrame, platform: str, value_column: str
-) -> pd.Series:
+def _platform_values(table: pd.DataFrame, platform: str, value_column: str) -> pd.Series:
     """One platform's values indexed by the platform-free configuration key."""
     keys = [*CHOICE_KEYS, *WORKLOAD_KEYS]
     part = table[table["platform_id"].astype(object) == platform]
@@ -57,22 +55,28 @@ def ranking_transfer(
         for a, b in itertools.combinations(platforms, 2):
             joined = pd.concat(
                 [_platform_values(table, a, column), _platform_values(table, b, column)],
-                axis=1, join="inner",
+                axis=1,
+                join="inner",
             ).dropna()
             workloads = joined.index.to_frame(index=False)[WORKLOAD_KEYS]
             for workload, positions in workloads.groupby(WORKLOAD_KEYS, sort=True).indices.items():
                 part = joined.iloc[positions]
                 x, y = part.iloc[:, 0].to_numpy(float), part.iloc[:, 1].to_numpy(float)
                 correlations = rank_correlations(x, y)
-                rows.append({
-                    "platform_a": a, "platform_b": b,
-                    **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
-                    "metric": metric, "n_configs": len(part), **correlations,
-                    "ci_method": intervals.SPEARMAN_FISHER_Z
-                    if np.isfinite(correlations["spearman_ci_low"]) else None,
-                })
+                rows.append(
+                    {
+                        "platform_a": a,
+                        "platform_b": b,
+                        **dict(zip(WORKLOAD_KEYS, workload, strict=True)),
+                        "metric": metric,
+                        "n_configs": len(part),
+                        **correlations,
+                        "ci_method": intervals.SPEARMAN_FISHER_Z
+                        if np.isfinite(correlations["spearman_ci_low"])
+                        else None,
+                    }
+                )
     return _frame("ranking_transfer", rows)
-
 
 
 # 6. Transfer error per architecture family --------------------------------------------------
@@ -119,12 +123,16 @@ def family_transfer_error(
             log_error = np.abs(log_ratio - np.median(log_ratio))
             for name in sorted(set(family)):
                 mine = family == name
-                rows.append({
-                    "platform_a": a, "platform_b": b, "metric": metric, "family": name,
-                    "n_configs": int(mine.sum()),
-                    "mean_abs_rank_shift": float(shift[mine].mean()),
-                    "normalised_rank_shift": float(shift[mine].mean() / (va.size - 1)),
-                    "median_abs_log_error": float(np.median(log_error[mine])),
-                })
+                rows.append(
+                    {
+                        "platform_a": a,
+                        "platform_b": b,
+                        "metric": metric,
+                        "family": name,
+                        "n_configs": int(mine.sum()),
+                        "mean_abs_rank_shift": float(shift[mine].mean()),
+                        "normalised_rank_shift": float(shift[mine].mean() / (va.size - 1)),
+                        "median_abs_log_error": float(np.median(log_error[mine])),
+                    }
+                )
     return _frame("family_transfer_error", rows)
-

@@ -53,14 +53,18 @@ def two_n_formula_error(
             counted = count_generate(dict(hf_config), batch_size, prompt, new_tokens)
             exact, estimate = counted.get("flops_total"), counted.get("flops_2n_reference")
             counted_ok = exact is not None and estimate is not None
-            rows.append({
-                "model": name, "family": hf_config.get("model_type", name),
-                "batch_size": batch_size, "prompt_tokens": prompt, "output_tokens": new_tokens,
-                "flops_total": float(exact) if counted_ok else None,
-                "flops_2n_reference": float(estimate) if estimate is not None else None,
-                "relative_error": (float(estimate) - float(exact)) / float(exact) if counted_ok else None,
-                "flops_confidence": counted.get("confidence"),
-                "flops_2n_parameters": counted.get("flops_2n_parameters"),
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "family": hf_config.get("model_type", name),
+                    "batch_size": batch_size,
+                    "prompt_tokens": prompt,
+                    "output_tokens": new_tokens,
+                    "flops_total": float(exact) if counted_ok else None,
+                    "flops_2n_reference": float(estimate) if estimate is not None else None,
+                    "relative_error": (float(estimate) - float(exact)) / float(exact) if counted_ok else None,
+                    "flops_confidence": counted.get("confidence"),
+                    "flops_2n_parameters": counted.get("flops_2n_parameters"),
+                }
+            )
     return _frame("two_n_error", rows)
-

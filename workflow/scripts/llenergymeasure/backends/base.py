@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..manifest import VariantManifest
 
@@ -64,9 +65,7 @@ class Backend(abc.ABC):
         """Deterministic prompt token ids of the given shape, ready for `generate`."""
 
     @abc.abstractmethod
-    def generate(
-        self, inputs: Any, new_tokens: int, on_token: Callable[[], None] | None = None
-    ) -> int:
+    def generate(self, inputs: Any, new_tokens: int, on_token: Callable[[], None] | None = None) -> int:
         """Generate exactly `new_tokens` tokens per sequence (EOS ignored); return that count.
 
         `on_token` is called after each new token is available on the host."""

@@ -16,9 +16,10 @@ import ctypes
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,16 +33,29 @@ log = logging.getLogger(__name__)
 # weight type (ggml-cpu type_traits `vec_dot_type`); recorded so that "weight-only" is not
 # mistaken for float activations.
 CPU_ACTIVATION_TYPE = {
-    "F32": "f32", "F16": "f16", "BF16": "bf16",
-    "Q8_0": "q8_0", "Q4_0": "q8_0", "Q4_1": "q8_1", "Q5_0": "q8_0", "Q5_1": "q8_1",
-    "Q2_K": "q8_K", "Q3_K": "q8_K", "Q4_K": "q8_K", "Q5_K": "q8_K", "Q6_K": "q8_K",
+    "F32": "f32",
+    "F16": "f16",
+    "BF16": "bf16",
+    "Q8_0": "q8_0",
+    "Q4_0": "q8_0",
+    "Q4_1": "q8_1",
+    "Q5_0": "q8_0",
+    "Q5_1": "q8_1",
+    "Q2_K": "q8_K",
+    "Q3_K": "q8_K",
+    "Q4_K": "q8_K",
+    "Q5_K": "q8_K",
+    "Q6_K": "q8_K",
 }
 # llama.cpp's AMX matmul (an "extra buffer type" of the CPU backend) segfaults in
 # ggml_backend_amx_mul_mat on Sapphire-Rapids-class CPUs for q8_0 and K-quant weights
 # (observed here with 0.3.36; upstream ggml-org/llama.cpp#20824, closed stale unfixed).
 AMX_CRASH_REFERENCE = "ggml-org/llama.cpp#20824"
-FLASH_ATTN_TYPES = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
-                    "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}
+FLASH_ATTN_TYPES = {
+    "auto": "LLAMA_FLASH_ATTN_TYPE_AUTO",
+    "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
+    "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED",
+}
 # token ids below this are the special tokens (unk, bos, eos) of our tokenizers
 FIRST_ORDINARY_TOKEN = 3
 
@@ -186,7 +200,9 @@ class LlamaCppBackend(Backend):
             raise ValueError(f"variant quant {quant!r}: llamacpp runs {', '.join(self.supported_quants)} only")
         path = Path(variant.checkpoint_file or "")
         if not path.is_file():
-            raise FileNotFoundError(f"variant checkpoint_file {str(path)!r} is not a file; rebuild it with the gguf rule")
+            raise FileNotFoundError(
+                f"variant checkpoint_file {str(path)!r} is not a file; rebuild it with the gguf rule"
+            )
         self.close()  # a second load replaces the first model
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
@@ -195,7 +211,9 @@ class LlamaCppBackend(Backend):
         start = time.perf_counter()
         self.model = lib.llama_model_load_from_file(str(path).encode(), params)
         if not self.model:
-            raise LlamaCppError(f"llama.cpp could not load {path} (more of llama.cpp's log with backend_settings.llamacpp.verbose: true)")
+            raise LlamaCppError(
+                f"llama.cpp could not load {path} (more of llama.cpp's log with backend_settings.llamacpp.verbose: true)"
+            )
         load_s = time.perf_counter() - start
         self.n_vocab = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self.model)))
         self.n_ctx_train = int(lib.llama_model_n_ctx_train(self.model))
@@ -203,8 +221,10 @@ class LlamaCppBackend(Backend):
         self.tensor_types = dict(variant.settings.get("matrix_tensor_types") or {})
         offloaded = self.device == "cuda" and bool(lib.llama_supports_gpu_offload()) and params.n_gpu_layers != 0
         if self.device == "cuda" and not offloaded:
-            raise LlamaCppError("device is cuda but this llama-cpp-python build has no GPU offload; "
-                                "rebuild it with CMAKE_ARGS=-DGGML_CUDA=on bash install-llamacpp.sh")
+            raise LlamaCppError(
+                "device is cuda but this llama-cpp-python build has no GPU offload; "
+                "rebuild it with CMAKE_ARGS=-DGGML_CUDA=on bash install-llamacpp.sh"
+            )
         main_types = "+".join(t.lower() for t in self.tensor_types) or self._model_desc().split()[-1].lower()
         activations = sorted({CPU_ACTIVATION_TYPE.get(t, "?") for t in self.tensor_types})
         return LoadInfo(
@@ -245,7 +265,9 @@ class LlamaCppBackend(Backend):
         params.flash_attn_type = getattr(lib, FLASH_ATTN_TYPES[self.flash_attn])
         self.context = lib.llama_init_from_model(self.model, params)
         if not self.context:
-            raise LlamaCppError(f"llama.cpp could not create a context for {sequences} sequences x {per_sequence} tokens")
+            raise LlamaCppError(
+                f"llama.cpp could not create a context for {sequences} sequences x {per_sequence} tokens"
+            )
         self.context_shape = (sequences, per_sequence)
         self.context_builds += 1
 
@@ -294,11 +316,14 @@ class LlamaCppBackend(Backend):
         sequences, prompt = inputs.batch_size, inputs.prompt_tokens
         slot = self._slot_tokens(prompt)
         if prompt + new_tokens > slot:
-            raise ValueError(f"prompt {prompt} + new_tokens {new_tokens} exceed the KV room of {slot} tokens per "
-                             "sequence; raise backend_settings.llamacpp.max_new_tokens")
+            raise ValueError(
+                f"prompt {prompt} + new_tokens {new_tokens} exceed the KV room of {slot} tokens per "
+                "sequence; raise backend_settings.llamacpp.max_new_tokens"
+            )
         if self.context_shape != (sequences, slot):
-            log.warning("llamacpp: rebuilding the context for batch %d inside generate(); call prepare_inputs first",
-                        sequences)
+            log.warning(
+                "llamacpp: rebuilding the context for batch %d inside generate(); call prepare_inputs first", sequences
+            )
             self._ensure_context(sequences, slot)
         self._lib.llama_memory_clear(self._lib.llama_get_memory(self.context), True)
         prefill = self._batch(sequences, prompt, "last")

@@ -13,8 +13,9 @@ what it built, never the other way round.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..manifest import VariantManifest
 from ..variants import (
@@ -69,7 +70,9 @@ def load_model(variant: VariantManifest | Mapping[str, Any], device: str) -> tup
     quant = variant.quant
     spec = VARIANTS.get(quant)
     require(spec is not None, f"variant.quant: unknown variant {quant!r}; allowed: {', '.join(VARIANTS)}")
-    require(not quant.startswith("gguf-"), f"variant.quant: {quant!r} is a GGUF file; load it with the llamacpp backend")
+    require(
+        not quant.startswith("gguf-"), f"variant.quant: {quant!r} is a GGUF file; load it with the llamacpp backend"
+    )
     device = resolve_torch_device(device)
     problem = check_supported(quant, device == "cuda")
     require(problem is None, f"variant.quant: {problem}")
@@ -95,29 +98,38 @@ def _load_weights(variant: VariantManifest, method: str, device: str, trust: boo
         import_legacy(quant)
         from auto_gptq import AutoGPTQForCausalLM
 
-        return AutoGPTQForCausalLM.from_quantized(str(_checkpoint_dir(variant)), device="cuda:0", use_safetensors=True,
-                                                  trust_remote_code=trust).model
+        return AutoGPTQForCausalLM.from_quantized(
+            str(_checkpoint_dir(variant)), device="cuda:0", use_safetensors=True, trust_remote_code=trust
+        ).model
     if quant == "awq-autoawq":
         import_legacy(quant)
         from awq import AutoAWQForCausalLM
 
-        return AutoAWQForCausalLM.from_quantized(str(_checkpoint_dir(variant)), fuse_layers=False, safetensors=True,
-                                                 trust_remote_code=trust, device_map={"": "cuda:0"}).model
+        return AutoAWQForCausalLM.from_quantized(
+            str(_checkpoint_dir(variant)),
+            fuse_layers=False,
+            safetensors=True,
+            trust_remote_code=trust,
+            device_map={"": "cuda:0"},
+        ).model
     raise QuantiseError(f"variant.quant: no loader for {quant!r}")  # pragma: no cover - the catalogue is covered
 
 
 def _checkpoint_dir(variant: VariantManifest) -> Path:
     directory = variant.checkpoint_dir
-    require(bool(directory) and Path(directory).is_dir(),
-            f"variant.checkpoint_dir: {directory!r} is not a directory; rebuild the variant with the quantise rule")
+    require(
+        bool(directory) and Path(directory).is_dir(),
+        f"variant.checkpoint_dir: {directory!r} is not a directory; rebuild the variant with the quantise rule",
+    )
     return Path(directory)
 
 
 def _from_pretrained(path: str | Path, device: str, trust_remote_code: bool, **kwargs: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, device_map=device, use_safetensors=True,
-                                                trust_remote_code=trust_remote_code, **kwargs)
+    return AutoModelForCausalLM.from_pretrained(
+        path, device_map=device, use_safetensors=True, trust_remote_code=trust_remote_code, **kwargs
+    )
 
 
 def _load_bnb(variant: VariantManifest, device: str, trust_remote_code: bool) -> Any:
@@ -129,7 +141,10 @@ def _load_bnb(variant: VariantManifest, device: str, trust_remote_code: bool) ->
         dtype = torch_dtype(bnb.get("non_quantised_dtype", "float32"))
     else:
         dtype = torch_dtype(bnb["bnb_4bit_compute_dtype"])
-        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=bnb["bnb_4bit_quant_type"],
-                                    bnb_4bit_compute_dtype=dtype,
-                                    bnb_4bit_use_double_quant=bool(bnb.get("bnb_4bit_use_double_quant", False)))
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=bnb["bnb_4bit_quant_type"],
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=bool(bnb.get("bnb_4bit_use_double_quant", False)),
+        )
     return _from_pretrained(variant.model_dir, device, trust_remote_code, dtype=dtype, quantization_config=config)

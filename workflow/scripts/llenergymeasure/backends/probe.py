@@ -9,7 +9,8 @@ resident after that probe, and whether a quantised checkpoint ended up decompres
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..manifest import VariantManifest
 from ..variants import QuantiseError, VariantSpec
@@ -24,9 +25,9 @@ def _relevant_ops(names: set[str]) -> list[str]:
     """Custom-library ops (bitsandbytes::…, awq, …) and matmul-like aten ops."""
     keep = set()
     for name in names:
-        if "::" in name and not name.startswith(_NON_CUSTOM_NAMESPACES):
-            keep.add(name)
-        elif name.startswith("aten::") and any(marker in name for marker in _MATMUL_OP_MARKERS):
+        if ("::" in name and not name.startswith(_NON_CUSTOM_NAMESPACES)) or (
+            name.startswith("aten::") and any(marker in name for marker in _MATMUL_OP_MARKERS)
+        ):
             keep.add(name)
     return sorted(keep)
 
@@ -67,7 +68,9 @@ def _quantised_modules(model: Any) -> Iterator[tuple[str, Any, str]]:
                 yield name, module, "bnb-4bit"
             elif cls.__name__ == "Linear8bitLt":
                 yield name, module, "bnb-int8"
-        elif getattr(module, "quantization_scheme", None) is not None and getattr(module.quantization_scheme, "weights", None):
+        elif getattr(module, "quantization_scheme", None) is not None and getattr(
+            module.quantization_scheme, "weights", None
+        ):
             yield name, module, "compressed-tensors"
         elif origin.startswith("auto_gptq.nn_modules.qlinear"):
             yield name, module, "auto-gptq"
@@ -130,11 +133,19 @@ def _compressed_tensors_path(module: Any) -> tuple[str, str, bool]:
     return f"compressed-tensors:{type(module).__name__}({fmt}){activations}", compute, False
 
 
-def _kernel_and_compute(found: list[tuple[str, Any, str]], ops: dict[str, list[str]], device: str,
-                        configured: str, model: Any, float_dtype: str) -> tuple[str, str, bool]:
+def _kernel_and_compute(
+    found: list[tuple[str, Any, str]],
+    ops: dict[str, list[str]],
+    device: str,
+    configured: str,
+    model: Any,
+    float_dtype: str,
+) -> tuple[str, str, bool]:
     """(kernel path, compute dtype, decompressed) from the most common quantised module family."""
     if not found:
-        linear = "transformers.Conv1D" if any(type(m).__name__ == "Conv1D" for m in model.modules()) else "torch.nn.Linear"
+        linear = (
+            "transformers.Conv1D" if any(type(m).__name__ == "Conv1D" for m in model.modules()) else "torch.nn.Linear"
+        )
         return f"{linear}({float_dtype})", float_dtype, False
     family = Counter(kind for _, _, kind in found).most_common(1)[0][0]
     sample = next(module for _, module, kind in found if kind == family)
@@ -146,7 +157,9 @@ def _kernel_and_compute(found: list[tuple[str, Any, str]], ops: dict[str, list[s
         return _compressed_tensors_path(sample)
     if family == "auto-gptq":
         return f"auto_gptq.{type(sample).__module__.rsplit('.', 1)[-1]}.QuantLinear", "float16", False
-    backend = "awq_ext" if getattr(__import__("awq.modules.linear.gemm", fromlist=["awq_ext"]), "awq_ext", None) else "triton"
+    backend = (
+        "awq_ext" if getattr(__import__("awq.modules.linear.gemm", fromlist=["awq_ext"]), "awq_ext", None) else "triton"
+    )
     return f"autoawq.{type(sample).__name__}({backend})", "float16", False
 
 

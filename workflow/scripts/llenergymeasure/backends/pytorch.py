@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..manifest import VariantManifest
-
 from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_rss
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..manifest import VariantManifest
 from .pytorch import PyTorchBackend
@@ -35,7 +36,9 @@ def kv_room_tokens(settings: dict[str, Any]) -> int:
     """New tokens per sequence a backend's KV cache must hold (setting `max_new_tokens`)."""
     room = settings.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
     if not isinstance(room, int) or isinstance(room, bool) or room < 0:
-        raise ValueError(f"backend_settings.*.max_new_tokens is {room!r}; use a whole number >= 0 (the workload's new_tokens)")
+        raise ValueError(
+            f"backend_settings.*.max_new_tokens is {room!r}; use a whole number >= 0 (the workload's new_tokens)"
+        )
     return room
 
 
@@ -59,7 +62,9 @@ class CompiledPyTorchBackend(PyTorchBackend):
     def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
         super().__init__(settings, device)
         self.max_new_tokens = kv_room_tokens(self.settings)
-        self.compile_mode = str(self.settings.get("compile_mode") or ("reduce-overhead" if device == "cuda" else "default"))
+        self.compile_mode = str(
+            self.settings.get("compile_mode") or ("reduce-overhead" if device == "cuda" else "default")
+        )
         self.compile_config = None
         self.max_cache_len: int | None = None
         self.compile_events: list[dict[str, Any]] = []
@@ -81,15 +86,21 @@ class CompiledPyTorchBackend(PyTorchBackend):
         inputs = self.prepare_inputs(*PROBE_SHAPE, seed=0)
         probe = self.compile_events[-1]
         if not self._decode_is_compiled():
-            raise RuntimeError("transformers did not compile the decode step (no torch.compile'd forward after a static-cache "
-                               "generate); this backend would measure eager decoding: use the pytorch backend instead")
+            raise RuntimeError(
+                "transformers did not compile the decode step (no torch.compile'd forward after a static-cache "
+                "generate); this backend would measure eager decoding: use the pytorch backend instead"
+            )
         del inputs
         info.kernel_path = f"{info.kernel_path}+torch.compile({self.compile_config.backend},{self.compile_mode})"
         info.extra.update(
             compile_s=probe["compile_s"],
             compile_probe=probe,
-            compile_config={"backend": self.compile_config.backend, "mode": self.compile_mode,
-                            "fullgraph": self.compile_config.fullgraph, "dynamic": self.compile_config.dynamic},
+            compile_config={
+                "backend": self.compile_config.backend,
+                "mode": self.compile_mode,
+                "fullgraph": self.compile_config.fullgraph,
+                "dynamic": self.compile_config.dynamic,
+            },
             cache_implementation="static",
         )
         return info
@@ -117,15 +128,26 @@ class CompiledPyTorchBackend(PyTorchBackend):
                 self.synchronize()
                 timings.append(time.perf_counter() - start)
             self._warm_shapes.add(shape)
-            self.compile_events.append({
-                "batch_size": batch_size, "prompt_tokens": prompt_tokens, "max_cache_len": self.max_cache_len,
-                "new_tokens": new_tokens, "first_call_s": timings[0], "second_call_s": timings[1],
-                # the first call compiles (or recompiles) and captures; the second runs what was built
-                "compile_s": max(timings[0] - timings[1], 0.0),
-                "graphs_compiled": compiled_graphs() - graphs_before,
-            })
-            log.info("pytorch-compiled: shape batch %d x cache %d ready, first call %.2f s, then %.3f s",
-                     batch_size, self.max_cache_len, timings[0], timings[1])
+            self.compile_events.append(
+                {
+                    "batch_size": batch_size,
+                    "prompt_tokens": prompt_tokens,
+                    "max_cache_len": self.max_cache_len,
+                    "new_tokens": new_tokens,
+                    "first_call_s": timings[0],
+                    "second_call_s": timings[1],
+                    # the first call compiles (or recompiles) and captures; the second runs what was built
+                    "compile_s": max(timings[0] - timings[1], 0.0),
+                    "graphs_compiled": compiled_graphs() - graphs_before,
+                }
+            )
+            log.info(
+                "pytorch-compiled: shape batch %d x cache %d ready, first call %.2f s, then %.3f s",
+                batch_size,
+                self.max_cache_len,
+                timings[0],
+                timings[1],
+            )
         return inputs
 
     def generation_kwargs(self, new_tokens: int) -> dict[str, Any]:
@@ -141,8 +163,10 @@ class CompiledPyTorchBackend(PyTorchBackend):
     def generate(self, inputs: dict[str, Any], new_tokens: int, on_token=None) -> int:
         prompt = int(inputs["input_ids"].shape[1])
         if self.max_cache_len is None or prompt + new_tokens > self.max_cache_len:
-            raise ValueError(f"prompt {prompt} + new_tokens {new_tokens} exceed the static cache of {self.max_cache_len} "
-                             "tokens; raise backend_settings.pytorch-compiled.max_new_tokens")
+            raise ValueError(
+                f"prompt {prompt} + new_tokens {new_tokens} exceed the static cache of {self.max_cache_len} "
+                "tokens; raise backend_settings.pytorch-compiled.max_new_tokens"
+            )
         return super().generate(inputs, new_tokens, on_token)
 
     def describe(self) -> dict[str, Any]:

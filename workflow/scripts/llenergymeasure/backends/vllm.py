@@ -31,8 +31,9 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -126,7 +127,9 @@ def runtime_environment(device: str, settings: dict[str, Any], in_process: bool)
     else:
         executor = settings.get("server_executor", "mp")
         if executor not in SERVER_EXECUTORS:
-            raise ValueError(f"backend_settings.vllm.server_executor: {executor!r}; allowed: {', '.join(SERVER_EXECUTORS)}")
+            raise ValueError(
+                f"backend_settings.vllm.server_executor: {executor!r}; allowed: {', '.join(SERVER_EXECUTORS)}"
+            )
         env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if executor == "mp" else "0"}
     if device == "cpu":
         # in-process, torch runs the model in this process: give it the job's threads (vLLM would
@@ -190,7 +193,9 @@ class VllmBackend(Backend):
         self.engine: dict[str, Any] = {}
         self.environment: dict[str, str] = {}
         self.kernels: dict[str, Any] = {}
-        self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable (vLLM pre-allocates gpu_memory_utilization)"
+        self.peak_memory_kind = (
+            "process-peak-rss" if device == "cpu" else "unavailable (vLLM pre-allocates gpu_memory_utilization)"
+        )
         self._request = 0
         self.lora_request = None  # a vllm LoRARequest every generate passes (lora_vllm.py sets it)
 
@@ -222,8 +227,12 @@ class VllmBackend(Backend):
             weight_bytes_memory=None,  # not exposed by vLLM
             decompressed_at_load=False,
             load_s=load_s,  # includes vLLM's profiling run (and CUDA-graph capture on CUDA)
-            extra={"engine_settings": self.engine, "environment": self.environment, "kernels": self.kernels,
-                   "quantization": model_config.quantization},
+            extra={
+                "engine_settings": self.engine,
+                "environment": self.environment,
+                "kernels": self.kernels,
+                "quantization": model_config.quantization,
+            },
         )
 
     def prepare_inputs(self, batch_size: int, prompt_tokens: int, seed: int) -> list[dict[str, list[int]]]:
@@ -234,21 +243,28 @@ class VllmBackend(Backend):
     def sampling_params(self, new_tokens: int) -> Any:
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True,
-                              detokenize=False)
+        return SamplingParams(
+            temperature=0.0, max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, detokenize=False
+        )
 
-    def generate(self, inputs: list[dict[str, list[int]]], new_tokens: int,
-                 on_token: Callable[[], None] | None = None) -> int:
+    def generate(
+        self, inputs: list[dict[str, list[int]]], new_tokens: int, on_token: Callable[[], None] | None = None
+    ) -> int:
         if on_token is not None:
             return self._generate_stepwise(inputs, new_tokens, on_token)
-        outputs = self.llm.generate(inputs, self.sampling_params(new_tokens), use_tqdm=False,
-                                    lora_request=self.lora_request)
+        outputs = self.llm.generate(
+            inputs, self.sampling_params(new_tokens), use_tqdm=False, lora_request=self.lora_request
+        )
         counts = {len(output.outputs[0].token_ids) for output in outputs}
         if counts != {new_tokens} or len(outputs) != len(inputs):
-            raise RuntimeError(f"vllm produced {sorted(counts)} tokens for {len(outputs)} sequences, expected {new_tokens}")
+            raise RuntimeError(
+                f"vllm produced {sorted(counts)} tokens for {len(outputs)} sequences, expected {new_tokens}"
+            )
         return new_tokens
 
-    def _generate_stepwise(self, inputs: list[dict[str, list[int]]], new_tokens: int, on_token: Callable[[], None]) -> int:
+    def _generate_stepwise(
+        self, inputs: list[dict[str, list[int]]], new_tokens: int, on_token: Callable[[], None]
+    ) -> int:
         """Step the engine; every step that adds a token to the sequences calls `on_token` once."""
         from vllm.sampling_params import RequestOutputKind
 
@@ -267,7 +283,9 @@ class VllmBackend(Backend):
             if fresh:
                 on_token()
         if set(produced.values()) != {new_tokens} or len(produced) != len(inputs):
-            raise RuntimeError(f"vllm produced {sorted(set(produced.values()))} tokens for {len(produced)} sequences, expected {new_tokens}")
+            raise RuntimeError(
+                f"vllm produced {sorted(set(produced.values()))} tokens for {len(produced)} sequences, expected {new_tokens}"
+            )
         return new_tokens
 
     def synchronize(self) -> None:

@@ -43,10 +43,27 @@ from .transfer import family_transfer_error, ranking_transfer
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "FIGURES", "GREY", "STYLE", "all_figure_outputs", "caption", "compound_efficiency",
-    "draw_files", "energy_phase_shares", "energy_vs_batch", "family_transfer_error",
-    "figure_paths", "flops_rank_vs_measured", "latency_vs_batch", "load_study", "pareto", "plt",
-    "quantisation_energy", "rank_difference_tests", "ranking_transfer", "render", "render_all",
+    "FIGURES",
+    "GREY",
+    "STYLE",
+    "all_figure_outputs",
+    "caption",
+    "compound_efficiency",
+    "draw_files",
+    "energy_phase_shares",
+    "energy_vs_batch",
+    "family_transfer_error",
+    "figure_paths",
+    "flops_rank_vs_measured",
+    "latency_vs_batch",
+    "load_study",
+    "pareto",
+    "plt",
+    "quantisation_energy",
+    "rank_difference_tests",
+    "ranking_transfer",
+    "render",
+    "render_all",
     "two_n_error",
 ]
 
@@ -82,8 +99,12 @@ def render(name: str, data: Tables, pdf_path: str | Path, png_path: str | Path) 
         try:
             for path in (Path(pdf_path), Path(png_path)):
                 path.parent.mkdir(parents=True, exist_ok=True)
-                fig.savefig(path, metadata={"Creator": "llenergymeasure"} if path.suffix == ".png"
-                            else {"Creator": "llenergymeasure", "CreationDate": None})
+                fig.savefig(
+                    path,
+                    metadata={"Creator": "llenergymeasure"}
+                    if path.suffix == ".png"
+                    else {"Creator": "llenergymeasure", "CreationDate": None},
+                )
         finally:
             plt.close(fig)
     log.info("figure %s -> %s, %s", name, pdf_path, png_path)
@@ -101,7 +122,9 @@ def render_all(data: Tables, directory: str | Path, names: Iterable[str] | None 
 
 
 def load_study(
-    measurements_path: str | Path, summary_path: str | Path, analysis_paths: Mapping[str, str | Path],
+    measurements_path: str | Path,
+    summary_path: str | Path,
+    analysis_paths: Mapping[str, str | Path],
     use_estimated_energy: bool = False,
 ) -> dict[str, object]:
     """The tables every figure and table function reads, by name, and whether the study
@@ -109,15 +132,19 @@ def load_study(
     Base-model rows only: adapters are drawn from the adapter_overhead analysis."""
     from ..adapter_analysis import base_rows
 
-    data: dict[str, object] = {"measurements": base_rows(pd.read_parquet(measurements_path)),
-                               "summary": base_rows(pd.read_parquet(summary_path))}
+    data: dict[str, object] = {
+        "measurements": base_rows(pd.read_parquet(measurements_path)),
+        "summary": base_rows(pd.read_parquet(summary_path)),
+    }
     data.update({name: pd.read_parquet(path) for name, path in analysis_paths.items()})
     data["use_estimated_energy"] = bool(use_estimated_energy)
     return data
 
 
 def draw_files(
-    data: Tables, figure_outputs: Mapping[str, tuple[str, str]], table_outputs: Mapping[str, str],
+    data: Tables,
+    figure_outputs: Mapping[str, tuple[str, str]],
+    table_outputs: Mapping[str, str],
     findings_markdown: str | Path | None = None,
 ) -> None:
     """Every figure to its (pdf, png) paths, every table to its .tex path, and the findings
@@ -130,4 +157,3 @@ def draw_files(
         tables.write(name, data, path)
     if findings_markdown is not None:
         findings.write_markdown(data, findings_markdown)
-

@@ -30,8 +30,9 @@ from .style import (
 )
 
 
-def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: bool = True,
-                     sensorless: Mapping[str, str] | None = None) -> Figure:
+def _metric_vs_batch(
+    summary: pd.DataFrame, metric: str, ylabel: str, log_y: bool = True, sensorless: Mapping[str, str] | None = None
+) -> Figure:
     """Median `metric` (order-statistic interval) against batch size, one panel per platform
     and model, one line per quantisation and backend; a panel per `sensorless` platform."""
     sensorless = dict(sensorless or {})
@@ -43,8 +44,8 @@ def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: boo
     styles = _choice_styles(summary)
     panels = list(data.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels) + len(sensorless))
-    _sensorless_panels(axes[len(panels):], sensorless)
-    for ax, ((platform, model), panel) in zip(axes, panels):
+    _sensorless_panels(axes[len(panels) :], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels, strict=False):  # the grid may hold more axes
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
@@ -53,34 +54,47 @@ def _metric_vs_batch(summary: pd.DataFrame, metric: str, ylabel: str, log_y: boo
             high = line.get(f"{metric}_ci_high", line[f"{metric}_median"]).astype(float).to_numpy()
             estimate = line.get("energy_is_estimate", pd.Series([False])).map(_is_true).any()
             ax.errorbar(
-                line["batch_size"], median, yerr=[median - low, high - median], color=colour,
-                marker=marker, mfc="none" if (estimate and "energy" in metric) else colour,
-                capsize=1.5, label=label,
+                line["batch_size"],
+                median,
+                yerr=[median - low, high - median],
+                color=colour,
+                marker=marker,
+                mfc="none" if (estimate and "energy" in metric) else colour,
+                capsize=1.5,
+                label=label,
             )
         _log2_batch_axis(ax, panel["batch_size"])
         if log_y:
-            _scale(ax, [*panel[f"{metric}_median"].astype(float),
-                        *panel.get(f"{metric}_ci_low", pd.Series(dtype=float)).astype(float),
-                        *panel.get(f"{metric}_ci_high", pd.Series(dtype=float)).astype(float)])
+            _scale(
+                ax,
+                [
+                    *panel[f"{metric}_median"].astype(float),
+                    *panel.get(f"{metric}_ci_low", pd.Series(dtype=float)).astype(float),
+                    *panel.get(f"{metric}_ci_high", pd.Series(dtype=float)).astype(float),
+                ],
+            )
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
         ax.set_ylabel(ylabel)
     _legend(fig, axes[: len(panels)])
-    _footnote(fig, [_estimate_note(data) if "energy" in metric else "",
-                    "Error bars: order-statistic interval of the median (over trials, or over replicate "
-                    "medians), exact coverage in the summary's ci_coverage."])
+    _footnote(
+        fig,
+        [
+            _estimate_note(data) if "energy" in metric else "",
+            "Error bars: order-statistic interval of the median (over trials, or over replicate "
+            "medians), exact coverage in the summary's ci_coverage.",
+        ],
+    )
     return fig
 
 
 def energy_vs_batch(data: Tables) -> Figure:
     summary, sensorless = study_energy(data)
-    return _metric_vs_batch(summary, "energy_j_per_output_token", "Energy per output token (J)",
-                            sensorless=sensorless)
+    return _metric_vs_batch(summary, "energy_j_per_output_token", "Energy per output token (J)", sensorless=sensorless)
 
 
 def latency_vs_batch(data: Tables) -> Figure:
     return _metric_vs_batch(data["summary"], "latency_s", "End-to-end latency (s)")
-
 
 
 def quantisation_energy(data: Tables) -> Figure:
@@ -88,23 +102,31 @@ def quantisation_energy(data: Tables) -> Figure:
     table = data["quantisation_energy"]
     _, sensorless = study_energy(data)
     if table.empty:
-        return _sensorless_message("No quantised variant has its backend's unquantised variant "
-                                   "measured beside it.", sensorless)
+        return _sensorless_message(
+            "No quantised variant has its backend's unquantised variant measured beside it.", sensorless
+        )
     table = table.assign(label=_choice_label(table))
     styles = _choice_styles(data["summary"])
     panels = list(table.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels) + len(sensorless))
-    _sensorless_panels(axes[len(panels):], sensorless)
-    for ax, ((platform, model), panel) in zip(axes, panels):
+    _sensorless_panels(axes[len(panels) :], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels, strict=False):  # the grid may hold more axes
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
             ratio = line["energy_ratio"].astype(float).to_numpy()
-            yerr = [ratio - line["ci_low"].astype(float).to_numpy(),
-                    line["ci_high"].astype(float).to_numpy() - ratio]
+            yerr = [ratio - line["ci_low"].astype(float).to_numpy(), line["ci_high"].astype(float).to_numpy() - ratio]
             estimate = line["energy_is_estimate"].map(_is_true).any()
-            ax.errorbar(line["batch_size"], ratio, yerr=yerr, color=colour, marker=marker,
-                        mfc="none" if estimate else colour, capsize=1.5, label=label)
+            ax.errorbar(
+                line["batch_size"],
+                ratio,
+                yerr=yerr,
+                color=colour,
+                marker=marker,
+                mfc="none" if estimate else colour,
+                capsize=1.5,
+                label=label,
+            )
         ax.axhline(1.0, color=GREY, lw=0.6)
         _log2_batch_axis(ax, panel["batch_size"])
         _scale(ax, [*panel["ci_low"].astype(float), *panel["ci_high"].astype(float), 1.0])
@@ -113,9 +135,14 @@ def quantisation_energy(data: Tables) -> Figure:
         ax.set_xlabel("Batch size")
         ax.set_ylabel(f"Energy/token ÷ {base}")
     _legend(fig, axes[: len(panels)])
-    _footnote(fig, [_estimate_note(table),
-                    "Below 1: the variant spends less energy per token than its backend's unquantised "
-                    "variant. Error bars: ratio of the medians' order-statistic intervals (coverage in the table)."])
+    _footnote(
+        fig,
+        [
+            _estimate_note(table),
+            "Below 1: the variant spends less energy per token than its backend's unquantised "
+            "variant. Error bars: ratio of the medians' order-statistic intervals (coverage in the table).",
+        ],
+    )
     return fig
 
 
@@ -129,17 +156,27 @@ def energy_phase_shares(data: Tables) -> Figure:
     styles = _choice_styles(data["summary"])
     panels = list(table.groupby(["platform_id", "model"], sort=True))
     fig, axes = _grid(len(panels) + len(sensorless), sharey=True)
-    _sensorless_panels(axes[len(panels):], sensorless)
-    for ax, ((platform, model), panel) in zip(axes, panels):
+    _sensorless_panels(axes[len(panels) :], sensorless)
+    for ax, ((platform, model), panel) in zip(axes, panels, strict=False):  # the grid may hold more axes
         for label, line in _by_label(panel, styles):
             line = line.sort_values("batch_size")
             colour, marker = styles[label]
             share = 100 * line["prefill_share_median"].astype(float).to_numpy()
-            yerr = [share - 100 * line["prefill_share_ci_low"].astype(float).to_numpy(),
-                    100 * line["prefill_share_ci_high"].astype(float).to_numpy() - share]
+            yerr = [
+                share - 100 * line["prefill_share_ci_low"].astype(float).to_numpy(),
+                100 * line["prefill_share_ci_high"].astype(float).to_numpy() - share,
+            ]
             estimate = line["energy_is_estimate"].map(_is_true).any()
-            ax.errorbar(line["batch_size"], share, yerr=yerr, color=colour, marker=marker,
-                        mfc="none" if estimate else colour, capsize=1.5, label=label)
+            ax.errorbar(
+                line["batch_size"],
+                share,
+                yerr=yerr,
+                color=colour,
+                marker=marker,
+                mfc="none" if estimate else colour,
+                capsize=1.5,
+                label=label,
+            )
         _log2_batch_axis(ax, panel["batch_size"])
         ax.set_title(f"{model} · {platform}")
         ax.set_xlabel("Batch size")
@@ -149,9 +186,12 @@ def energy_phase_shares(data: Tables) -> Figure:
     low = min(0.0, 100 * float(table["prefill_share_ci_low"].astype(float).min()))
     axes[0].set_ylim(bottom=low)
     _legend(fig, axes[: len(panels)])
-    _footnote(fig, [_estimate_note(table),
-                    "Decode's share is the remainder (100 − prefill). Error bars: order-statistic "
-                    "interval of the median (coverage in the table)."])
+    _footnote(
+        fig,
+        [
+            _estimate_note(table),
+            "Decode's share is the remainder (100 − prefill). Error bars: order-statistic "
+            "interval of the median (coverage in the table).",
+        ],
+    )
     return fig
-
-

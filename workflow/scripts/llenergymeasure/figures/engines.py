@@ -28,35 +28,65 @@ def engine_transfer(data: Tables) -> Figure:
     table = table[np.isfinite(table["spearman_rho"].astype(float))] if len(table) else table
     if table.empty:
         engines = sorted(data["summary"]["backend"].dropna().astype(str).unique())
-        return _message(f"Engines in this study: {', '.join(engines) or 'none'}. Cross-engine transfer needs "
-                        "two engines measuring three or more matched (model, variant) items.")
+        return _message(
+            f"Engines in this study: {', '.join(engines) or 'none'}. Cross-engine transfer needs "
+            "two engines measuring three or more matched (model, variant) items."
+        )
     pairs = list(table.groupby(["platform_id", "backend_a", "backend_b"], sort=True))
     fig, axes = _grid(len(pairs), max_cols=2, sharey=True)
     for ax, ((platform, a, b), panel) in zip(axes, pairs, strict=True):
         panel = panel.sort_values(["metric", "batch_size", "prompt_tokens"])
-        ticks = [f"{SHORT_LABELS.get(m, m.split('_')[0])}\nb{int(batch)} p{int(prompt)}"
-                 for m, batch, prompt in zip(panel["metric"], panel["batch_size"], panel["prompt_tokens"], strict=True)]
+        ticks = [
+            f"{SHORT_LABELS.get(m, m.split('_')[0])}\nb{int(batch)} p{int(prompt)}"
+            for m, batch, prompt in zip(panel["metric"], panel["batch_size"], panel["prompt_tokens"], strict=True)
+        ]
         x = np.arange(len(panel))
         rho = panel["spearman_rho"].astype(float).to_numpy()
         low = panel["spearman_ci_low"].astype(float).to_numpy()
         high = panel["spearman_ci_high"].astype(float).to_numpy()
         has = np.isfinite(low)
-        ax.errorbar(x[has] - 0.12, rho[has], yerr=[rho[has] - low[has], high[has] - rho[has]], fmt="o",
-                    color=OKABE_ITO[0], capsize=1.5, label="Spearman ρ (95 % interval)")
-        ax.scatter(x[~has] - 0.12, rho[~has], marker="o", facecolors="none", edgecolors=OKABE_ITO[0], s=10,
-                   label="Spearman ρ (n < 5: no interval)")
-        ax.scatter(x + 0.12, panel["kendall_tau"].astype(float), marker="s", color=OKABE_ITO[1], s=10,
-                   label="Kendall τ (no interval)")
+        ax.errorbar(
+            x[has] - 0.12,
+            rho[has],
+            yerr=[rho[has] - low[has], high[has] - rho[has]],
+            fmt="o",
+            color=OKABE_ITO[0],
+            capsize=1.5,
+            label="Spearman ρ (95 % interval)",
+        )
+        ax.scatter(
+            x[~has] - 0.12,
+            rho[~has],
+            marker="o",
+            facecolors="none",
+            edgecolors=OKABE_ITO[0],
+            s=10,
+            label="Spearman ρ (n < 5: no interval)",
+        )
+        ax.scatter(
+            x + 0.12,
+            panel["kendall_tau"].astype(float),
+            marker="s",
+            color=OKABE_ITO[1],
+            s=10,
+            label="Kendall τ (no interval)",
+        )
         ax.axhline(0, color=GREY, lw=0.6)
         ax.set_xticks(x, ticks, fontsize=4.5)
         ax.set_ylim(-1.05, 1.05)
         matched = int(panel["n_class_matched"].max())
-        ax.set_title(f"{a} → {b} ({platform}; up to {int(panel['n_items'].max())} items, "
-                     f"{matched} class-matched)", fontsize=6)
+        ax.set_title(
+            f"{a} → {b} ({platform}; up to {int(panel['n_items'].max())} items, {matched} class-matched)", fontsize=6
+        )
         ax.set_ylabel("Rank correlation")
     _legend(fig, axes)
-    _footnote(fig, ["Items: (model, variant) measured on both engines; variants matched by name, else by "
-                    "weight class (engine_matches). b: batch size, p: prompt tokens."])
+    _footnote(
+        fig,
+        [
+            "Items: (model, variant) measured on both engines; variants matched by name, else by "
+            "weight class (engine_matches). b: batch size, p: prompt tokens."
+        ],
+    )
     return fig
 
 
@@ -72,23 +102,39 @@ def fidelity(data: Tables) -> Figure:
     quants = sorted(table["quant"].unique())
     models = sorted(table["model"].unique())
     width = 0.8 / max(len(models), 1)
-    for ax, (column, label) in zip(axes, (("fidelity_kl", "KL from float32 parent (nats/token)"),
-                                          ("fidelity_top1", "Top-1 agreement with parent")), strict=True):
+    for ax, (column, label) in zip(
+        axes,
+        (("fidelity_kl", "KL from float32 parent (nats/token)"), ("fidelity_top1", "Top-1 agreement with parent")),
+        strict=True,
+    ):
         for i, model in enumerate(models):
             part = table[table["model"] == model].set_index("quant").reindex(quants)
             x = np.arange(len(quants)) + (i - (len(models) - 1) / 2) * width
             mid = part[f"{column}_window_median"].astype(float).to_numpy()
             low = part[f"{column}_ci_low"].astype(float).to_numpy()
             high = part[f"{column}_ci_high"].astype(float).to_numpy()
-            ax.errorbar(x, mid, yerr=[np.nan_to_num(mid - low), np.nan_to_num(high - mid)], fmt="o", capsize=1,
-                        color=OKABE_ITO[i % len(OKABE_ITO)], label=model, markersize=2.5)
+            ax.errorbar(
+                x,
+                mid,
+                yerr=[np.nan_to_num(mid - low), np.nan_to_num(high - mid)],
+                fmt="o",
+                capsize=1,
+                color=OKABE_ITO[i % len(OKABE_ITO)],
+                label=model,
+                markersize=2.5,
+            )
         ax.set_xticks(np.arange(len(quants)), quants, rotation=45, ha="right", fontsize=5)
         ax.set_ylabel(label)
         if column == "fidelity_kl":
             ax.set_yscale("symlog", linthresh=1e-4)
     _legend(fig, axes)
     engines = ", ".join(sorted(table["fidelity_engine"].astype(str).unique()))
-    _footnote(fig, [f"Fidelity, not quality: next-token distributions against the model's own float32 parent on "
-                    f"the evaluation text (scored by {engines}). Median of per-window means with its "
-                    "order-statistic interval."])
+    _footnote(
+        fig,
+        [
+            f"Fidelity, not quality: next-token distributions against the model's own float32 parent on "
+            f"the evaluation text (scored by {engines}). Median of per-window means with its "
+            "order-statistic interval."
+        ],
+    )
     return fig

@@ -52,8 +52,12 @@ STYLE = {
     "savefig.dpi": 300,
     "figure.constrained_layout.use": True,
 }
-SHORT_LABELS = {"energy_j_per_output_token": "Energy/token", "latency_s": "Latency",
-                "tokens_per_s": "Tokens/s", "compound": "Compound"}
+SHORT_LABELS = {
+    "energy_j_per_output_token": "Energy/token",
+    "latency_s": "Latency",
+    "tokens_per_s": "Tokens/s",
+    "compound": "Compound",
+}
 
 Tables = Mapping[str, pd.DataFrame]
 WORKLOAD_COLUMNS = ["batch_size", "prompt_tokens", "output_tokens"]
@@ -71,9 +75,7 @@ def _grid(
     cols = min(max_cols, n_panels)
     rows = int(np.ceil(n_panels / cols))
     width = width or (COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(width, PANEL_HEIGHT_IN * rows + 0.4), squeeze=False, sharey=sharey
-    )
+    fig, axes = plt.subplots(rows, cols, figsize=(width, PANEL_HEIGHT_IN * rows + 0.4), squeeze=False, sharey=sharey)
     flat = list(axes.flat)
     for extra in flat[n_panels:]:
         extra.set_visible(False)
@@ -92,10 +94,19 @@ def _sensorless_panels(axes: list[plt.Axes], sensorless: Mapping[str, str]) -> N
     """One panel per platform without sensor energy, saying so (no proxy is drawn)."""
     for ax, (platform, sources) in zip(axes, sensorless.items(), strict=True):
         ax.axis("off")
-        ax.text(0.5, 0.5, textwrap.fill(
-            f"{platform}: no sensor energy (source: {sources}). Estimates are not plotted; "
-            "a study may opt in with analysis.use_estimated_energy: true.", 40),
-            ha="center", va="center", fontsize=6, transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            textwrap.fill(
+                f"{platform}: no sensor energy (source: {sources}). Estimates are not plotted; "
+                "a study may opt in with analysis.use_estimated_energy: true.",
+                40,
+            ),
+            ha="center",
+            va="center",
+            fontsize=6,
+            transform=ax.transAxes,
+        )
 
 
 def _sensorless_message(what: str, sensorless: Mapping[str, str]) -> Figure:
@@ -139,7 +150,8 @@ def _estimated_platforms_note(summary: pd.DataFrame) -> str:
         return ""
     parts = [
         f"{platform} ({', '.join(sorted(group['energy_source'].dropna().astype(str).unique()))})"
-        if "energy_source" in group else str(platform)
+        if "energy_source" in group
+        else str(platform)
         for platform, group in estimated.groupby("platform_id", sort=True)
     ]
     return "Energy estimated, not measured by a sensor, on: " + "; ".join(parts) + "."
@@ -158,8 +170,10 @@ def _choice_styles(summary: pd.DataFrame) -> dict[str, tuple[str, str]]:
     colour by quantisation (catalogue order among those present), marker by backend."""
     present = set(summary["quant"].dropna().astype(str))
     quants = [q for q in VARIANTS if q in present] + sorted(present - set(VARIANTS))
-    backends = sorted(set(summary["backend"].dropna().astype(str)),
-                      key=lambda b: (BACKEND_NAMES.index(b) if b in BACKEND_NAMES else 99, b))
+    backends = sorted(
+        set(summary["backend"].dropna().astype(str)),
+        key=lambda b: (BACKEND_NAMES.index(b) if b in BACKEND_NAMES else 99, b),
+    )
     return {
         f"{quant} ({backend})": (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[j % len(MARKERS)])
         for i, quant in enumerate(quants)
@@ -227,5 +241,3 @@ def _log2_batch_axis(ax: plt.Axes, batches: Iterable[int]) -> None:
         ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.minorticks_off()
-
-

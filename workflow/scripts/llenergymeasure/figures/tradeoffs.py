@@ -36,33 +36,60 @@ def pareto(data: Tables) -> Figure:
     panels = list(table.groupby(["platform_id", "batch_size", "prompt_tokens", "output_tokens"], sort=True))
     styles = _colour_map(table["model"])
     fig, axes = _grid(len(panels) + len(sensorless))
-    _sensorless_panels(axes[len(panels):], sensorless)
+    _sensorless_panels(axes[len(panels) :], sensorless)
     any_random = False
-    for ax, ((platform, batch, prompt, output), panel) in zip(axes, panels):
+    for ax, ((platform, batch, prompt, output), panel) in zip(
+        axes, panels, strict=False
+    ):  # the grid may hold more axes
         for _, point in panel.iterrows():
             random = str(point.get("weights")) == "random"
             any_random |= random
             colour, marker = styles[point["model"]]
             colour = GREY if random else colour
             estimate = _is_true(point.get("energy_is_estimate"))
-            ax.scatter(point["efficiency"], point["quality"], marker=marker, s=14,
-                       facecolor="none" if estimate else colour, edgecolor=colour, linewidth=0.8,
-                       label=point["model"] + (" (random weights)" if random else ""), zorder=2)
+            ax.scatter(
+                point["efficiency"],
+                point["quality"],
+                marker=marker,
+                s=14,
+                facecolor="none" if estimate else colour,
+                edgecolor=colour,
+                linewidth=0.8,
+                label=point["model"] + (" (random weights)" if random else ""),
+                zorder=2,
+            )
         frontier = panel[panel["on_frontier"].astype(bool)].sort_values("efficiency")
-        ax.scatter(frontier["efficiency"], frontier["quality"], s=40, facecolor="none",
-                   edgecolor="black", linewidth=0.6, zorder=3)
-        ax.step(frontier["efficiency"], frontier["quality"], where="post", color="black", lw=0.7,
-                zorder=1, label="Pareto frontier")
+        ax.scatter(
+            frontier["efficiency"],
+            frontier["quality"],
+            s=40,
+            facecolor="none",
+            edgecolor="black",
+            linewidth=0.6,
+            zorder=3,
+        )
+        ax.step(
+            frontier["efficiency"],
+            frontier["quality"],
+            where="post",
+            color="black",
+            lw=0.7,
+            zorder=1,
+            label="Pareto frontier",
+        )
         _scale(ax, panel["efficiency"].astype(float), axis="x")
         ax.set_title(f"{platform} · batch {int(batch)}, {int(prompt)}+{int(output)} tokens")
         ax.set_xlabel(_metric_label(panel["efficiency_metric"].iloc[0]))
         ax.set_ylabel("Perplexity (lower is better)")
     _legend(fig, axes[: len(panels)])
-    _footnote(fig, [
-        "Ringed points lie on the frontier. "
-        + ("Grey: random-weight models; their perplexity measures nothing about quality." if any_random else ""),
-        _estimate_note(table),
-    ])
+    _footnote(
+        fig,
+        [
+            "Ringed points lie on the frontier. "
+            + ("Grey: random-weight models; their perplexity measures nothing about quality." if any_random else ""),
+            _estimate_note(table),
+        ],
+    )
     return fig
 
 
@@ -72,8 +99,10 @@ def compound_efficiency(data: Tables) -> Figure:
     compound = data["compound"].dropna(subset=["compound"])
     if compound.empty:
         uses_energy = data["compound"]["metrics"].astype(str).str.contains("energy").any()
-        return _sensorless_message("The compound measure is empty: the reference or a metric is missing.",
-                                   study_energy(data)[1] if uses_energy else {})
+        return _sensorless_message(
+            "The compound measure is empty: the reference or a metric is missing.",
+            study_energy(data)[1] if uses_energy else {},
+        )
     stability = data["compound_stability"]
     panels = list(compound.groupby("platform_id", sort=True))
     styles = _colour_map(compound["batch_size"].astype(int).map("{:04d}".format))
@@ -83,9 +112,14 @@ def compound_efficiency(data: Tables) -> Figure:
         y = {label: i for i, label in enumerate(labels)}
         for batch, points in panel.groupby("batch_size", sort=True):
             colour, marker = styles[f"{int(batch):04d}"]
-            ax.scatter(points["compound"].astype(float),
-                       (points["model"] + "/" + _choice_label(points)).map(y),
-                       color=colour, marker=marker, s=12, label=f"batch {int(batch)}")
+            ax.scatter(
+                points["compound"].astype(float),
+                (points["model"] + "/" + _choice_label(points)).map(y),
+                color=colour,
+                marker=marker,
+                s=12,
+                label=f"batch {int(batch)}",
+            )
         ax.axvline(1.0, color=GREY, lw=0.6)
         _scale(ax, [*panel["compound"].astype(float), 1.0], axis="x")
         ax.set_yticks(range(len(labels)), labels)
@@ -94,8 +128,12 @@ def compound_efficiency(data: Tables) -> Figure:
         ax.set_title(f"{platform}{rho_text}")
         ax.set_xlabel(f"Compound cost (× {panel['reference'].iloc[0]})")
     _legend(fig, axes)
-    _footnote(fig, [f"Geometric mean of ratios over: {compound['metrics'].iloc[0].replace(',', ', ')}. "
-                    "Below 1 is cheaper than the reference.", _estimated_platforms_note(data["summary"])])
+    _footnote(
+        fig,
+        [
+            f"Geometric mean of ratios over: {compound['metrics'].iloc[0].replace(',', ', ')}. "
+            "Below 1 is cheaper than the reference.",
+            _estimated_platforms_note(data["summary"]),
+        ],
+    )
     return fig
-
-

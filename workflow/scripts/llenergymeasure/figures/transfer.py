@@ -28,23 +28,31 @@ def ranking_transfer(data: Tables) -> Figure:
     table = data["ranking_transfer"]
     platforms = sorted(data["summary"]["platform_id"].dropna().astype(str).unique())
     if table.empty:
-        return _message(
-            f"One platform in this study ({', '.join(platforms) or 'none'}): "
-            "ranking transfer needs two."
-        )
+        return _message(f"One platform in this study ({', '.join(platforms) or 'none'}): ranking transfer needs two.")
     pairs = list(table.groupby(["platform_a", "platform_b"], sort=True))
     fig, axes = _grid(len(pairs), max_cols=2, sharey=True)
     for ax, ((a, b), panel) in zip(axes, pairs, strict=True):
         panel = panel.sort_values(["metric", *WORKLOAD_COLUMNS])
-        ticks = [f"{SHORT_LABELS.get(m, m)}\nb{int(batch)}" for m, batch in zip(panel["metric"], panel["batch_size"], strict=True)]
+        ticks = [
+            f"{SHORT_LABELS.get(m, m)}\nb{int(batch)}"
+            for m, batch in zip(panel["metric"], panel["batch_size"], strict=True)
+        ]
         x = np.arange(len(panel))
         rho = panel["spearman_rho"].astype(float).to_numpy()
         low = panel["spearman_ci_low"].astype(float).to_numpy()
         high = panel["spearman_ci_high"].astype(float).to_numpy()
-        ax.errorbar(x - 0.12, rho, yerr=[rho - low, high - rho], fmt="o", color=OKABE_ITO[0],
-                    capsize=1.5, label="Spearman ρ (95 % interval)")
-        ax.scatter(x + 0.12, panel["kendall_tau"].astype(float), marker="s", color=OKABE_ITO[1], s=10,
-                   label="Kendall τ")
+        ax.errorbar(
+            x - 0.12,
+            rho,
+            yerr=[rho - low, high - rho],
+            fmt="o",
+            color=OKABE_ITO[0],
+            capsize=1.5,
+            label="Spearman ρ (95 % interval)",
+        )
+        ax.scatter(
+            x + 0.12, panel["kendall_tau"].astype(float), marker="s", color=OKABE_ITO[1], s=10, label="Kendall τ"
+        )
         ax.axhline(0, color=GREY, lw=0.6)
         ax.set_xticks(x, ticks, fontsize=5)
         ax.set_ylim(-1.05, 1.05)
@@ -52,10 +60,14 @@ def ranking_transfer(data: Tables) -> Figure:
         ax.set_title(f"{a} → {b} (up to {n} common configurations per workload)")
         ax.set_ylabel("Rank correlation")
     _legend(fig, axes)
-    _footnote(fig, ["Per workload (b: batch size). Error bars: Bonett–Wright interval of Spearman's ρ.",
-                    _estimated_platforms_note(data["summary"])])
+    _footnote(
+        fig,
+        [
+            "Per workload (b: batch size). Error bars: Bonett–Wright interval of Spearman's ρ.",
+            _estimated_platforms_note(data["summary"]),
+        ],
+    )
     return fig
-
 
 
 def family_transfer_error(data: Tables) -> Figure:
@@ -63,10 +75,7 @@ def family_transfer_error(data: Tables) -> Figure:
     table = data["family_transfer_error"]
     if table.empty:
         platforms = sorted(data["summary"]["platform_id"].dropna().astype(str).unique())
-        return _message(
-            f"One platform in this study ({', '.join(platforms) or 'none'}): "
-            "transfer error needs two."
-        )
+        return _message(f"One platform in this study ({', '.join(platforms) or 'none'}): transfer error needs two.")
     pairs = list(table.groupby(["platform_a", "platform_b"], sort=True))
     fig, axes = _grid(len(pairs), max_cols=2, sharey=True)
     for ax, ((a, b), panel) in zip(axes, pairs, strict=True):
@@ -76,8 +85,13 @@ def family_transfer_error(data: Tables) -> Figure:
         for i, metric in enumerate(metrics):
             part = panel[panel["metric"] == metric].set_index("family").reindex(families)
             x = np.arange(len(families)) + (i - (len(metrics) - 1) / 2) * width
-            ax.bar(x, part["normalised_rank_shift"].astype(float), width=width,
-                   color=OKABE_ITO[i % 8], label=_metric_label(metric))
+            ax.bar(
+                x,
+                part["normalised_rank_shift"].astype(float),
+                width=width,
+                color=OKABE_ITO[i % 8],
+                label=_metric_label(metric),
+            )
         ax.set_xticks(np.arange(len(families)), families)
         ax.set_ylim(0, 1)
         ax.set_title(f"{a} ↔ {b}")
@@ -85,5 +99,3 @@ def family_transfer_error(data: Tables) -> Figure:
     _legend(fig, axes)
     _footnote(fig, [_estimated_platforms_note(data["summary"])])
     return fig
-
-

@@ -13,15 +13,38 @@ MoE experts, in PyTorch's `FlopCounterMode` convention, and says what backs the 
 * `annotation`: the columns the `flops` rule adds to measured rows; `cli`: `llenergymeasure flops`.
 """
 
-from .analytical import _sum_min, count_hand_formula, decode_bytes_per_step, kv_cache_bytes, parameter_counts, weight_bytes
+from .analytical import (
+    _sum_min,
+    count_hand_formula,
+    decode_bytes_per_step,
+    kv_cache_bytes,
+    parameter_counts,
+    weight_bytes,
+)
 from .annotation import ANNOTATION_COLUMNS, annotate, static_cache_length
 from .architecture import VERIFIED_FAMILIES, Architecture, FlopsConfigError, LayerSpec, MlpSpec, parse_architecture
 from .cli import format_table, register_cli, run_cli
 from .counting import TOLERANCE, count_generate
 
 __all__ = [
-    "ANNOTATION_COLUMNS", "Architecture", "FlopsConfigError", "LayerSpec", "MlpSpec", "TOLERANCE", "VERIFIED_FAMILIES",
-    "_sum_min", "annotate", "count_generate", "count_hand_formula", "decode_bytes_per_step", "format_table",
-    "kv_cache_bytes", "parameter_counts", "parse_architecture", "register_cli", "run_cli", "static_cache_length",
+    "ANNOTATION_COLUMNS",
+    "TOLERANCE",
+    "VERIFIED_FAMILIES",
+    "Architecture",
+    "FlopsConfigError",
+    "LayerSpec",
+    "MlpSpec",
+    "_sum_min",
+    "annotate",
+    "count_generate",
+    "count_hand_formula",
+    "decode_bytes_per_step",
+    "format_table",
+    "kv_cache_bytes",
+    "parameter_counts",
+    "parse_architecture",
+    "register_cli",
+    "run_cli",
+    "static_cache_length",
     "weight_bytes",
 ]

@@ -15,6 +15,7 @@ import math
 
 from .architecture import Architecture, parse_architecture
 
+
 def _sum_min(lo: int, hi: int, cap: int | None) -> int:
     """Sum of min(n, cap) for n = lo..hi (0 if hi < lo; cap None means no cap)."""
     if hi < lo:
@@ -31,15 +32,20 @@ def parameter_counts(arch: Architecture) -> dict[str, int]:
     embedding = arch.vocab * arch.hidden
     head = 0 if arch.tied else arch.vocab * arch.hidden
     positions = arch.position_embeddings * arch.hidden
-    body = sum(
-        arch.attention_params() + layer.mlp.params(arch.hidden) + arch.norm_params_per_layer
-        for layer in arch.layers
-    ) + arch.final_norm_params
-    active = sum(
-        arch.attention_params() + layer.mlp.params(arch.hidden, active_only=True)
-        + arch.norm_params_per_layer
-        for layer in arch.layers
-    ) + arch.final_norm_params
+    body = (
+        sum(
+            arch.attention_params() + layer.mlp.params(arch.hidden) + arch.norm_params_per_layer
+            for layer in arch.layers
+        )
+        + arch.final_norm_params
+    )
+    active = (
+        sum(
+            arch.attention_params() + layer.mlp.params(arch.hidden, active_only=True) + arch.norm_params_per_layer
+            for layer in arch.layers
+        )
+        + arch.final_norm_params
+    )
     return {
         "params_total": embedding + head + positions + body,
         "params_non_embedding": body,
@@ -47,7 +53,6 @@ def parameter_counts(arch: Architecture) -> dict[str, int]:
         "params_embedding": embedding + positions,
         "params_lm_head": arch.vocab * arch.hidden,
     }
-
 
 
 def count_hand_formula(
@@ -82,8 +87,8 @@ def count_hand_formula(
     head_dec = 2 * batch * decode_steps * hidden * arch.vocab
     prefill = linear_pre + router_pre + attn_pre + rotary_pre + head_pre
     decode = linear_dec + router_dec + attn_dec + rotary_dec + head_dec
-    useful_decode = batch * per_head * sum(
-        _sum_min(prompt + 1, prompt + decode_steps, layer.window) for layer in arch.layers
+    useful_decode = (
+        batch * per_head * sum(_sum_min(prompt + 1, prompt + decode_steps, layer.window) for layer in arch.layers)
     )
     return {
         "flops_prefill": prefill,
@@ -120,8 +125,12 @@ def weight_bytes(hf_config: dict, bits_per_weight: float) -> int:
 
 
 def decode_bytes_per_step(
-    hf_config: dict, batch: int, prompt: int, new: int,
-    resident_weight_bytes: float, kv_bytes_per_element: float,
+    hf_config: dict,
+    batch: int,
+    prompt: int,
+    new: int,
+    resident_weight_bytes: float,
+    kv_bytes_per_element: float,
 ) -> float | None:
     """Mean bytes read from memory per decode step: weights plus the KV cache attended to.
 
@@ -142,8 +151,5 @@ def decode_bytes_per_step(
     weights_read = resident_weight_bytes * (1.0 - unread / params["params_total"])
     steps = new - 1
     kv_per_token = 2 * arch.kv_heads * arch.head_dim * kv_bytes_per_element * batch
-    kv_read = sum(
-        kv_per_token * _sum_min(prompt + 1, prompt + steps, layer.window) for layer in arch.layers
-    ) / steps
+    kv_read = sum(kv_per_token * _sum_min(prompt + 1, prompt + steps, layer.window) for layer in arch.layers) / steps
     return weights_read + kv_read
-

@@ -25,7 +25,9 @@ _DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bf
 
 FAMILY_COLUMN = "model_family"  # the architecture family, for per-family analyses
 # The columns `annotate` adds besides the family: the schema's flops-stage columns.
-_ANNOTATION_TYPES: dict[str, str] = {name: kind for name, kind in schema.columns("flops").items() if name != FAMILY_COLUMN}
+_ANNOTATION_TYPES: dict[str, str] = {
+    name: kind for name, kind in schema.columns("flops").items() if name != FAMILY_COLUMN
+}
 ANNOTATION_COLUMNS: tuple[str, ...] = tuple(_ANNOTATION_TYPES)
 
 
@@ -93,8 +95,15 @@ def annotate(rows, hf_config: dict, extra_flops_per_token: int = 0):
             static = static_cache_length(row)
             key = (batch, prompt, new, quant, static)
             if key not in cache:
-                cache[key] = count_generate(hf_config, batch, prompt, new, quant, static_cache_len=static,
-                                            extra_flops_per_token=extra_flops_per_token)
+                cache[key] = count_generate(
+                    hf_config,
+                    batch,
+                    prompt,
+                    new,
+                    quant,
+                    static_cache_len=static,
+                    extra_flops_per_token=extra_flops_per_token,
+                )
             counted = cache[key]
             for name in ANNOTATION_COLUMNS:
                 if name in counted:
@@ -142,4 +151,3 @@ def _row_mbu(row: dict, hf_config: dict, batch: int, prompt: int, new: int) -> f
     if moved is None:
         return None
     return hardware.mbu(moved, seconds, device)
-

@@ -13,58 +13,7 @@ from typing import Any
 
 from llenergymeasure.errors import ConfigError
 
-# Families whose count was verified op-for-op against torch.utils.flop_counter.FlopCounterMode
-# on tiny random-weight transformers models (tests/test_flops.py).
-VERIFIED_FAMILIES: tuple[str, ...] = (
-    "llama", "mistral", "qwen2", "gemma", "phi3", "gpt2", "mixtral", "qwen2_moe",
-)
-
-# Behavioural fields a family's transformers config class fills in when config.json omits
-# them (transformers 5.17 defaults). Size fields are never defaulted: they are required.
-_FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "llama": {"num_key_value_heads": None, "tie_word_embeddings": False},
-    "mistral": {"num_key_value_heads": 8, "tie_word_embeddings": False, "sliding_window": 4096},
-    "qwen2": {
-        "num_key_value_heads": 32, "tie_word_embeddings": False, "use_sliding_window": False,
-        "sliding_window": 4096, "max_window_layers": 28,
-    },
-    "gemma": {"num_key_value_heads": 16, "tie_word_embeddings": True, "head_dim": 256},
-    "phi3": {"num_key_value_heads": None, "tie_word_embeddings": False, "sliding_window": None},
-    "gpt2": {"tie_word_embeddings": True},
-    "mixtral": {
-        "num_key_value_heads": 8, "tie_word_embeddings": False, "sliding_window": None,
-        "num_experts_per_tok": 2, "num_local_experts": 8,
-    },
-    "qwen2_moe": {
-        "num_key_value_heads": 16, "tie_word_embeddings": False, "use_sliding_window": False,
-        "sliding_window": 4096, "max_window_layers": 28, "decoder_sparse_step": 1,
-        "moe_intermediate_size": 1408, "shared_expert_intermediate_size": 5632,
-        "num_experts_per_tok": 4, "num_experts": 60, "mlp_only_layers": [], "qkv_bias": True,
-    },
-}
-
-# GPT-2 spells the standard fields differently (transformers' attribute_map).
-_GPT2_FIELD_NAMES = {
-    "hidden_size": "n_embd", "num_hidden_layers": "n_layer", "num_attention_heads": "n_head",
-    "max_position_embeddings": "n_positions",
-}
-
-# Config fields that signal structure the generic (Llama-layout) count cannot express.
-_UNMODELLED_MARKERS: dict[str, str] = {
-    "is_encoder_decoder": "encoder-decoder model",
-    "kv_lora_rank": "multi-head latent attention (low-rank KV projection)",
-    "q_lora_rank": "low-rank query projection",
-    "num_experts": "mixture of experts with an unverified routing layout",
-    "num_local_experts": "mixture of experts with an unverified routing layout",
-    "n_routed_experts": "mixture of experts with an unverified routing layout",
-    "attention_chunk_size": "chunked attention",
-    "linear_attn_config": "linear attention",
-    "ssm_cfg": "state-space layers",
-    "mamba_d_state": "state-space layers",
-    "text_config": "multimodal wrapper (count its text_config instead)",
-}
-
-_KNOWN_LAYER_TYPES = ("full_attention", "sliding_attention")
+from .families import FAMILY_DEFAULTS, GPT2_FIELD_NAMES, KNOWN_LAYER_TYPES, UNMODELLED_MARKERS, VERIFIED_FAMILIES
 
 
 class FlopsConfigError(ConfigError):
@@ -150,7 +99,7 @@ class Architecture:
 
 def _field(cfg: dict, name: str, defaults: dict, required: bool = True) -> Any:
     """A config value, the family default, or a FlopsConfigError naming the field."""
-    for key in (name, _GPT2_FIELD_NAMES.get(name)):
+    for key in (name, GPT2_FIELD_NAMES.get(name)):
         if key and key in cfg:
             return cfg[key]
     if name in defaults:
@@ -188,9 +137,7 @@ def _layer_windows(cfg: dict, family: str, layers: int, defaults: dict) -> list[
             if family == "qwen2":
                 sliding = [window is not None and i >= max_window_layers for i in range(layers)]
             else:
-                sliding = [
-                    use_sliding and bool((i + 1) % 2) and i < max_window_layers for i in range(layers)
-                ]
+                sliding = [use_sliding and bool((i + 1) % 2) and i < max_window_layers for i in range(layers)]
             layer_types = ["sliding_attention" if s else "full_attention" for s in sliding]
         elif any(t == "sliding_attention" for t in layer_types) and not window:
             window = cfg.get("sliding_window")
@@ -209,25 +156,36 @@ def _layer_windows(cfg: dict, family: str, layers: int, defaults: dict) -> list[
     for kind in layer_types[:layers]:
         if kind == "sliding_attention":
             if not isinstance(window, int) or window <= 0:
-                raise FlopsConfigError(
-                    f"model config has sliding-attention layers but 'sliding_window' is {window!r}"
-                )
+                raise FlopsConfigError(f"model config has sliding-attention layers but 'sliding_window' is {window!r}")
             windows.append(window)
         else:
             windows.append(None)
     return windows
 
 
-def _gpt2_architecture(cfg: dict, defaults: dict, hidden: int, layers: int, heads: int, vocab: int,
-                       tied: bool) -> Architecture:
+def _gpt2_architecture(
+    cfg: dict, defaults: dict, hidden: int, layers: int, heads: int, vocab: int, tied: bool
+) -> Architecture:
     """GPT-2: learned positions, a non-gated MLP with biases, two norms with biases per layer."""
     mlp = MlpSpec(intermediate=cfg.get("n_inner") or 4 * hidden, gated=False, bias=True)
     return Architecture(
-        model_type="gpt2", hidden=hidden, heads=heads, kv_heads=heads, head_dim=hidden // heads,
-        vocab=vocab, tied=tied, rotary_pairs=0,
+        model_type="gpt2",
+        hidden=hidden,
+        heads=heads,
+        kv_heads=heads,
+        head_dim=hidden // heads,
+        vocab=vocab,
+        tied=tied,
+        rotary_pairs=0,
         position_embeddings=_positive_int(cfg, "max_position_embeddings", defaults),
-        qkv_bias=True, o_bias=True, norm_params_per_layer=4 * hidden, final_norm_params=2 * hidden,
-        layers=tuple(LayerSpec(None, mlp) for _ in range(layers)), method="analytical", confidence="exact", reason=None,
+        qkv_bias=True,
+        o_bias=True,
+        norm_params_per_layer=4 * hidden,
+        final_norm_params=2 * hidden,
+        layers=tuple(LayerSpec(None, mlp) for _ in range(layers)),
+        method="analytical",
+        confidence="exact",
+        reason=None,
     )
 
 
@@ -245,13 +203,15 @@ def _layer_mlps(cfg: dict, family: str, layers: int, defaults: dict, verified: b
         step = _positive_int(cfg, "decoder_sparse_step", defaults)
         experts = _field(cfg, "num_experts", defaults)
         moe = MlpSpec(
-            experts=experts, top_k=_positive_int(cfg, "num_experts_per_tok", defaults),
+            experts=experts,
+            top_k=_positive_int(cfg, "num_experts_per_tok", defaults),
             expert_intermediate=_positive_int(cfg, "moe_intermediate_size", defaults),
             shared_intermediate=_positive_int(cfg, "shared_expert_intermediate_size", defaults),
             shared_gate=True,
         )
         return [
-            moe if i not in only_dense and experts > 0 and (i + 1) % step == 0
+            moe
+            if i not in only_dense and experts > 0 and (i + 1) % step == 0
             else MlpSpec(intermediate=_positive_int(cfg, "intermediate_size", defaults))
             for i in range(layers)
         ]
@@ -272,8 +232,9 @@ def _attention_biases(cfg: dict, family: str, defaults: dict) -> tuple[bool, boo
     return bias, bias
 
 
-def _windows(cfg: dict, family: str, layers: int, defaults: dict, verified: bool, unknown_types: list[str],
-             reasons: list[str]) -> list[int | None]:
+def _windows(
+    cfg: dict, family: str, layers: int, defaults: dict, verified: bool, unknown_types: list[str], reasons: list[str]
+) -> list[int | None]:
     """Each layer's attention window; appends to `reasons` what makes a verified count inexact."""
     if family in ("mistral", "mixtral", "phi3", "qwen2", "qwen2_moe"):
         return _layer_windows(cfg, family, layers, defaults)
@@ -287,21 +248,30 @@ def _windows(cfg: dict, family: str, layers: int, defaults: dict, verified: bool
     return _layer_windows(cfg, family, layers, defaults) if not unknown_types else [None] * layers
 
 
-def _provenance(family: str, verified: bool, reasons: list[str], unknown_types: list[str],
-                markers: list[str]) -> tuple[str, str, str | None]:
+def _provenance(
+    family: str, verified: bool, reasons: list[str], unknown_types: list[str], markers: list[str]
+) -> tuple[str, str, str | None]:
     """(flops_method, flops_confidence, flops_reason) of a parsed architecture."""
     if verified and not reasons and not unknown_types:
         return "analytical", "exact", None
     if markers:
-        return "2n-fallback", "estimate", (
-            f"model_type '{family or '?'}' has structure the analytical count does not model "
-            f"({'; '.join(markers)}); FLOPs are 2 x non-embedding parameters (Llama layout) x tokens"
+        return (
+            "2n-fallback",
+            "estimate",
+            (
+                f"model_type '{family or '?'}' has structure the analytical count does not model "
+                f"({'; '.join(markers)}); FLOPs are 2 x non-embedding parameters (Llama layout) x tokens"
+            ),
         )
     if not verified:
-        return "analytical-generic", "estimate", (
-            f"model_type '{family or '?'}' is not a family verified against FlopCounterMode "
-            f"({', '.join(VERIFIED_FAMILIES)}); counted with the Llama layout (gated 3-matrix MLP, "
-            "rotary embedding, eager attention over the KV cache)"
+        return (
+            "analytical-generic",
+            "estimate",
+            (
+                f"model_type '{family or '?'}' is not a family verified against FlopCounterMode "
+                f"({', '.join(VERIFIED_FAMILIES)}); counted with the Llama layout (gated 3-matrix MLP, "
+                "rotary embedding, eager attention over the KV cache)"
+            ),
         )
     return "analytical", "estimate", "; ".join(reasons)
 
@@ -313,13 +283,15 @@ def parse_architecture(hf_config: dict) -> Architecture:
     if not isinstance(hf_config, dict):
         raise FlopsConfigError("model config must be a JSON object (a Hugging Face config.json)")
     family = str(hf_config.get("model_type") or "")
-    defaults = _FAMILY_DEFAULTS.get(family, {})
+    defaults = FAMILY_DEFAULTS.get(family, {})
     verified = family in VERIFIED_FAMILIES
 
-    markers = [] if verified else [
-        note for key, note in _UNMODELLED_MARKERS.items() if hf_config.get(key) not in (None, False, 0, "")
-    ]
-    unknown_types = sorted(set(hf_config.get("layer_types") or []) - set(_KNOWN_LAYER_TYPES))
+    markers = (
+        []
+        if verified
+        else [note for key, note in UNMODELLED_MARKERS.items() if hf_config.get(key) not in (None, False, 0, "")]
+    )
+    unknown_types = sorted(set(hf_config.get("layer_types") or []) - set(KNOWN_LAYER_TYPES))
     if unknown_types:
         markers.append(f"layer types {unknown_types}")
 
@@ -346,9 +318,21 @@ def parse_architecture(hf_config: dict) -> Architecture:
     windows = _windows(hf_config, family, layers, defaults, verified, unknown_types, reasons)
     method, confidence, reason = _provenance(family, verified, reasons, unknown_types, markers)
     return Architecture(
-        model_type=family, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-        vocab=vocab, tied=tied, rotary_pairs=_rotary_pairs(hf_config, head_dim), position_embeddings=0,
-        qkv_bias=qkv_bias, o_bias=o_bias, norm_params_per_layer=2 * hidden, final_norm_params=hidden,
+        model_type=family,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        vocab=vocab,
+        tied=tied,
+        rotary_pairs=_rotary_pairs(hf_config, head_dim),
+        position_embeddings=0,
+        qkv_bias=qkv_bias,
+        o_bias=o_bias,
+        norm_params_per_layer=2 * hidden,
+        final_norm_params=hidden,
         layers=tuple(LayerSpec(w, m) for w, m in zip(windows, mlps, strict=True)),
-        method=method, confidence=confidence, reason=reason,
+        method=method,
+        confidence=confidence,
+        reason=reason,
     )

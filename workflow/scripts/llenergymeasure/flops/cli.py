@@ -32,8 +32,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--prompt", required=True, metavar="S", help="prompt tokens per sequence")
     parser.add_argument("--new", required=True, metavar="T", help="new tokens per sequence")
     parser.add_argument("--quant", default=None, metavar="METHOD", help=f"variant name ({', '.join(VARIANTS)})")
-    parser.add_argument("--static-cache", default=None, metavar="L",
-                        help="static KV cache length (the pytorch-compiled backend: prompt + its max_new_tokens)")
+    parser.add_argument(
+        "--static-cache",
+        default=None,
+        metavar="L",
+        help="static KV cache length (the pytorch-compiled backend: prompt + its max_new_tokens)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_cli)
 
@@ -68,8 +72,9 @@ def run_cli(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         return _cli_error(f"--model-config: '{path}' is not readable JSON ({exc})")
     try:
-        result = count_generate(hf_config, sizes["batch"], sizes["prompt"], sizes["new"], args.quant,
-                                static_cache_len=sizes["static_cache"])
+        result = count_generate(
+            hf_config, sizes["batch"], sizes["prompt"], sizes["new"], args.quant, static_cache_len=sizes["static_cache"]
+        )
     except FlopsConfigError as exc:
         return _cli_error(f"--model-config: {exc}")
     if args.json:
@@ -94,9 +99,19 @@ def format_table(result: dict[str, Any], source: str = "") -> str:
     if result.get("reason"):
         lines.append(f"reason: {result['reason']}")
     rows = [
-        "flops_prefill", "flops_decode", "flops_total", "flops_per_output_token", "flops_attention",
-        "flops_attention_causal", "flops_lm_head", "flops_2n_reference", "int_ops_total", "trace_seconds",
-        "params_total", "params_non_embedding", "params_active",
+        "flops_prefill",
+        "flops_decode",
+        "flops_total",
+        "flops_per_output_token",
+        "flops_attention",
+        "flops_attention_causal",
+        "flops_lm_head",
+        "flops_2n_reference",
+        "int_ops_total",
+        "trace_seconds",
+        "params_total",
+        "params_non_embedding",
+        "params_active",
     ]
     width = max(len(name) for name in rows)
     for name in rows:
@@ -112,8 +127,10 @@ def format_table(result: dict[str, Any], source: str = "") -> str:
         lines.append(f"  {name:<{width}}  {shown}")
     exact = result["flops_total"]
     if exact and result.get("flops_2n_reference"):
-        lines.append(f"  2N formula ({result['flops_2n_parameters']}) error vs this count: "
-                     f"{100 * (result['flops_2n_reference'] / exact - 1):+.2f}%")
+        lines.append(
+            f"  2N formula ({result['flops_2n_parameters']}) error vs this count: "
+            f"{100 * (result['flops_2n_reference'] / exact - 1):+.2f}%"
+        )
     if result.get("structure"):
         lines.append("  structure: " + ", ".join(f"{k}={v}" for k, v in result["structure"].items()))
     return "\n".join(lines)

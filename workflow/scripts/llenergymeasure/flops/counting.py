@@ -70,7 +70,7 @@ def _require_size_fields(hf_config: dict) -> None:
     aliases = dict(getattr(cls, "attribute_map", {}) or {})
     try:
         defaults = cls().to_dict()
-    except Exception:  # noqa: BLE001 - a class without defaults has nothing to fill in silently
+    except Exception:
         return
     for name in SIZE_FIELDS:
         spelled = aliases.get(name, name)
@@ -93,8 +93,9 @@ class _Counts:
     trace_error: str | None = None
 
 
-def _walk_and_trace(hf_config: dict, batch: int, prompt: int, new: int, static_cache_len: int | None,
-                    trace: bool) -> _Counts:
+def _walk_and_trace(
+    hf_config: dict, batch: int, prompt: int, new: int, static_cache_len: int | None, trace: bool
+) -> _Counts:
     counts = _Counts()
     if not _torch_available():
         counts.trace_error = "torch and transformers are not importable here, so the count was not traced"
@@ -105,7 +106,7 @@ def _walk_and_trace(hf_config: dict, batch: int, prompt: int, new: int, static_c
     try:
         counts.structure = read_structure(hf_config)
         counts.structure_counts = count_structure(counts.structure, batch, prompt, new, static_cache_len)
-    except Exception as exc:  # noqa: BLE001 - the walk is one of two counts; the reason keeps it
+    except Exception as exc:
         counts.structure_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
     if not trace:
         counts.trace_error = "tracing was switched off"
@@ -121,25 +122,35 @@ def _choose(family: str, batch: int, hand: dict | None, counts: _Counts) -> tupl
     """The FLOPs reported and (method, confidence, reason): an analytical count the trace
     confirms is exact; one it contradicts gives way to the trace; without a trace, the hand
     formula is unverified and anything else is refused."""
-    analytic, analytic_name = (hand, f"the hand formula for {family}") if hand else (
-        counts.structure_counts, "the count read from the model's modules")
+    analytic, analytic_name = (
+        (hand, f"the hand formula for {family}")
+        if hand
+        else (counts.structure_counts, "the count read from the model's modules")
+    )
     result: dict[str, Any] = {name: None for name in ("flops_prefill", "flops_decode", "flops_total", *_PARTS)}
     traced = counts.traced
     if traced is not None:
         traced_prefill, traced_total = batch * traced.prefill, batch * (traced.prefill + traced.decode)
-        agrees = analytic is not None and _relative(analytic["flops_prefill"], traced_prefill) <= TOLERANCE and \
-            _relative(analytic["flops_total"], traced_total) <= TOLERANCE
+        agrees = (
+            analytic is not None
+            and _relative(analytic["flops_prefill"], traced_prefill) <= TOLERANCE
+            and _relative(analytic["flops_total"], traced_total) <= TOLERANCE
+        )
         if agrees:
             result.update(analytic)
             reason = f"{analytic_name} equals the FlopCounterMode trace of the model transformers builds"
             return result, ("analytical" if hand else "structure"), "exact", reason
         result.update(flops_prefill=traced_prefill, flops_decode=batch * traced.decode, flops_total=traced_total)
         if analytic is None:
-            reason = f"no analytical count ({counts.structure_error or 'none for this family'}); FlopCounterMode trace only"
+            reason = (
+                f"no analytical count ({counts.structure_error or 'none for this family'}); FlopCounterMode trace only"
+            )
         else:
             error = analytic["flops_total"] / traced_total - 1
-            reason = (f"{analytic_name} gives {analytic['flops_total']} FLOPs, the FlopCounterMode trace "
-                      f"{traced_total} ({100 * error:+.3f} %); the traced count is used")
+            reason = (
+                f"{analytic_name} gives {analytic['flops_total']} FLOPs, the FlopCounterMode trace "
+                f"{traced_total} ({100 * error:+.3f} %); the traced count is used"
+            )
         return result, "traced", "traced", reason
     if hand is not None and not _torch_available():
         result.update(hand)
@@ -172,8 +183,15 @@ def _add_per_token(result: dict[str, Any], batch: int, prompt: int, new: int, pe
 
 
 def count_generate(
-    hf_config: dict, batch: int, prompt: int, new: int, quant: str | None = None, *,
-    static_cache_len: int | None = None, extra_flops_per_token: int = 0, trace: bool = True,
+    hf_config: dict,
+    batch: int,
+    prompt: int,
+    new: int,
+    quant: str | None = None,
+    *,
+    static_cache_len: int | None = None,
+    extra_flops_per_token: int = 0,
+    trace: bool = True,
 ) -> dict[str, Any]:
     """FLOPs of `generate(max_new_tokens=new)` on `batch` sequences of `prompt` tokens.
 
@@ -184,7 +202,9 @@ def count_generate(
     as `int_ops_total`. Raises FlopsConfigError on bad input (the message names the field)."""
     _validate_shape(batch=batch, prompt=prompt, new=new, static_cache_len=static_cache_len)
     if static_cache_len is not None and static_cache_len < prompt + new - 1:
-        raise FlopsConfigError(f"static_cache_len {static_cache_len} is shorter than prompt + new - 1 = {prompt + new - 1}")
+        raise FlopsConfigError(
+            f"static_cache_len {static_cache_len} is shorter than prompt + new - 1 = {prompt + new - 1}"
+        )
     spec = _quant_spec(quant)
     _require_size_fields(hf_config)
     family = str(hf_config.get("model_type") or "")
@@ -206,11 +226,18 @@ def count_generate(
         flops_2n_reference=None if active is None else 2 * active * batch * processed,
         flops_2n_parameters="params_active",
         **params,
-        method=method, confidence=confidence, reason=reason,
+        method=method,
+        confidence=confidence,
+        reason=reason,
         int_ops_total=None if weight_only else result["flops_linear"],
         compute_dtype=spec.compute_dtype if spec else None,
-        quant=quant, model_type=family, batch=batch, prompt=prompt, new=new,
-        static_cache_len=static_cache_len, extra_flops_per_token=extra_flops_per_token,
+        quant=quant,
+        model_type=family,
+        batch=batch,
+        prompt=prompt,
+        new=new,
+        static_cache_len=static_cache_len,
+        extra_flops_per_token=extra_flops_per_token,
         analytical_flops_total=None if analytic is None else analytic["flops_total"],
         trace_seconds=None if counts.traced is None else counts.traced.seconds,
         structure=None if counts.structure is None else counts.structure.features,

@@ -180,7 +180,9 @@ def _features(model, config) -> dict[str, Any]:
         "gated_mlp": any(n.endswith(("gate_proj", "gate_up_proj", "w1", "w3")) for n in names)
         or any("gate_up_proj" in n for n, _ in model.named_parameters()),
         "qk_norm": any(n.endswith(("q_norm", "k_norm", "q_layernorm", "k_layernorm")) for n in names),
-        "parallel_residual": bool(getattr(text, "use_parallel_residual", False) or getattr(text, "parallel_attn", False)),
+        "parallel_residual": bool(
+            getattr(text, "use_parallel_residual", False) or getattr(text, "parallel_attn", False)
+        ),
         "partial_rotary_factor": partial or getattr(text, "partial_rotary_factor", None),
         "attn_logit_softcapping": getattr(text, "attn_logit_softcapping", None),
         "final_logit_softcapping": getattr(text, "final_logit_softcapping", None),
@@ -209,7 +211,9 @@ def read_structure(hf_config: dict) -> Structure:
             continue
         if isinstance(module, torch.nn.Linear) and not any(id(m) in in_stack for m in module.modules()):
             other += module.in_features * module.out_features
-    rotary = sum(b.numel() for name, b in model.named_buffers() if name.split(".")[-1] == "inv_freq" and name.count(".") <= 2)
+    rotary = sum(
+        b.numel() for name, b in model.named_buffers() if name.split(".")[-1] == "inv_freq" and name.count(".") <= 2
+    )
     params = {id(p): p for p in model.parameters()}  # tied tensors once
     total = sum(p.numel() for p in params.values())
     embedding_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
@@ -253,7 +257,11 @@ def count_structure(
     prefill = linear_pre + attn_pre + head_pre + rotary_pre
     decode = linear_dec + attn_dec + head_dec + rotary_dec
     return {
-        "flops_prefill": prefill, "flops_decode": decode, "flops_total": prefill + decode,
-        "flops_attention": attn_pre + attn_dec, "flops_lm_head": head_pre + head_dec,
-        "flops_linear": linear_pre + linear_dec, "flops_rotary": rotary_pre + rotary_dec,
+        "flops_prefill": prefill,
+        "flops_decode": decode,
+        "flops_total": prefill + decode,
+        "flops_attention": attn_pre + attn_dec,
+        "flops_lm_head": head_pre + head_dec,
+        "flops_linear": linear_pre + linear_dec,
+        "flops_rotary": rotary_pre + rotary_dec,
     }

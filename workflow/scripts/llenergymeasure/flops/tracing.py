@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .structure import build_meta_model
 
 MAX_STEPS_TRACED = 64  # decode steps traced one by one when the affine check fails
-_TRACES: dict[tuple, "Trace"] = {}
+_TRACES: dict[tuple, Trace] = {}
 
 
 class TraceError(RuntimeError):
@@ -183,7 +183,9 @@ def trace_generate(hf_config: dict, prompt: int, new: int, static_cache_len: int
         raise
     except Exception as exc:  # any failure to run the module on meta tensors
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise TraceError(f"the model could not be traced on the meta device ({type(exc).__name__}: {message[:200]})") from exc
+        raise TraceError(
+            f"the model could not be traced on the meta device ({type(exc).__name__}: {message[:200]})"
+        ) from exc
     forwards = cost.forwards if cached else len(cost.known)
     trace = Trace(prefill, decode, 1 + forwards, time.perf_counter() - start, how)
     _TRACES[key] = trace

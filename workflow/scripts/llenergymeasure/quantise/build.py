@@ -37,8 +37,15 @@ def build_variant(model_dir: str, quant: str, settings: dict[str, Any], out_dir:
         _describe_load_time_quantisation(plan, variant)
     info = _score_perplexity(plan, variant)
     variant.write(out)
-    log.info("variant %s of %s: %s bytes on disk, perplexity %.4g over %d tokens (%s)", quant, variant.model,
-             variant.weight_bytes_disk, variant.perplexity, variant.perplexity_tokens, info.kernel_path)
+    log.info(
+        "variant %s of %s: %s bytes on disk, perplexity %.4g over %d tokens (%s)",
+        quant,
+        variant.model,
+        variant.weight_bytes_disk,
+        variant.perplexity,
+        variant.perplexity_tokens,
+        info.kernel_path,
+    )
     return variant.to_json()
 
 
@@ -73,7 +80,9 @@ def _build_checkpoint(plan: BuildPlan, out: Path, variant: VariantManifest) -> N
     checkpoint_dir = out / "checkpoint"
     builder = llm_compressor.build_checkpoint if plan.quant in LLMCOMPRESSOR_QUANTS else legacy.build_checkpoint
     with staged_directory(checkpoint_dir) as staging:
-        variant.settings.update(builder(plan.model_dir, plan.quant, windows, staging, plan.device, plan.trust_remote_code))
+        variant.settings.update(
+            builder(plan.model_dir, plan.quant, windows, staging, plan.device, plan.trust_remote_code)
+        )
     variant.checkpoint_dir = str(checkpoint_dir)
     variant.checkpoint_file = sorted(p.name for p in checkpoint_dir.glob("*.safetensors"))[0]
     variant.weight_bytes_disk = _safetensors_bytes(checkpoint_dir)

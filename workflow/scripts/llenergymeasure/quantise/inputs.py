@@ -48,7 +48,9 @@ def plan_build(model_dir: str | Path, quant: str, settings: dict[str, Any]) -> B
     """Check every input of a build; `settings` holds `quantisation`, `evaluation` and `device`."""
     spec = VARIANTS.get(quant)
     require(spec is not None, f"quant: unknown variant {quant!r}; allowed: {', '.join(VARIANTS)}")
-    require(not quant.startswith("gguf-"), f"quant: {quant!r} is built by the gguf rule (llama.cpp), not the quantise step")
+    require(
+        not quant.startswith("gguf-"), f"quant: {quant!r} is built by the gguf rule (llama.cpp), not the quantise step"
+    )
     model_path = Path(model_dir)
     model_type = read_model_type(model_path)
     device = resolve_torch_device(settings.get("device", "auto"))
@@ -58,7 +60,10 @@ def plan_build(model_dir: str | Path, quant: str, settings: dict[str, Any]) -> B
     quantisation = _settings_section(settings, "quantisation")
     evaluation = _settings_section(settings, "evaluation")
     compute = quantisation.get("bnb_compute_dtype", "float32")
-    require(compute in DTYPES, f"quantisation.bnb_compute_dtype: {compute!r} is not allowed; allowed values: {', '.join(DTYPES)}")
+    require(
+        compute in DTYPES,
+        f"quantisation.bnb_compute_dtype: {compute!r} is not allowed; allowed values: {', '.join(DTYPES)}",
+    )
     windows = TextWindows(
         text=str(evaluation.get("text", "")),
         path=_text_path(evaluation.get("text", ""), "evaluation.text"),
@@ -68,7 +73,9 @@ def plan_build(model_dir: str | Path, quant: str, settings: dict[str, Any]) -> B
     manifest = read_model_manifest(model_path)
     trust_remote_code = bool(manifest.get("trust_remote_code", False))
     evaluation_windows(model_path, windows, trust_remote_code)
-    return BuildPlan(model_path, quant, spec, model_type, device, compute, trust_remote_code, manifest, windows, quantisation)
+    return BuildPlan(
+        model_path, quant, spec, model_type, device, compute, trust_remote_code, manifest, windows, quantisation
+    )
 
 
 def plan_calibration(plan: BuildPlan) -> TextWindows:
@@ -84,7 +91,10 @@ def plan_calibration(plan: BuildPlan) -> TextWindows:
 
 def _settings_section(settings: dict[str, Any], name: str) -> dict[str, Any]:
     section = settings.get(name)
-    require(isinstance(section, dict), f"{name}: missing from the settings given to the quantise step; pass the config's {name} section")
+    require(
+        isinstance(section, dict),
+        f"{name}: missing from the settings given to the quantise step; pass the config's {name} section",
+    )
     return section
 
 
@@ -99,7 +109,10 @@ def _text_path(path: str, field: str) -> Path:
 
 def _positive_int(section: dict[str, Any], key: str, field: str) -> int:
     value = section.get(key)
-    require(isinstance(value, int) and not isinstance(value, bool) and value > 0, f"{field}.{key}: {value!r} must be a positive integer")
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value > 0,
+        f"{field}.{key}: {value!r} must be a positive integer",
+    )
     return int(value)
 
 

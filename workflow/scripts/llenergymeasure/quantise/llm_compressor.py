@@ -33,7 +33,10 @@ def preflight(model_dir: Path, quant: str, model_type: str, trust_remote_code: b
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     head = model.get_output_embeddings()
     linears = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m is not head]
-    require(bool(linears), f"quant: {quant!r} found no torch.nn.Linear layers to quantise in {model_type!r}; use bnb-* or gguf-*")
+    require(
+        bool(linears),
+        f"quant: {quant!r} found no torch.nn.Linear layers to quantise in {model_type!r}; use bnb-* or gguf-*",
+    )
     if quant in ("gptq-w4a16", "awq-w4a16"):
         for name, module in linears:
             require(
@@ -42,7 +45,6 @@ def preflight(model_dir: Path, quant: str, model_type: str, trust_remote_code: b
                 f"{module.in_features}; use an architecture whose hidden and intermediate sizes are multiples of "
                 f"{W4_GROUP_SIZE}, or bnb-*/w8a8-int8",
             )
-
 
 
 def llmcompressor_recipe(quant: str) -> list[Any]:
@@ -59,7 +61,9 @@ def llmcompressor_recipe(quant: str) -> list[Any]:
             SmoothQuantModifier(smoothing_strength=SMOOTHQUANT_STRENGTH),
             GPTQModifier(targets="Linear", scheme="W8A8", ignore=["lm_head"]),
         ]
-    raise QuantiseError(f"quant: {quant!r} is not an llm-compressor variant; allowed: {', '.join(LLMCOMPRESSOR_QUANTS)}")
+    raise QuantiseError(
+        f"quant: {quant!r} is not an llm-compressor variant; allowed: {', '.join(LLMCOMPRESSOR_QUANTS)}"
+    )
 
 
 class _cpu_safe_activation_cache:
@@ -83,16 +87,18 @@ class _cpu_safe_activation_cache:
         IntermediatesCache.pin_memory = self.original
 
 
-def build_checkpoint(model_dir: Path, quant: str, windows: list[list[int]], out: Path, device: str,
-                              trust_remote_code: bool) -> dict[str, Any]:
+def build_checkpoint(
+    model_dir: Path, quant: str, windows: list[list[int]], out: Path, device: str, trust_remote_code: bool
+) -> dict[str, Any]:
     """Calibrate with llm-compressor `oneshot` and save a compressed-tensors checkpoint into `out`."""
     import torch
     from datasets import Dataset
     from llmcompressor import oneshot
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto", use_safetensors=True,
-                                                 trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype="auto", use_safetensors=True, trust_remote_code=trust_remote_code
+    )
     dataset = Dataset.from_dict({"input_ids": windows, "attention_mask": [[1] * len(w) for w in windows]})
     recipe = llmcompressor_recipe(quant)
     torch.manual_seed(0)
@@ -113,8 +119,10 @@ def build_checkpoint(model_dir: Path, quant: str, windows: list[list[int]], out:
         shutil.copy(generation, out / "generation_config.json")
     config = json.loads((out / "config.json").read_text())
     quantization = config.get("quantization_config") or {}
-    require(quantization.get("quant_method") == "compressed-tensors",
-             f"quant: llm-compressor wrote no compressed-tensors quantization_config for {quant!r}")
+    require(
+        quantization.get("quant_method") == "compressed-tensors",
+        f"quant: llm-compressor wrote no compressed-tensors quantization_config for {quant!r}",
+    )
     recipe_file = out / "recipe.yaml"
     return {
         "library": "llm-compressor",
@@ -124,4 +132,3 @@ def build_checkpoint(model_dir: Path, quant: str, windows: list[list[int]], out:
         "format": quantization.get("format"),
         "ignore": quantization.get("ignore"),
     }
-

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..figures import STYLE, plt
 from ..outputs import SERVING_FIGURES
@@ -61,12 +62,26 @@ def energy_figure(rows: Any) -> Any:
     fig, axis = plt.subplots(figsize=(3.6, 2.8))
     measured = ok[ok.energy_j_per_output_token.notna()]
     for index, (name, series) in enumerate(_series(measured, x, "energy_j_per_output_token")):
-        axis.errorbar(series.index, series["mean"], yerr=[series["mean"] - series["min"], series["max"] - series["mean"]],
-                      fmt="o-", color=f"C{index}", capsize=2, label=name)
+        axis.errorbar(
+            series.index,
+            series["mean"],
+            yerr=[series["mean"] - series["min"], series["max"] - series["mean"]],
+            fmt="o-",
+            color=f"C{index}",
+            capsize=2,
+            label=name,
+        )
     if measured.empty:
         reasons = sorted(set(ok.energy_unavailable_reason.dropna())) or ["no row has energy"]
-        axis.text(0.5, 0.5, "no sensor: J/token unavailable\n\n" + "\n".join(textwrap.fill(r, 44) for r in reasons),
-                  transform=axis.transAxes, ha="center", va="center", fontsize="x-small")
+        axis.text(
+            0.5,
+            0.5,
+            "no sensor: J/token unavailable\n\n" + "\n".join(textwrap.fill(r, 44) for r in reasons),
+            transform=axis.transAxes,
+            ha="center",
+            va="center",
+            fontsize="x-small",
+        )
         levels = sorted(ok[x].dropna())
         if levels:
             axis.set_xlim(levels[0] * 0.8, levels[-1] * 1.2)
@@ -92,8 +107,12 @@ def draw(rows: Any, outputs: dict[str, tuple[str | Path, str | Path]]) -> None:
             try:
                 for path in (Path(pdf), Path(png)):
                     path.parent.mkdir(parents=True, exist_ok=True)
-                    fig.savefig(path, metadata={"Creator": "llenergymeasure"} if path.suffix == ".png"
-                                else {"Creator": "llenergymeasure", "CreationDate": None})
+                    fig.savefig(
+                        path,
+                        metadata={"Creator": "llenergymeasure"}
+                        if path.suffix == ".png"
+                        else {"Creator": "llenergymeasure", "CreationDate": None},
+                    )
             finally:
                 plt.close(fig)
         log.info("figure %s -> %s, %s", name, pdf, png)

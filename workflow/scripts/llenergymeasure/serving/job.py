@@ -23,8 +23,8 @@ from typing import Any
 from .. import energy, environment, schema
 from ..backends.vllm import engine_settings, runtime_environment, vllm_version
 from ..defaults import resolve_device
-from ..paths import REPO_ROOT
 from ..io import write_json_atomic, write_parquet_atomic
+from ..paths import REPO_ROOT
 from . import load, server, steady
 
 logger = logging.getLogger(__name__)
@@ -34,27 +34,76 @@ WARMUP_REQUESTS = 2
 
 # Columns of results/serving/<model>/<quant>/<backend>.parquet (config/schema/serving.schema.yaml)
 SERVING_COLUMNS: dict[str, str] = {
-    "model": "string", "quant": "string", "backend": "string", "arrival": "string",
-    "request_rate": "number", "concurrency": "integer", "trial": "integer", "status": "string", "error": "string",
-    "requests": "integer", "requests_sent": "integer", "requests_completed": "integer", "requests_failed": "integer",
-    "duration_s": "number", "output_tokens_total": "integer", "output_tokens_per_s": "number",
-    "requests_per_s": "number", "goodput_requests_per_s": "number", "goodput_share": "number",
-    "slo_ttft_s": "number", "slo_tpot_s": "number",
-    "steady_start_s": "number", "steady_s": "number", "steady_share": "number", "steady_fill_level": "integer",
-    "steady_output_tokens": "integer", "steady_output_tokens_per_s": "number",
-    "ttft_mean_s": "number", "ttft_p50_s": "number", "ttft_p90_s": "number", "ttft_p99_s": "number",
-    "itl_mean_s": "number", "itl_p50_s": "number", "itl_p90_s": "number", "itl_p99_s": "number",
-    "tpot_mean_s": "number", "tpot_p50_s": "number", "tpot_p90_s": "number", "tpot_p99_s": "number",
-    "e2e_mean_s": "number", "e2e_p50_s": "number", "e2e_p90_s": "number", "e2e_p99_s": "number",
-    "energy_steady_j": "number", "energy_j_per_output_token": "number", "energy_source": "string",
-    "energy_unavailable_reason": "string", "kv_cache_memory_bytes": "integer", "max_num_seqs": "integer",
-    "server_startup_s": "number", "backend_version": "string", "device": "string", "device_name": "string",
-    "platform_id": "string", "config_hash": "string", "git_commit": "string",
+    "model": "string",
+    "quant": "string",
+    "backend": "string",
+    "arrival": "string",
+    "request_rate": "number",
+    "concurrency": "integer",
+    "trial": "integer",
+    "status": "string",
+    "error": "string",
+    "requests": "integer",
+    "requests_sent": "integer",
+    "requests_completed": "integer",
+    "requests_failed": "integer",
+    "duration_s": "number",
+    "output_tokens_total": "integer",
+    "output_tokens_per_s": "number",
+    "requests_per_s": "number",
+    "goodput_requests_per_s": "number",
+    "goodput_share": "number",
+    "slo_ttft_s": "number",
+    "slo_tpot_s": "number",
+    "steady_start_s": "number",
+    "steady_s": "number",
+    "steady_share": "number",
+    "steady_fill_level": "integer",
+    "steady_output_tokens": "integer",
+    "steady_output_tokens_per_s": "number",
+    "ttft_mean_s": "number",
+    "ttft_p50_s": "number",
+    "ttft_p90_s": "number",
+    "ttft_p99_s": "number",
+    "itl_mean_s": "number",
+    "itl_p50_s": "number",
+    "itl_p90_s": "number",
+    "itl_p99_s": "number",
+    "tpot_mean_s": "number",
+    "tpot_p50_s": "number",
+    "tpot_p90_s": "number",
+    "tpot_p99_s": "number",
+    "e2e_mean_s": "number",
+    "e2e_p50_s": "number",
+    "e2e_p90_s": "number",
+    "e2e_p99_s": "number",
+    "energy_steady_j": "number",
+    "energy_j_per_output_token": "number",
+    "energy_source": "string",
+    "energy_unavailable_reason": "string",
+    "kv_cache_memory_bytes": "integer",
+    "max_num_seqs": "integer",
+    "server_startup_s": "number",
+    "backend_version": "string",
+    "device": "string",
+    "device_name": "string",
+    "platform_id": "string",
+    "config_hash": "string",
+    "git_commit": "string",
 }
 REQUEST_COLUMNS: dict[str, str] = {
-    "request_rate": "number", "concurrency": "integer", "trial": "integer", "index": "integer",
-    "prompt_tokens": "integer", "requested_tokens": "integer", "output_tokens": "integer", "sent_s": "number",
-    "ttft_s": "number", "tpot_s": "number", "e2e_s": "number", "error": "string",
+    "request_rate": "number",
+    "concurrency": "integer",
+    "trial": "integer",
+    "index": "integer",
+    "prompt_tokens": "integer",
+    "requested_tokens": "integer",
+    "output_tokens": "integer",
+    "sent_s": "number",
+    "ttft_s": "number",
+    "tpot_s": "number",
+    "e2e_s": "number",
+    "error": "string",
 }
 
 
@@ -97,15 +146,39 @@ def _levels(serving: dict[str, Any]) -> list[tuple[float | None, int | None]]:
     return [(None, int(level)) for level in serving["concurrency"]]
 
 
-def _request_rows(records: list[load.Record], start: float, rate: float | None, concurrency: int | None, trial: int) -> list[dict[str, Any]]:
-    return [{"request_rate": rate, "concurrency": concurrency, "trial": trial, "index": r.index,
-             "prompt_tokens": r.prompt_tokens, "requested_tokens": r.requested_tokens, "output_tokens": r.output_tokens,
-             "sent_s": None if r.sent is None else r.sent - start, "ttft_s": r.ttft_s, "tpot_s": r.tpot_s, "e2e_s": r.e2e_s,
-             "error": r.error} for r in records]
+def _request_rows(
+    records: list[load.Record], start: float, rate: float | None, concurrency: int | None, trial: int
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "request_rate": rate,
+            "concurrency": concurrency,
+            "trial": trial,
+            "index": r.index,
+            "prompt_tokens": r.prompt_tokens,
+            "requested_tokens": r.requested_tokens,
+            "output_tokens": r.output_tokens,
+            "sent_s": None if r.sent is None else r.sent - start,
+            "ttft_s": r.ttft_s,
+            "tpot_s": r.tpot_s,
+            "e2e_s": r.e2e_s,
+            "error": r.error,
+        }
+        for r in records
+    ]
 
 
-def run_serving_job(config: dict[str, Any], model: str, quant: str, backend: str, variant_path: str,
-                    output: str, requests_output: str, env_output: str, server_log: str) -> None:
+def run_serving_job(
+    config: dict[str, Any],
+    model: str,
+    quant: str,
+    backend: str,
+    variant_path: str,
+    output: str,
+    requests_output: str,
+    env_output: str,
+    server_log: str,
+) -> None:
     """Serve one variant on vLLM and measure every configured load level and trial."""
     started = time.time()
     serving = config["serving"]
@@ -113,64 +186,121 @@ def run_serving_job(config: dict[str, Any], model: str, quant: str, backend: str
     variant = json.loads(Path(variant_path).read_text())
     prompt_max = serving["prompt_tokens"].get("max", serving["prompt_tokens"].get("value"))
     output_max = serving["output_tokens"].get("max", serving["output_tokens"].get("value"))
-    settings = {"max_prompt_tokens": prompt_max, "max_new_tokens": output_max,
-                **((config.get("backend_settings") or {}).get(backend) or {})}
+    settings = {
+        "max_prompt_tokens": prompt_max,
+        "max_new_tokens": output_max,
+        **((config.get("backend_settings") or {}).get(backend) or {}),
+    }
     engine = engine_settings(variant, settings, device)
     run_env = runtime_environment(device, settings, in_process=False)
     meter = energy.select_meter(device, prefer=config["measurement"]["energy_source"])
-    reason = None if meter.source in SENSOR_SOURCES else (
-        f"no energy sensor sees the server (meter {meter.source}: {meter.describe().get('reason') or 'no NVML or RAPL'}; "
-        "the CPU-TDP estimate covers only this process's CPU time)")
+    reason = (
+        None
+        if meter.source in SENSOR_SOURCES
+        else (
+            f"no energy sensor sees the server (meter {meter.source}: {meter.describe().get('reason') or 'no NVML or RAPL'}; "
+            "the CPU-TDP estimate covers only this process's CPU time)"
+        )
+    )
     env = environment.capture(device, REPO_ROOT, config)
     env.pop("gpu_state", None)
     vocab = int(json.loads((Path(engine["model"]) / "config.json").read_text())["vocab_size"])
-    base = {"model": model, "quant": quant, "backend": backend, "arrival": serving["arrival"],
-            "requests": serving["requests"], "backend_version": vllm_version(), "device": device,
-            "device_name": env["device_name"], "platform_id": env["platform_id"], "config_hash": env["config_hash"],
-            "git_commit": env["git_commit"], "kv_cache_memory_bytes": engine.get("kv_cache_memory_bytes"),
-            "max_num_seqs": engine.get("max_num_seqs"), "energy_source": meter.source if reason is None else "unavailable",
-            "energy_unavailable_reason": reason}
+    base = {
+        "model": model,
+        "quant": quant,
+        "backend": backend,
+        "arrival": serving["arrival"],
+        "requests": serving["requests"],
+        "backend_version": vllm_version(),
+        "device": device,
+        "device_name": env["device_name"],
+        "platform_id": env["platform_id"],
+        "config_hash": env["config_hash"],
+        "git_commit": env["git_commit"],
+        "kv_cache_memory_bytes": engine.get("kv_cache_memory_bytes"),
+        "max_num_seqs": engine.get("max_num_seqs"),
+        "energy_source": meter.source if reason is None else "unavailable",
+        "energy_unavailable_reason": reason,
+    }
     rows: list[dict[str, Any]] = []
     request_rows: list[dict[str, Any]] = []
     Path(server_log).write_text("")
     with server.running_server(engine, run_env, server_log, serving["server_start_timeout_s"]) as running:
         base["server_startup_s"] = running.startup_s
-        warm = load.make_requests(WARMUP_REQUESTS, serving["prompt_tokens"], serving["output_tokens"], vocab, config["seed"], None)
+        warm = load.make_requests(
+            WARMUP_REQUESTS, serving["prompt_tokens"], serving["output_tokens"], vocab, config["seed"], None
+        )
         load.run_load(running.url, server.SERVED_MODEL_NAME, warm, 1, serving["max_duration_s"])
         for level_index, (rate, concurrency) in enumerate(_levels(serving)):
             for trial in range(serving["trials"]):
                 seed = config["seed"] + 1 + 1000 * level_index + trial
-                requests = load.make_requests(serving["requests"], serving["prompt_tokens"], serving["output_tokens"], vocab, seed, rate)
+                requests = load.make_requests(
+                    serving["requests"], serving["prompt_tokens"], serving["output_tokens"], vocab, seed, rate
+                )
                 row = {**base, "request_rate": rate, "concurrency": concurrency, "trial": trial}
                 if reason is None:
                     with EnergySlices(meter, serving["energy_slice_s"]) as sliced:
-                        start, records = load.run_load(running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"])
+                        start, records = load.run_load(
+                            running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"]
+                        )
                 else:
-                    start, records = load.run_load(running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"])
+                    start, records = load.run_load(
+                        running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"]
+                    )
                 request_rows += _request_rows(records, start, rate, concurrency, trial)
                 try:
                     window = steady.steady_window(records, concurrency)
                 except steady.NoSteadyState as exc:
-                    logger.error("rate %s concurrency %s trial %d refused: no steady state: %s", rate, concurrency, trial, exc)
+                    logger.error(
+                        "rate %s concurrency %s trial %d refused: no steady state: %s", rate, concurrency, trial, exc
+                    )
                     rows.append({**row, "status": "failed", "error": f"no steady state: {exc}"})
                     continue
                 metrics = steady.serving_metrics(records, window, serving["slo"]["ttft_s"], serving["slo"]["tpot_s"])
                 joules = steady.window_energy(sliced.slices, window.start, window.end) if reason is None else None
-                rows.append({**row, **metrics, "status": "ok", "error": None, "energy_steady_j": joules,
-                             "energy_j_per_output_token": None if joules is None else joules / metrics["steady_output_tokens"]})
-                logger.info("rate %s concurrency %s trial %d: %d/%d completed, TTFT p50 %.3f s p90 %.3f s, ITL p50 %.4f s "
-                            "p90 %.4f s, steady %.1f s (%.0f %% of the run, fill %d), J/token %s",
-                            rate, concurrency, trial, metrics["requests_completed"], serving["requests"],
-                            metrics["ttft_p50_s"], metrics["ttft_p90_s"], metrics["itl_p50_s"], metrics["itl_p90_s"],
-                            metrics["steady_s"], 100 * metrics["steady_share"], metrics["steady_fill_level"],
-                            rows[-1]["energy_j_per_output_token"] if reason is None else f"unavailable ({reason})")
+                rows.append(
+                    {
+                        **row,
+                        **metrics,
+                        "status": "ok",
+                        "error": None,
+                        "energy_steady_j": joules,
+                        "energy_j_per_output_token": None
+                        if joules is None
+                        else joules / metrics["steady_output_tokens"],
+                    }
+                )
+                logger.info(
+                    "rate %s concurrency %s trial %d: %d/%d completed, TTFT p50 %.3f s p90 %.3f s, ITL p50 %.4f s "
+                    "p90 %.4f s, steady %.1f s (%.0f %% of the run, fill %d), J/token %s",
+                    rate,
+                    concurrency,
+                    trial,
+                    metrics["requests_completed"],
+                    serving["requests"],
+                    metrics["ttft_p50_s"],
+                    metrics["ttft_p90_s"],
+                    metrics["itl_p50_s"],
+                    metrics["itl_p90_s"],
+                    metrics["steady_s"],
+                    100 * metrics["steady_share"],
+                    metrics["steady_fill_level"],
+                    rows[-1]["energy_j_per_output_token"] if reason is None else f"unavailable ({reason})",
+                )
         command = running.command
     write_parquet_atomic(output, _frame(rows, SERVING_COLUMNS))
     write_parquet_atomic(requests_output, _frame(request_rows, REQUEST_COLUMNS))
-    env.update(job={"model": model, "quant": quant, "backend": backend, "scenario": "serving"}, serving=serving,
-               engine_settings=engine, server_environment=run_env, server_command=command,
-               energy_meter=meter.describe(), rows=len(rows), failed_rows=sum(r["status"] == "failed" for r in rows),
-               wall_s=time.time() - started)
+    env.update(
+        job={"model": model, "quant": quant, "backend": backend, "scenario": "serving"},
+        serving=serving,
+        engine_settings=engine,
+        server_environment=run_env,
+        server_command=command,
+        energy_meter=meter.describe(),
+        rows=len(rows),
+        failed_rows=sum(r["status"] == "failed" for r in rows),
+        wall_s=time.time() - started,
+    )
     write_json_atomic(env_output, env)
     logger.info("wrote %d serving rows (%d failed) to %s", len(rows), env["failed_rows"], output)
 

@@ -13,8 +13,8 @@ as unfinished). Only loopback traffic is sent.
 
 from __future__ import annotations
 
-import itertools
 import asyncio
+import itertools
 import json
 import time
 from dataclasses import dataclass, field
@@ -83,8 +83,9 @@ def draw_length(spec: dict[str, Any], rng: np.random.Generator) -> int:
     return int(rng.integers(spec["min"], spec["max"] + 1))
 
 
-def make_requests(count: int, prompt_spec: dict[str, Any], output_spec: dict[str, Any], vocab_size: int,
-                  seed: int, rate: float | None) -> list[Request]:
+def make_requests(
+    count: int, prompt_spec: dict[str, Any], output_spec: dict[str, Any], vocab_size: int, seed: int, rate: float | None
+) -> list[Request]:
     """`count` requests from the seed: lengths, token ids and (at a rate) Poisson arrival offsets."""
     rng = np.random.default_rng(seed)
     requests, clock = [], 0.0
@@ -99,9 +100,16 @@ def make_requests(count: int, prompt_spec: dict[str, Any], output_spec: dict[str
 
 
 async def _send(client: Any, url: str, model: str, request: Request, record: Record) -> None:
-    body = {"model": model, "prompt": request.prompt, "max_tokens": request.output_tokens,
-            "min_tokens": request.output_tokens, "ignore_eos": True, "temperature": 0.0, "stream": True,
-            "return_token_ids": True}
+    body = {
+        "model": model,
+        "prompt": request.prompt,
+        "max_tokens": request.output_tokens,
+        "min_tokens": request.output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "return_token_ids": True,
+    }
     record.sent = time.perf_counter()
     try:
         async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
@@ -124,7 +132,9 @@ async def _send(client: Any, url: str, model: str, request: Request, record: Rec
         record.error = f"{type(exc).__name__}: {exc}"[:300]
 
 
-async def _run(url: str, model: str, requests: list[Request], concurrency: int | None, max_duration_s: float) -> tuple[float, list[Record]]:
+async def _run(
+    url: str, model: str, requests: list[Request], concurrency: int | None, max_duration_s: float
+) -> tuple[float, list[Record]]:
     import httpx
 
     records = [Record(r.index, len(r.prompt), r.output_tokens) for r in requests]
@@ -160,6 +170,8 @@ async def _run(url: str, model: str, requests: list[Request], concurrency: int |
     return start, records
 
 
-def run_load(url: str, model: str, requests: list[Request], concurrency: int | None, max_duration_s: float) -> tuple[float, list[Record]]:
+def run_load(
+    url: str, model: str, requests: list[Request], concurrency: int | None, max_duration_s: float
+) -> tuple[float, list[Record]]:
     """Send every request (bounded by `max_duration_s`); return the start time and the records."""
     return asyncio.run(_run(url, model, requests, concurrency, max_duration_s))

@@ -18,9 +18,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +31,16 @@ _PR_SET_PDEATHSIG = 1
 
 # engine setting -> server flag (booleans become bare flags or --no-<flag>)
 ENGINE_FLAGS = {
-    "tokenizer": "--tokenizer", "dtype": "--dtype", "load_format": "--load-format", "seed": "--seed",
-    "max_model_len": "--max-model-len", "enforce_eager": "--enforce-eager",
-    "tensor_parallel_size": "--tensor-parallel-size", "enable_prefix_caching": "--enable-prefix-caching",
-    "max_num_seqs": "--max-num-seqs", "kv_cache_memory_bytes": "--kv-cache-memory-bytes",
+    "tokenizer": "--tokenizer",
+    "dtype": "--dtype",
+    "load_format": "--load-format",
+    "seed": "--seed",
+    "max_model_len": "--max-model-len",
+    "enforce_eager": "--enforce-eager",
+    "tensor_parallel_size": "--tensor-parallel-size",
+    "enable_prefix_caching": "--enable-prefix-caching",
+    "max_num_seqs": "--max-num-seqs",
+    "kv_cache_memory_bytes": "--kv-cache-memory-bytes",
     "gpu_memory_utilization": "--gpu-memory-utilization",
 }
 
@@ -63,9 +70,20 @@ def free_port() -> int:
 
 def server_command(engine: dict[str, Any], port: int, python: str = sys.executable) -> list[str]:
     """The server's command line for the engine settings of `backends.vllm.engine_settings`."""
-    command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", engine["model"],
-               "--served-model-name", SERVED_MODEL_NAME, "--host", LOOPBACK, "--port", str(port),
-               "--disable-uvicorn-access-log"]
+    command = [
+        python,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        engine["model"],
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(port),
+        "--disable-uvicorn-access-log",
+    ]
     for key, value in engine.items():
         flag = ENGINE_FLAGS.get(key)
         if flag is None:
@@ -118,24 +136,35 @@ def stop(process: subprocess.Popen, grace_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def running_server(engine: dict[str, Any], env: dict[str, str], log_path: str | Path,
-                   start_timeout_s: float = 300.0) -> Iterator[Server]:
+def running_server(
+    engine: dict[str, Any], env: dict[str, str], log_path: str | Path, start_timeout_s: float = 300.0
+) -> Iterator[Server]:
     """Start the server, wait until /health answers, yield it, and always stop it."""
     port = free_port()
     command = server_command(engine, port)
     log = open(log_path, "ab")  # noqa: SIM115 (the server writes it while it runs)
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env},
-                               start_new_session=True, preexec_fn=_die_with_parent)
+    process = subprocess.Popen(
+        command,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     logger.info("server pid %d on %s:%d: %s", process.pid, LOOPBACK, port, " ".join(command))
     try:
         url = f"http://{LOOPBACK}:{port}"
         while not _healthy(url):
             if process.poll() is not None:
-                raise ServerError(f"the vLLM server exited with status {process.returncode} before it was ready; see {log_path}")
+                raise ServerError(
+                    f"the vLLM server exited with status {process.returncode} before it was ready; see {log_path}"
+                )
             if time.perf_counter() - started > start_timeout_s:
-                raise ServerError(f"the vLLM server was not ready after {start_timeout_s:.0f} s "
-                                  f"(serving.server_start_timeout_s); see {log_path}")
+                raise ServerError(
+                    f"the vLLM server was not ready after {start_timeout_s:.0f} s "
+                    f"(serving.server_start_timeout_s); see {log_path}"
+                )
             time.sleep(0.5)
         server = Server(process, port, time.perf_counter() - started, command)
         logger.info("server ready after %.1f s", server.startup_s)

@@ -5,7 +5,8 @@ Checked before any job like the rest of the config, each failure one line naming
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..config_schema import schema_defaults
 
@@ -40,17 +41,25 @@ def check_serving(config: dict[str, Any], positions: dict[str, int | None], erro
     serving = config["serving"]
     executor = ((config.get("backend_settings") or {}).get("vllm") or {}).get("server_executor", "mp")
     if executor not in ("mp", "uni"):
-        raise error(f"backend_settings.vllm.server_executor: {executor!r} is not allowed; allowed: mp (vLLM's default), uni")
+        raise error(
+            f"backend_settings.vllm.server_executor: {executor!r} is not allowed; allowed: mp (vLLM's default), uni"
+        )
     if not any(True for _ in serving_jobs(config)):
-        raise error(f"scenarios: serving needs a model with a serving backend ({', '.join(SERVING_BACKENDS)}) "
-                    "in models.<name>.backends; add one or remove serving")
+        raise error(
+            f"scenarios: serving needs a model with a serving backend ({', '.join(SERVING_BACKENDS)}) "
+            "in models.<name>.backends; add one or remove serving"
+        )
     key = "rates" if serving["arrival"] == "poisson" else "concurrency"
     if not serving.get(key):
-        raise error(f"serving.{key}: required for serving.arrival {serving['arrival']!r}; give a list, e.g. "
-                    + ("rates: [1.0, 4.0]" if key == "rates" else "concurrency: [1, 4]"))
+        raise error(
+            f"serving.{key}: required for serving.arrival {serving['arrival']!r}; give a list, e.g. "
+            + ("rates: [1.0, 4.0]" if key == "rates" else "concurrency: [1, 4]")
+        )
     other = "concurrency" if key == "rates" else "rates"
     if serving.get(other):
-        raise error(f"serving.{other}: not used with serving.arrival {serving['arrival']!r}; remove it or change arrival")
+        raise error(
+            f"serving.{other}: not used with serving.arrival {serving['arrival']!r}; remove it or change arrival"
+        )
     for name in ("prompt_tokens", "output_tokens"):
         spec = serving[name]
         if spec["distribution"] == "uniform" and spec["min"] > spec["max"]:
@@ -59,5 +68,7 @@ def check_serving(config: dict[str, Any], positions: dict[str, int | None], erro
     for model, _, _ in serving_jobs(config):
         limit = positions.get(model)
         if limit is not None and longest > limit:
-            raise error(f"serving: the longest prompt + output ({longest} tokens) exceeds models.{model}'s "
-                        f"{limit} positions; shorten serving.prompt_tokens or serving.output_tokens")
+            raise error(
+                f"serving: the longest prompt + output ({longest} tokens) exceeds models.{model}'s "
+                f"{limit} positions; shorten serving.prompt_tokens or serving.output_tokens"
+            )

@@ -130,7 +130,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def serving_metrics(records: list[Record], window: SteadyWindow, ttft_slo_s: float, tpot_slo_s: float) -> dict[str, Any]:
+def serving_metrics(
+    records: list[Record], window: SteadyWindow, ttft_slo_s: float, tpot_slo_s: float
+) -> dict[str, Any]:
     """Latency percentiles, throughput, goodput and steady-state figures of one run."""
     ok = [r for r in records if r.ok]
     duration = window.run_end - window.run_start

@@ -54,6 +54,99 @@ def _release_memory(device: str) -> None:
 # -- the job ---------------------------------------------------------------------------------
 
 
+def _failed_rows(row: dict[str, Any], shapes: list[tuple[int, int]], error: str) -> list[dict[str, Any]]:
+    """One failure row per shape, carrying the error (the job goes on writing its rows)."""
+    return [
+        {**row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error} for b, p in shapes
+    ]
+
+
+def _base_row(
+    model: str,
+    quant: str,
+    backend: str,
+    protocol: Protocol,
+    variant: VariantManifest,
+    env: dict[str, Any],
+    meter: energy.EnergyMeter,
+    replicate: int,
+) -> dict[str, Any]:
+    """The fields every row of the job shares: the choice, the variant, the platform, the meter."""
+    return {
+        "model": model,
+        "quant": quant,
+        "backend": backend,
+        "output_tokens": protocol.new_tokens,
+        **variant.row_fields(),
+        "device": protocol.device,
+        "device_name": env["device_name"],
+        "platform_id": env["platform_id"],
+        "config_hash": env["config_hash"],
+        "git_commit": env["git_commit"],
+        **base_row_fields(),
+        "replicate": replicate,
+        "energy_gpu_indices": meter.gpu_label,
+        "energy_assumption": meter.assumption,
+    }
+
+
+def _loaded_fields(load_info: LoadInfo, description: dict[str, Any]) -> dict[str, Any]:
+    """What the loaded backend says about itself (not what the config intended)."""
+    return {
+        "compute_dtype": load_info.compute_dtype,  # what the loaded kernels compute in
+        "kernel_path": load_info.kernel_path,
+        "weight_bytes_memory": load_info.weight_bytes_memory,
+        "decompressed_at_load": load_info.decompressed_at_load,
+        "backend_version": description.get("version"),
+        "backend_settings_json": json.dumps(description.get("settings", {}), sort_keys=True, default=str),
+    }
+
+
+def _idle_baseline(runner: Backend, meter: energy.EnergyMeter, protocol: Protocol) -> energy.IdleReading:
+    idle = energy.IdleReading(None, 0.0, meter.source)
+    try:
+        runner.synchronize()
+        idle = meter.idle_power(protocol.idle_baseline_s)
+    except Exception as exc:  # no baseline: rows keep gross energy, energy_net_j stays empty
+        meter.cancel()
+        logger.error("idle baseline failed: %s", _error_text(exc))
+    logger.info("idle baseline: %s W over %.2f s (%s)", idle.watts, idle.seconds, idle.source)
+    return idle
+
+
+def _measure_phases(
+    runner: Backend,
+    meter: energy.EnergyMeter,
+    protocol: Protocol,
+    idle: energy.IdleReading,
+    base_row: dict[str, Any],
+    phases: list,
+    shapes: list[tuple[int, int]],
+    shape_records: list[dict[str, Any]],
+    gpu_states: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Every shape in every model state (base, or adapter unmerged then merged); the records of
+    each shape and the GPU state after it are appended to `shape_records` and `gpu_states`."""
+    rows: list[dict[str, Any]] = []
+    for fields, prepare in phases:
+        phase_row = {**base_row, **fields}
+        try:  # e.g. put an adapter on the model or merge it: outside every window
+            phase_row.update(prepare(runner))
+        except Exception as exc:
+            error = _error_text(exc)
+            logger.error("preparing %s failed: %s", fields, error)
+            rows += _failed_rows(phase_row, shapes, error)
+            continue
+        for batch_size, prompt_tokens in shapes:
+            shape_rows, record = _measure_shape(runner, meter, protocol, idle, phase_row, batch_size, prompt_tokens)
+            rows.extend(shape_rows)
+            shape_records.append(
+                {**record, "adapter": phase_row["adapter"], "adapter_merged": phase_row["adapter_merged"]}
+            )
+            gpu_states.append(environment.capture_gpu_state(f"after b{batch_size} p{prompt_tokens}"))
+    return rows
+
+
 def run_job(
     config: dict[str, Any],
     model: str,
@@ -85,33 +178,12 @@ def run_job(
     meter = energy.select_meter(protocol.device, gpus, prefer=protocol.energy_source)
     logger.info(
         "measure %s/%s/%s replicate %d on %s (GPUs %s), energy source %s",
-        model,
-        quant,
-        backend,
-        replicate,
-        protocol.device,
-        meter.gpu_label,
-        meter.source,
+        *(model, quant, backend, replicate, protocol.device, meter.gpu_label, meter.source),
     )
 
     env = environment.capture(protocol.device, REPO_ROOT, config)
     gpu_states = [{**env.pop("gpu_state"), "label": "job-start"}]
-    base_row: dict[str, Any] = {
-        "model": model,
-        "quant": quant,
-        "backend": backend,
-        "output_tokens": protocol.new_tokens,
-        **variant.row_fields(),
-        "device": protocol.device,
-        "device_name": env["device_name"],
-        "platform_id": env["platform_id"],
-        "config_hash": env["config_hash"],
-        "git_commit": env["git_commit"],
-        **base_row_fields(),
-        "replicate": replicate,
-        "energy_gpu_indices": meter.gpu_label,
-        "energy_assumption": meter.assumption,
-    }
+    base_row = _base_row(model, quant, backend, protocol, variant, env, meter, replicate)
     shapes = [(b, p) for b in protocol.batch_sizes for p in protocol.prompt_tokens]
     rows: list[dict[str, Any]] = []
     shape_records: list[dict[str, Any]] = []
@@ -119,7 +191,6 @@ def run_job(
     load_info: LoadInfo | None = None
     description: dict[str, Any] = {}
     runner: Backend | None = None
-
     # the workload sizes let backends size their KV cache / context to what is measured
     workload = {
         "max_new_tokens": protocol.new_tokens,
@@ -136,49 +207,14 @@ def run_job(
     except Exception as exc:  # the job still writes its rows: one failed row per shape
         error = _error_text(exc)
         logger.error("loading %s/%s on %s failed: %s", model, quant, backend, error)
-        rows = [
-            {**base_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
-            for b, p in shapes
-        ]
+        rows = _failed_rows(base_row, shapes, error)
         _close(runner)
         runner = None
         _release_memory(protocol.device)
-
     if runner is not None and load_info is not None:
-        base_row.update(
-            compute_dtype=load_info.compute_dtype,  # what the loaded kernels compute in, not the intent
-            kernel_path=load_info.kernel_path,
-            weight_bytes_memory=load_info.weight_bytes_memory,
-            decompressed_at_load=load_info.decompressed_at_load,
-            backend_version=description.get("version"),
-            backend_settings_json=json.dumps(description.get("settings", {}), sort_keys=True, default=str),
-        )
-        try:
-            runner.synchronize()
-            idle = meter.idle_power(protocol.idle_baseline_s)
-        except Exception as exc:  # no baseline: rows keep gross energy, energy_net_j stays empty
-            meter.cancel()
-            logger.error("idle baseline failed: %s", _error_text(exc))
-        logger.info("idle baseline: %s W over %.2f s (%s)", idle.watts, idle.seconds, idle.source)
-        for fields, prepare in phases:
-            phase_row = {**base_row, **fields}
-            try:  # e.g. put an adapter on the model or merge it: outside every window
-                phase_row.update(prepare(runner))
-            except Exception as exc:
-                error = _error_text(exc)
-                logger.error("preparing %s failed: %s", fields, error)
-                rows += [
-                    {**phase_row, "batch_size": b, "prompt_tokens": p, "trial": 0, "status": "failed", "error": error}
-                    for b, p in shapes
-                ]
-                continue
-            for batch_size, prompt_tokens in shapes:
-                shape_rows, record = _measure_shape(runner, meter, protocol, idle, phase_row, batch_size, prompt_tokens)
-                rows.extend(shape_rows)
-                shape_records.append(
-                    {**record, "adapter": phase_row["adapter"], "adapter_merged": phase_row["adapter_merged"]}
-                )
-                gpu_states.append(environment.capture_gpu_state(f"after b{batch_size} p{prompt_tokens}"))
+        base_row.update(_loaded_fields(load_info, description))
+        idle = _idle_baseline(runner, meter, protocol)
+        rows = _measure_phases(runner, meter, protocol, idle, base_row, phases, shapes, shape_records, gpu_states)
         _close(runner)
 
     write_rows(rows, output)

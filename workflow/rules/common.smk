@@ -42,14 +42,10 @@ wildcard_constraints:
     replicate=r"[1-9][0-9]*",
 
 
-def model_dir(wildcards):
-    """The materialised model directory of a model."""
-    return f"results/models/{wildcards.model}"
-
-
-def variant_manifest(wildcards):
-    """The variant.json of a (model, quant) pair, made by the quantise or gguf rule."""
-    return f"results/variants/{wildcards.model}/{wildcards.quant}/variant.json"
+# Plain patterns, not input functions: Snakemake fills them from the job's wildcards without
+# calling (and inspecting) a function per job.
+MODEL_DIR = "results/models/{model}"  # the materialised model directory
+VARIANT_MANIFEST = "results/variants/{model}/{quant}/variant.json"  # made by quantise or gguf
 
 
 def measured_rows():

@@ -7,7 +7,7 @@
 rule reference_logits:
     """The float32 parent's next-token log-probabilities on the evaluation windows, once per model."""
     input:
-        model=model_dir,
+        model=MODEL_DIR,
         evaluation_text=config["evaluation"]["text"],
     output:
         "results/fidelity/{model}/parent_log_probs.npz",
@@ -25,7 +25,7 @@ rule reference_logits:
 rule fidelity:
     """KL divergence and top-1 agreement of one variant against its parent's log-probabilities."""
     input:
-        variant=variant_manifest,
+        variant=VARIANT_MANIFEST,
         parent="results/fidelity/{model}/parent_log_probs.npz",
     output:
         "results/fidelity/{model}/{quant}.json",

@@ -3,7 +3,7 @@ rule flops:
     FlopCounterMode trace of the meta-device model, or refused), MFU and MBU."""
     input:
         rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
-        model=model_dir,
+        model=MODEL_DIR,
     output:
         "results/flops/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
     log:

@@ -4,7 +4,7 @@
 rule gguf:
     """Convert a model directory to GGUF f16 with llama.cpp's converter, or quantise that file."""
     input:
-        model=model_dir,
+        model=MODEL_DIR,
         f16=gguf_f16_source,
         evaluation_text=config["evaluation"]["text"],
     output:

@@ -6,7 +6,7 @@
 rule adapter:
     """Build one LoRA adapter of one model (PEFT save_pretrained, safetensors) and its manifest."""
     input:
-        model=model_dir,
+        model=MODEL_DIR,
     output:
         directory("results/adapters/{model}/{adapter}"),
     log:
@@ -27,7 +27,7 @@ rule adapter:
 rule merge_adapter:
     """The base model with one adapter merged in (PEFT merge_and_unload, safetensors), for vllm."""
     input:
-        model=model_dir,
+        model=MODEL_DIR,
         adapter="results/adapters/{model}/{adapter}",
     output:
         directory("results/adapters-merged/{model}/{adapter}"),
@@ -47,8 +47,8 @@ rule measure_adapter:
     (merge_and_unload; vllm: the merge_adapter checkpoint). vllm runs in params.python.
     """
     input:
-        variant=variant_manifest,
-        model=model_dir,
+        variant=VARIANT_MANIFEST,
+        model=MODEL_DIR,
         adapter="results/adapters/{model}/{adapter}",
         merged=merged_adapter_input,
     output:
@@ -76,7 +76,7 @@ rule flops_adapter:
     """Annotate an adapter job's rows with the base model's FLOPs plus the adapter's matmuls."""
     input:
         rows="results/measure/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
-        model=model_dir,
+        model=MODEL_DIR,
         adapter="results/adapters/{model}/{adapter}",
     output:
         "results/flops/{model}/{quant}/{backend}/adapter-{adapter}.parquet",

@@ -4,8 +4,8 @@ rule measure:
     Each of the `measurement.replicates` replicates is its own job, in a fresh process.
     """
     input:
-        variant=variant_manifest,
-        model=model_dir,
+        variant=VARIANT_MANIFEST,
+        model=MODEL_DIR,
     output:
         rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
         environment="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.env.json",
@@ -37,8 +37,8 @@ rule measure_vllm:
     vLLM's stack (its own torch, numpy and compressed-tensors pins) cannot share the main venv.
     """
     input:
-        variant=variant_manifest,
-        model=model_dir,
+        variant=VARIANT_MANIFEST,
+        model=MODEL_DIR,
     output:
         rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
         environment="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.env.json",

@@ -6,7 +6,7 @@
 rule quantise:
     """Build one variant of one model: a manifest, or a quantised checkpoint, plus its perplexity."""
     input:
-        model=model_dir,
+        model=MODEL_DIR,
         calibration=config["quantisation"]["calibration"]["text"],
         evaluation=config["evaluation"]["text"],
     output:

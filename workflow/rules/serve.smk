@@ -6,8 +6,8 @@ rule serve:
     configured load level; one row per (level, trial). Runs in the vLLM interpreter, like measure_vllm.
     """
     input:
-        variant=variant_manifest,
-        model=model_dir,
+        variant=VARIANT_MANIFEST,
+        model=MODEL_DIR,
     output:
         rows="results/serving/{model}/{quant}/{backend}.parquet",
         requests="results/serving/{model}/{quant}/{backend}.requests.parquet",

@@ -45,7 +45,9 @@ wildcard_constraints:
 # Plain patterns, not input functions: Snakemake fills them from the job's wildcards without
 # calling (and inspecting) a function per job.
 MODEL_DIR = "results/models/{model}"  # the materialised model directory
-VARIANT_MANIFEST = "results/variants/{model}/{quant}/variant.json"  # made by quantise or gguf
+VARIANT_MANIFEST = (
+    "results/variants/{model}/{quant}/variant.json"  # made by quantise or gguf
+)
 
 
 def measured_rows():
@@ -80,7 +82,9 @@ def measure_priority(wildcards):
 
 
 # Backends that run inside the main interpreter (rule measure); vllm runs in its own (rule measure_vllm).
-IN_PROCESS_BACKENDS = _alternation(name for name, spec in BACKEND_SPECS.items() if spec.in_process)
+IN_PROCESS_BACKENDS = _alternation(
+    name for name, spec in BACKEND_SPECS.items() if spec.in_process
+)
 SCRIPTS_DIR = Path(workflow.basedir) / "workflow" / "scripts"
 
 

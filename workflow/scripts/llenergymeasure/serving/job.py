@@ -168,6 +168,63 @@ def _request_rows(
     ]
 
 
+def _sensorless_reason(meter: energy.EnergyMeter) -> str | None:
+    """Why the server's energy cannot be measured (None: a sensor sees it)."""
+    if meter.source in SENSOR_SOURCES:
+        return None
+    return (
+        f"no energy sensor sees the server (meter {meter.source}: {meter.describe().get('reason') or 'no NVML or RAPL'}; "
+        "the CPU-TDP estimate covers only this process's CPU time)"
+    )
+
+
+def _serve_trial(
+    running: Any,
+    serving: dict[str, Any],
+    requests: list,
+    row: dict[str, Any],
+    rate: float | None,
+    concurrency: int | None,
+    meter: energy.EnergyMeter,
+    reason: str | None,
+) -> tuple[dict[str, Any], list]:
+    """One (load level, trial) against the running server: its row and the request records."""
+    run = (running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"])
+    if reason is None:
+        with EnergySlices(meter, serving["energy_slice_s"]) as sliced:
+            start, records = load.run_load(*run)
+    else:
+        start, records = load.run_load(*run)
+    request_rows = _request_rows(records, start, rate, concurrency, row["trial"])
+    try:
+        window = steady.steady_window(records, concurrency)
+    except steady.NoSteadyState as exc:
+        logger.error(
+            "rate %s concurrency %s trial %d refused: no steady state: %s", rate, concurrency, row["trial"], exc
+        )
+        return {**row, "status": "failed", "error": f"no steady state: {exc}"}, request_rows
+    metrics = steady.serving_metrics(records, window, serving["slo"]["ttft_s"], serving["slo"]["tpot_s"])
+    joules = steady.window_energy(sliced.slices, window.start, window.end) if reason is None else None
+    per_token = None if joules is None else joules / metrics["steady_output_tokens"]
+    logger.info(
+        "rate %s concurrency %s trial %d: %d/%d completed, TTFT p50 %.3f s p90 %.3f s, ITL p50 %.4f s "
+        "p90 %.4f s, steady %.1f s (%.0f %% of the run, fill %d), J/token %s",
+        *(rate, concurrency, row["trial"], metrics["requests_completed"], serving["requests"]),
+        *(metrics["ttft_p50_s"], metrics["ttft_p90_s"], metrics["itl_p50_s"], metrics["itl_p90_s"]),
+        *(metrics["steady_s"], 100 * metrics["steady_share"], metrics["steady_fill_level"]),
+        per_token if reason is None else f"unavailable ({reason})",
+    )
+    ok = {
+        **row,
+        **metrics,
+        "status": "ok",
+        "error": None,
+        "energy_steady_j": joules,
+        "energy_j_per_output_token": per_token,
+    }
+    return ok, request_rows
+
+
 def run_serving_job(
     config: dict[str, Any],
     model: str,
@@ -194,14 +251,7 @@ def run_serving_job(
     engine = engine_settings(variant, settings, device)
     run_env = runtime_environment(device, settings, in_process=False)
     meter = energy.select_meter(device, prefer=config["measurement"]["energy_source"])
-    reason = (
-        None
-        if meter.source in SENSOR_SOURCES
-        else (
-            f"no energy sensor sees the server (meter {meter.source}: {meter.describe().get('reason') or 'no NVML or RAPL'}; "
-            "the CPU-TDP estimate covers only this process's CPU time)"
-        )
-    )
+    reason = _sensorless_reason(meter)
     env = environment.capture(device, REPO_ROOT, config)
     env.pop("gpu_state", None)
     vocab = int(json.loads((Path(engine["model"]) / "config.json").read_text())["vocab_size"])
@@ -238,55 +288,9 @@ def run_serving_job(
                     serving["requests"], serving["prompt_tokens"], serving["output_tokens"], vocab, seed, rate
                 )
                 row = {**base, "request_rate": rate, "concurrency": concurrency, "trial": trial}
-                if reason is None:
-                    with EnergySlices(meter, serving["energy_slice_s"]) as sliced:
-                        start, records = load.run_load(
-                            running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"]
-                        )
-                else:
-                    start, records = load.run_load(
-                        running.url, server.SERVED_MODEL_NAME, requests, concurrency, serving["max_duration_s"]
-                    )
-                request_rows += _request_rows(records, start, rate, concurrency, trial)
-                try:
-                    window = steady.steady_window(records, concurrency)
-                except steady.NoSteadyState as exc:
-                    logger.error(
-                        "rate %s concurrency %s trial %d refused: no steady state: %s", rate, concurrency, trial, exc
-                    )
-                    rows.append({**row, "status": "failed", "error": f"no steady state: {exc}"})
-                    continue
-                metrics = steady.serving_metrics(records, window, serving["slo"]["ttft_s"], serving["slo"]["tpot_s"])
-                joules = steady.window_energy(sliced.slices, window.start, window.end) if reason is None else None
-                rows.append(
-                    {
-                        **row,
-                        **metrics,
-                        "status": "ok",
-                        "error": None,
-                        "energy_steady_j": joules,
-                        "energy_j_per_output_token": None
-                        if joules is None
-                        else joules / metrics["steady_output_tokens"],
-                    }
-                )
-                logger.info(
-                    "rate %s concurrency %s trial %d: %d/%d completed, TTFT p50 %.3f s p90 %.3f s, ITL p50 %.4f s "
-                    "p90 %.4f s, steady %.1f s (%.0f %% of the run, fill %d), J/token %s",
-                    rate,
-                    concurrency,
-                    trial,
-                    metrics["requests_completed"],
-                    serving["requests"],
-                    metrics["ttft_p50_s"],
-                    metrics["ttft_p90_s"],
-                    metrics["itl_p50_s"],
-                    metrics["itl_p90_s"],
-                    metrics["steady_s"],
-                    100 * metrics["steady_share"],
-                    metrics["steady_fill_level"],
-                    rows[-1]["energy_j_per_output_token"] if reason is None else f"unavailable ({reason})",
-                )
+                row, records = _serve_trial(running, serving, requests, row, rate, concurrency, meter, reason)
+                rows.append(row)
+                request_rows += records
         command = running.command
     write_parquet_atomic(output, _frame(rows, SERVING_COLUMNS))
     write_parquet_atomic(requests_output, _frame(request_rows, REQUEST_COLUMNS))

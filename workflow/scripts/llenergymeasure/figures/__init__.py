@@ -94,8 +94,15 @@ FIGURES: dict[str, tuple[Callable[[Tables], Figure], str]] = {
 def render(name: str, data: Tables, pdf_path: str | Path, png_path: str | Path) -> None:
     """Draw figure `name` in the study style and save it as PDF and PNG."""
     function, _ = FIGURES[name]
+    save_figure(lambda: function(data), pdf_path, png_path)
+    log.info("figure %s -> %s, %s", name, pdf_path, png_path)
+
+
+def save_figure(draw: Callable[[], Figure], pdf_path: str | Path, png_path: str | Path) -> None:
+    """Draw a figure in the study style and save it as PDF and PNG (no creation date in the
+    PDF, so the same data gives the same file); the figure is closed either way."""
     with plt.rc_context(STYLE):
-        fig = function(data)
+        fig = draw()
         try:
             for path in (Path(pdf_path), Path(png_path)):
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +114,6 @@ def render(name: str, data: Tables, pdf_path: str | Path, png_path: str | Path) 
                 )
         finally:
             plt.close(fig)
-    log.info("figure %s -> %s, %s", name, pdf_path, png_path)
 
 
 def render_all(data: Tables, directory: str | Path, names: Iterable[str] | None = None) -> list[Path]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ..figures import STYLE, plt
+from ..figures import plt, save_figure
 from ..outputs import SERVING_FIGURES
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,5 @@ if tuple(FIGURES) != SERVING_FIGURES:
 def draw(rows: Any, outputs: dict[str, tuple[str | Path, str | Path]]) -> None:
     """Every serving figure as PDF and PNG: outputs maps name -> (pdf, png)."""
     for name, (pdf, png) in outputs.items():
-        with plt.rc_context(STYLE):
-            fig = FIGURES[name](rows)
-            try:
-                for path in (Path(pdf), Path(png)):
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fig.savefig(
-                        path,
-                        metadata={"Creator": "llenergymeasure"}
-                        if path.suffix == ".png"
-                        else {"Creator": "llenergymeasure", "CreationDate": None},
-                    )
-            finally:
-                plt.close(fig)
+        save_figure(lambda name=name: FIGURES[name](rows), pdf, png)
         log.info("figure %s -> %s, %s", name, pdf, png)

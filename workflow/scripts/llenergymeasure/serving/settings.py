@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..config_schema import schema_defaults
+from ..defaults import DEFAULTS as ALL_DEFAULTS
 
 SERVING_BACKENDS = ("vllm",)  # backends with a server the scenario can drive
 
-DEFAULTS: dict[str, Any] = schema_defaults()["serving"]  # the schema states them
+DEFAULTS: dict[str, Any] = ALL_DEFAULTS["serving"]  # the schema states them (read once, in defaults)
 
 
 def serving_enabled(config: dict[str, Any]) -> bool:

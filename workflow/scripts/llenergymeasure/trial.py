@@ -3,13 +3,17 @@
 Warm up until steady (`warmup`), then per trial, in this order:
 
 1. prefill window: `generate(inputs, 1)` repeated until the window lasts `min_window_s`;
-2. full window: `generate(inputs, new_tokens)` repeated likewise (peak memory read here);
-3. streamed timing probe, outside both windows: one generate with a per-token callback
-   for the distribution of time per output token.
+2. full window: `generate(inputs, new_tokens)` repeated likewise (peak memory read here).
+   Where the backend streams on its generate path (`Backend.streams_in_window`), every call
+   of this window is streamed: a per-token callback appends one clock read, and the
+   intervals between a call's tokens are the distribution of time per output token;
+3. otherwise (vLLM, whose streaming steps the engine by hand), a streamed timing probe
+   outside both windows: one generate with that callback.
 
 Inside a window the harness does nothing but call `generate` and read a clock between
-calls; meters are read only at the window's edges, after the device has synchronised.
-Energy and time per generate call are window totals divided by the repetitions.
+calls (and, streamed, once per token); meters are read only at the window's edges, after
+the device has synchronised. Energy and time per generate call are window totals divided
+by the repetitions. Rows say where the token intervals came from (`token_timing_source`).
 """
 
 from __future__ import annotations
@@ -58,10 +62,16 @@ def warm_up(backend: Backend, inputs: Any, protocol: Protocol) -> Warmup:
 
 
 def measure_window(
-    backend: Backend, meter: energy.EnergyMeter, inputs: Any, new_tokens: int, min_window_s: float
+    backend: Backend,
+    meter: energy.EnergyMeter,
+    inputs: Any,
+    new_tokens: int,
+    min_window_s: float,
+    token_stamps: list[list[float]] | None = None,
 ) -> Window:
     """Repeat `generate(inputs, new_tokens)` until at least `min_window_s` have passed, inside
-    one energy window. Only a clock read separates the calls."""
+    one energy window. Only a clock read separates the calls. With `token_stamps`, each call
+    is streamed and appends the list of its tokens' clock reads."""
     generate = backend.generate
     clock = time.perf_counter
     backend.synchronize()
@@ -70,7 +80,12 @@ def measure_window(
     repetitions = 0
     try:
         while True:
-            generate(inputs, new_tokens)
+            if token_stamps is None:
+                generate(inputs, new_tokens)
+            else:
+                stamps: list[float] = []
+                token_stamps.append(stamps)
+                generate(inputs, new_tokens, on_token=lambda stamps=stamps: stamps.append(clock()))
             repetitions += 1
             if clock() - start >= min_window_s:
                 break
@@ -83,13 +98,18 @@ def measure_window(
     return Window(repetitions, elapsed, reading)
 
 
+def token_intervals(token_stamps: list[list[float]]) -> list[float]:
+    """Seconds between successive output tokens within each streamed call (new_tokens - 1 per call)."""
+    return [later - earlier for stamps in token_stamps for earlier, later in itertools.pairwise(stamps)]
+
+
 def timing_probe(backend: Backend, inputs: Any, new_tokens: int) -> list[float]:
     """Seconds between successive output tokens of one streamed generate (new_tokens - 1 values)."""
     stamps: list[float] = []
     clock = time.perf_counter
     backend.synchronize()
     backend.generate(inputs, new_tokens, on_token=lambda: stamps.append(clock()))
-    return [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    return token_intervals([stamps])
 
 
 def trial_metrics(
@@ -151,11 +171,16 @@ def measure_trial(
     protocol: Protocol,
     idle: energy.IdleReading,
 ) -> dict[str, Any]:
-    """One trial: prefill window, full window (peak memory), then the streamed timing probe."""
+    """One trial: prefill window, full window (peak memory, streamed where the backend streams
+    on its generate path), else the separate streamed timing probe."""
     prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
     runner.peak_memory_reset()
-    full = measure_window(runner, meter, inputs, protocol.new_tokens, protocol.min_window_s)
+    stamps: list[list[float]] | None = [] if runner.streams_in_window else None
+    full = measure_window(runner, meter, inputs, protocol.new_tokens, protocol.min_window_s, stamps)
     peak = runner.peak_memory_bytes()
-    intervals = timing_probe(runner, inputs, protocol.new_tokens)
+    if stamps is not None:
+        intervals, source = token_intervals(stamps), "full-window"
+    else:
+        intervals, source = timing_probe(runner, inputs, protocol.new_tokens), "separate-probe"
     metrics = trial_metrics(prefill, full, intervals, batch_size, protocol.new_tokens, idle)
-    return {**metrics, "peak_memory_bytes": peak}
+    return {**metrics, "peak_memory_bytes": peak, "token_timing_source": source}

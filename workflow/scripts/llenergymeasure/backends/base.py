@@ -51,6 +51,9 @@ class Backend(abc.ABC):
 
     name: str = ""
     supported_quants: tuple[str, ...] = ()
+    # generate(..., on_token=...) runs the same code path as without it, plus one host callback
+    # per token, so the measured full window itself is streamed (see `trial`)
+    streams_in_window: bool = True
 
     def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
         self.settings = dict(settings or {})

@@ -184,6 +184,9 @@ class VllmBackend(Backend):
     with one adapter slot)."""
 
     name = "vllm"
+    # streaming steps the engine by hand (`_generate_stepwise`), not `LLM.generate`: the
+    # timing probe stays outside the windows
+    streams_in_window = False
     supported_quants = tuple(quants_for_backend("vllm"))
 
     def __init__(self, settings: dict[str, Any] | None = None, device: str = "cuda"):

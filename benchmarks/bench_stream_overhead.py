@@ -14,6 +14,7 @@ means the stream costs nothing measurable here.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import sys
@@ -54,11 +55,15 @@ def main() -> None:
         for _ in range(2):
             backend.generate(inputs, args.new_tokens)
         walls, cpus, noise, plain_s = [], [], [], []
+        plain = functools.partial(backend.generate, inputs, args.new_tokens)
         for _ in range(args.rounds):
             stamps: list[float] = []
-            p_wall, p_cpu = timed(lambda: backend.generate(inputs, args.new_tokens))
-            s_wall, s_cpu = timed(lambda: backend.generate(inputs, args.new_tokens, on_token=lambda: stamps.append(clock())))
-            q_wall, _ = timed(lambda: backend.generate(inputs, args.new_tokens))
+            streamed = functools.partial(
+                backend.generate, inputs, args.new_tokens, on_token=lambda s=stamps: s.append(clock())
+            )
+            p_wall, p_cpu = timed(plain)
+            s_wall, s_cpu = timed(streamed)
+            q_wall, _ = timed(plain)
             assert len(stamps) == args.new_tokens, stamps
             walls.append(s_wall / p_wall)
             cpus.append(s_cpu / p_cpu)

@@ -164,6 +164,8 @@ def refresh(results: Path, dest: Path, config_path: Path) -> dict[str, Any]:
         "config_matches_rows": bool(row_hashes)
         and set(row_hashes) <= {config_hash(measurement_settings(config, backend)) for backend in BACKEND_NAMES},
         "analysis": config["analysis"],
+        # the 2N-formula sweep of paper_figures runs at the study's new_tokens (outputs.study_new_tokens)
+        "workload": config["workload"],
         "platforms": platforms,
         "configurations": len(summary),
         "files": {

@@ -121,3 +121,13 @@ def test_the_root_and_figure_wildcards_match_exactly_the_registered_names():
     assert paths["pareto_png"] == "results/figures/pareto.png"
     assert paths["table_summary"] == "results/tables/summary.tex"
     assert outputs.all_analysis_outputs(outputs.PAPER_ROOT)[0] == "results/paper_figures/analysis/flops_ranks.parquet"
+
+
+def test_a_shipped_study_is_analysed_at_its_own_new_tokens(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    assert outputs.shipped_new_tokens(manifest, 32) == 32  # nothing shipped: the config's
+    manifest.write_text('{"analysis": {}}')
+    assert outputs.shipped_new_tokens(manifest, 32) == 32  # a manifest from before workloads were shipped
+    manifest.write_text('{"workload": {"batch_sizes": [1], "prompt_tokens": [64], "new_tokens": 8}}')
+    assert outputs.shipped_new_tokens(manifest, 32) == 8
+    assert outputs.study_new_tokens("results", 32) == 32  # this run's own results: the config's

@@ -29,6 +29,6 @@ rule analyse:
     threads: 1
     params:
         analysis=study_analysis,
-        new_tokens=config["workload"]["new_tokens"],
+        new_tokens=analysis_new_tokens,
     script:
         "../scripts/analyse.py"

@@ -290,7 +290,13 @@ def fidelity_records():
 # --- analyses, figures and tables under a root (analyse.smk, figures.smk): results/ for this
 # run's study, results/paper_figures/ for the shipped one (llenergymeasure/outputs.py, light)
 
-from llenergymeasure.outputs import FIGURES, SOURCES, TABLE_READS, analysis_settings
+from llenergymeasure.outputs import (
+    FIGURES,
+    SOURCES,
+    TABLE_READS,
+    analysis_settings,
+    study_new_tokens,
+)
 
 
 def study_tables(wildcards):
@@ -309,6 +315,11 @@ def study_tables(wildcards):
 def study_analysis(wildcards):
     """The analysis section the study under a root is analysed with (a shipped manifest's)."""
     return analysis_settings(wildcards.root, config["analysis"])
+
+
+def analysis_new_tokens(wildcards):
+    """The new_tokens of the 2N-formula sweep for the study under a root (a shipped manifest's)."""
+    return study_new_tokens(wildcards.root, config["workload"]["new_tokens"])
 
 
 def aggregate_tables(wildcards):

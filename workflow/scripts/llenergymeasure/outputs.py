@@ -191,6 +191,23 @@ def shipped_analysis_config(manifest_path: str | Path, default: Mapping[str, Any
     return dict(default)
 
 
+def shipped_new_tokens(manifest_path: str | Path, default: int) -> int:
+    """The tokens per sequence a shipped study generated (its manifest's ``workload``), else
+    `default` (the current config's): the 2N-formula sweep runs at the study's own length."""
+    path = Path(manifest_path)
+    if path.exists():
+        workload = json.loads(path.read_text()).get("workload") or {}
+        if workload.get("new_tokens"):
+            return int(workload["new_tokens"])
+    return int(default)
+
+
+def study_new_tokens(root: str, default: int) -> int:
+    """`shipped_new_tokens` for a shipped study under `root`, else `default`."""
+    manifest = SOURCES[root].manifest
+    return shipped_new_tokens(manifest, default) if manifest else int(default)
+
+
 def analysis_settings(root: str, config_analysis: Mapping[str, Any]) -> dict[str, Any]:
     """The analysis section the study under `root` is analysed with: the shipped manifest's
     for a shipped study, else the config's."""

@@ -169,6 +169,20 @@ def test_rank_correlations_match_scipy_with_ties():
     assert perfect["spearman_rho"] == pytest.approx(1.0) and perfect["spearman_ci_low"] < 1.0
 
 
+@pytest.mark.parametrize("n", [5, 6, 10])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_perfect_ordering_s_interval_holds_it_and_admits_doubt(n, sign):
+    # the engine_transfer figure drew rho - low and high - rho as error bars: a perfect
+    # ordering of 5 items once had high = 0.996 < rho = 1, a negative bar and a failed figure
+    x = np.arange(float(n))
+    result = intervals.rank_correlations(x, sign * x)
+    rho, low, high = result["spearman_rho"], result["spearman_ci_low"], result["spearman_ci_high"]
+    assert rho == pytest.approx(sign)
+    assert low <= rho <= high
+    assert (high - low) > 0.05  # still an interval that admits doubt, not a point
+    assert (low == rho) if sign < 0 else (high == rho)
+
+
 def test_rank_correlations_need_three_pairs_and_intervals_five():
     assert all(np.isnan(v) for v in intervals.rank_correlations(np.ones(2), np.ones(2)).values())
     four = intervals.rank_correlations(np.arange(4.0), np.array([0.0, 2.0, 1.0, 3.0]))

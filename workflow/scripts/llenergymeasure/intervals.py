@@ -126,12 +126,13 @@ def _fisher_interval(
 ) -> tuple[np.ndarray, np.ndarray]:
     """tanh(atanh(r) -/+ z sqrt(variance)); a perfect |r| = 1 is taken at the closest value a
     rank correlation of n items can reach below it (one adjacent swap), so a perfect
-    ordering of few items still gets an interval that admits doubt."""
+    ordering of few items still gets an interval that admits doubt. The interval always
+    holds the estimate itself: a perfect ordering's bound on its own side is 1 (or -1)."""
     closest = 1.0 - 12.0 / (n**3 - n)
     r = np.clip(estimate, -closest, closest)
     half = scipy_stats.norm.ppf(0.5 + confidence / 2.0) * np.sqrt(variance)
     z = np.arctanh(r)
-    return np.tanh(z - half), np.tanh(z + half)
+    return np.minimum(np.tanh(z - half), estimate), np.maximum(np.tanh(z + half), estimate)
 
 
 def spearman_interval(rho: np.ndarray, n: int, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:

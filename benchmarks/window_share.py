@@ -6,7 +6,7 @@ and end, to the second) and the measure jobs' rows under ``results/measure/`` an
   * the run's wall time (first job start to last job end) and per rule the summed job time;
   * inside the measure jobs: the measured windows (full + prefill-only windows of every
     trial, ``window_s`` + ``prefill_window_s``), the warm-up (``warmup_s`` per shape) and the
-    rest (the streamed timing probe of every trial, load, idle baseline, start-up);
+    rest (the separate streamed timing probe where rows say `separate-probe`, load, idle baseline, start-up);
   * the measured-window share = measured windows / run wall time (issue 16's goal: >= 70 %).
 
 Jobs that ran in parallel overlap, so per-rule sums can exceed the wall time.
@@ -61,10 +61,14 @@ def measure_breakdown(results: Path) -> dict[str, float]:
         + pd.to_numeric(rows["prefill_window_s"], errors="coerce").sum()
     )
     shapes = rows.groupby(["_file", "batch_size", "prompt_tokens"])["warmup_s"].first()
+    # a separate streamed probe (one generate outside the windows) only where rows say so;
+    # rows from before token_timing_source all had one
+    source = rows["token_timing_source"] if "token_timing_source" in rows else pd.Series("separate-probe", rows.index)
+    probed = rows[source.fillna("separate-probe") == "separate-probe"]
     return {
         "windows_s": float(windows),
         "warmup_s": float(pd.to_numeric(shapes, errors="coerce").sum()),
-        "probe_estimate_s": float(pd.to_numeric(rows["latency_s"], errors="coerce").sum()),
+        "probe_estimate_s": float(pd.to_numeric(probed["latency_s"], errors="coerce").sum()),
         "trials": len(rows),
     }
 
@@ -91,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
             f"  {rule:18s} {len(seconds):4d} jobs {sum(seconds):8.0f} s  ({100 * sum(seconds) / wall:5.1f} % of wall)"
         )
     inside = measure_breakdown(args.workdir / "results")
-    measure_s = sum(per_rule.get("measure", []))
+    measure_s = sum(per_rule.get("measure", [])) + sum(per_rule.get("measure_vllm", []))
     print(
         f"measure jobs {measure_s:.0f} s: windows {inside['windows_s']:.1f} s, warm-up {inside['warmup_s']:.1f} s, "
-        f"streamed probes ~{inside.get('probe_estimate_s', 0):.1f} s (one generate per trial), "
-        f"rest {measure_s - inside['windows_s'] - inside['warmup_s'] - inside.get('probe_estimate_s', 0):.1f} s"
+        f"separate streamed probes ~{inside.get('probe_estimate_s', 0):.1f} s (one generate per vLLM trial), "
+        f"rest (load, idle baseline, start-up) {measure_s - inside['windows_s'] - inside['warmup_s'] - inside.get('probe_estimate_s', 0):.1f} s"
     )
     print(
         f"measured-window share: {100 * inside['windows_s'] / wall:.1f} % of the run's wall time "

@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from llenergymeasure import analysis, energy, stats
+from llenergymeasure import analysis, energy, outputs, stats
 from llenergymeasure.config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
 
 SHIPPED = REPO_ROOT / "paper" / "data" / "measurements.parquet"
@@ -38,15 +38,26 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
     measurements = pd.read_parquet(SHIPPED)
     summary = stats.summarise(measurements, cv_threshold=config["measurement"]["cv_flag_threshold"])
     summary.to_parquet(tmp_path / "summary.parquet")
+    # a shipped study is analysed with its manifest's analysis section and new_tokens, as
+    # paper_figures' analyse rule does
+    manifest = SHIPPED.parent / "manifest.json"
     expected = analysis.analyse_files(
         SHIPPED,
         tmp_path / "summary.parquet",
         analysis.analysis_paths(str(tmp_path / "rule")),
-        config["analysis"],
+        outputs.shipped_analysis_config(manifest, config["analysis"]),
         sorted((REPO_ROOT / "config" / "models").glob("*.json")),
         analysis.families_from_config(config["models"], REPO_ROOT),
-        config["workload"]["new_tokens"],
+        outputs.shipped_new_tokens(manifest, config["workload"]["new_tokens"]),
+        SHIPPED.parent / "fidelity.parquet",
     )
+    # and the shipped analyses are what that computes, value for value
+    for name in analysis.ANALYSES:
+        shipped = SHIPPED.parent / "analysis" / f"{name}.parquet"
+        if shipped.exists():
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(shipped), expected[name].reset_index(drop=True), obj=name, check_dtype=False
+            )
     pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
     for name in analysis.ANALYSES:
         pd.testing.assert_frame_equal(
@@ -76,6 +87,7 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
     stated["energy_j_per_output_token"] = stated["energy_j"] / (stated["batch_size"] * stated["output_tokens"])
     stated["energy_source"], stated["energy_is_estimate"] = energy.SOURCE_ESTIMATE, True
     stated.to_parquet(tmp_path / "stated.parquet")
+    (tmp_path / "manifest.json").write_text(manifest.read_text())  # still the shipped study
     unasked = _analyse(str(tmp_path / "stated.parquet"), "--out", str(tmp_path / "unasked"))
     assert unasked.returncode == 0, unasked.stderr
     assert pd.read_parquet(tmp_path / "unasked" / "quantisation_energy.parquet").empty
@@ -85,14 +97,14 @@ def test_the_command_writes_what_the_analyse_rule_writes(tmp_path):
         str(tmp_path / "opted"),
         "--use-estimated-energy",
         "--reference",
-        "tiny-gpt2/none-float32/pytorch",
+        "study-gpt2/none-float32/pytorch",
     )
     assert opted.returncode == 0, opted.stderr
     quantisation = pd.read_parquet(tmp_path / "opted" / "quantisation_energy.parquet")
     assert len(quantisation) > 0 and "gguf-f16" not in set(quantisation["quant"])
     assert quantisation["energy_is_estimate"].all()
     compound = pd.read_parquet(tmp_path / "opted" / "compound.parquet")
-    assert set(compound["reference"]) == {"tiny-gpt2/none-float32/pytorch"}
+    assert set(compound["reference"]) == {"study-gpt2/none-float32/pytorch"}
 
 
 def test_a_table_missing_columns_is_refused_in_one_line_naming_them(tmp_path):

@@ -5,7 +5,9 @@ the per-trial table alone it writes ``DIR/summary.parquet`` (`stats.summarise`, 
 aggregate rule does) and ``DIR/<analysis>.parquet`` for every analysis through
 `analysis.analyse_files`, the function the ``analyse`` rule runs, with the default config's
 analysis settings (reference, compound metrics, FLOPs tolerance, sensor-only energy) and its
-architecture configs for the 2N sweep. A table missing a required column is refused, with one
+architecture configs for the 2N sweep. A shipped study (a ``manifest.json`` beside the table,
+as in ``paper/data/``) is analysed with its own analysis section, ``new_tokens`` and, where
+it shipped one, its ``fidelity.parquet``, as ``snakemake paper_figures`` analyses it. A table missing a required column is refused, with one
 line naming every missing column, before anything is computed.
 """
 
@@ -51,10 +53,12 @@ def analyse_table(
     from . import analysis, stats
     from .config import DEFAULT_CONFIG_PATH, load_config
     from .io import write_parquet_atomic
+    from .outputs import shipped_analysis_config, shipped_new_tokens
     from .paths import REPO_ROOT
 
     config = load_config(DEFAULT_CONFIG_PATH, has_cuda=False)
-    config_analysis = dict(config["analysis"])
+    manifest = Path(measurements_path).parent / "manifest.json"  # a shipped study's own settings
+    config_analysis = shipped_analysis_config(manifest, config["analysis"])
     if reference is not None:
         config_analysis["reference"] = reference
     if use_estimated_energy is not None:
@@ -80,7 +84,8 @@ def analyse_table(
         config_analysis=config_analysis,
         architecture_paths=sorted((REPO_ROOT / "config" / "models").glob("*.json")),
         families=analysis.families_from_config(config["models"], REPO_ROOT),
-        new_tokens=config["workload"]["new_tokens"],
+        new_tokens=shipped_new_tokens(manifest, config["workload"]["new_tokens"]),
+        fidelity_path=fidelity if (fidelity := path.parent / "fidelity.parquet").exists() else None,
     )
 
 

@@ -219,19 +219,22 @@ def two_n_findings(summary: pd.DataFrame, results: Mapping[str, pd.DataFrame]) -
             {
                 "family": family.astype(str),
                 "model": table["model"],
+                "backend": table["backend"],
                 "error": error,
                 "batch": table["batch_size"],
                 "prompt": table["prompt_tokens"],
             }
         )
-        per = per.drop_duplicates(["model", "batch", "prompt"])  # variants share their FLOPs count
+        # variants share their FLOPs count; engines need not (pytorch-compiled's static cache
+        # attends over its whole length), so one count per model, engine and workload
+        per = per.drop_duplicates(["model", "backend", "batch", "prompt"])
         for name, group in per.groupby("family", sort=True):
             row = _spread(
                 group["error"],
                 "2N formula relative error",
                 name,
                 "flops_total",
-                "model workloads",
+                "model-engine workloads",
                 "summary (flops_2n_reference vs flops_total)",
             )
             rows += [row] if row else []

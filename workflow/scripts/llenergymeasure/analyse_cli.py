@@ -7,8 +7,9 @@ aggregate rule does) and ``DIR/<analysis>.parquet`` for every analysis through
 analysis settings (reference, compound metrics, FLOPs tolerance, sensor-only energy) and its
 architecture configs for the 2N sweep. A shipped study (a ``manifest.json`` beside the table,
 as in ``paper/data/``) is analysed with its own analysis section, ``new_tokens`` and, where
-it shipped one, its ``fidelity.parquet``, as ``snakemake paper_figures`` analyses it. A table missing a required column is refused, with one
-line naming every missing column, before anything is computed.
+it shipped one, its ``fidelity.parquet``, as ``snakemake paper_figures`` analyses it. A table
+missing a required column is refused, with one line naming every missing column, before
+anything is computed.
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def analyse_table(
     from .paths import REPO_ROOT
 
     config = load_config(DEFAULT_CONFIG_PATH, has_cuda=False)
-    manifest = Path(measurements_path).parent / "manifest.json"  # a shipped study's own settings
+    path = Path(measurements_path)
+    manifest = path.parent / "manifest.json"  # a shipped study's own settings
     config_analysis = shipped_analysis_config(manifest, config["analysis"])
     if reference is not None:
         config_analysis["reference"] = reference
     if use_estimated_energy is not None:
         config_analysis["use_estimated_energy"] = use_estimated_energy
-    path = Path(measurements_path)
     try:
         measurements = pd.read_parquet(path)
     except (OSError, ValueError) as error:

@@ -180,26 +180,22 @@ def all_figure_outputs(root: str = STUDY_ROOT) -> list[str]:
     return list(figure_paths(root).values())
 
 
+def _shipped_section(manifest_path: str | Path, section: str) -> dict[str, Any]:
+    """One section of a shipped study's manifest; empty where there is no manifest or section."""
+    path = Path(manifest_path)
+    return dict(json.loads(path.read_text()).get(section) or {}) if path.exists() else {}
+
+
 def shipped_analysis_config(manifest_path: str | Path, default: Mapping[str, Any]) -> dict[str, Any]:
     """The analysis section a shipped study was run with (its manifest's ``analysis``),
     else `default` (the current config's)."""
-    path = Path(manifest_path)
-    if path.exists():
-        shipped = json.loads(path.read_text()).get("analysis")
-        if shipped:
-            return dict(shipped)
-    return dict(default)
+    return _shipped_section(manifest_path, "analysis") or dict(default)
 
 
 def shipped_new_tokens(manifest_path: str | Path, default: int) -> int:
     """The tokens per sequence a shipped study generated (its manifest's ``workload``), else
     `default` (the current config's): the 2N-formula sweep runs at the study's own length."""
-    path = Path(manifest_path)
-    if path.exists():
-        workload = json.loads(path.read_text()).get("workload") or {}
-        if workload.get("new_tokens"):
-            return int(workload["new_tokens"])
-    return int(default)
+    return int(_shipped_section(manifest_path, "workload").get("new_tokens") or default)
 
 
 def study_new_tokens(root: str, default: int) -> int:

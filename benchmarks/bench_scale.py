@@ -6,7 +6,8 @@
    one (model, quant, backend); models are many entries pointing at the tiny architectures),
    run in a copy of the repository in a temporary directory. Target: <= 15 s.
 2. `llenergymeasure.aggregate.aggregate` on `--rows` synthetic trial rows spread over one
-   Parquet file per measure job (as the flops rule leaves them). Target: <= 10 s.
+   Arrow IPC file per measure job (as the flops rule leaves them; `--row-format parquet`
+   writes them as Parquet instead, as the flops rule did before). Target: <= 10 s.
 
 Prints wall times (median and min/max over `--repeats` runs) and the targets. The rows
 are synthetic and say so (`weights: random`, `energy_source: estimate-cpu-tdp`): this
@@ -112,10 +113,13 @@ def count_planned_measure_jobs(output: str) -> int:
     return 0
 
 
-def synthetic_rows(n_rows: int, n_files: int, out_dir: Path) -> list[Path]:
-    """Write `n_rows` schema-conforming synthetic trial rows over `n_files` Parquet files."""
+def synthetic_rows(n_rows: int, n_files: int, out_dir: Path, row_format: str = "arrow") -> list[Path]:
+    """Write `n_rows` schema-conforming synthetic trial rows over `n_files` files (`row_format`:
+    arrow, as the flops rule writes them, or parquet)."""
     import numpy as np
     import pandas as pd
+
+    from llenergymeasure.io import write_arrow_atomic
 
     rng = np.random.default_rng(0)
     per_backend = cpu_jobs_per_model(ARCHITECTURES[0])
@@ -167,24 +171,31 @@ def synthetic_rows(n_rows: int, n_files: int, out_dir: Path) -> list[Path]:
                 "flops_method": "analytical-exact",
             }
         )
-        path = out_dir / backend / quant / f"{model}.parquet"
+        path = out_dir / backend / quant / f"{model}.{row_format}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_parquet(path, index=False)
+        if row_format == "arrow":
+            write_arrow_atomic(path, frame)
+        else:
+            frame.to_parquet(path, index=False)
         paths.append(path)
     return paths
 
 
-def time_aggregate(n_rows: int, n_files: int, repeats: int) -> tuple[list[float], list[float], int, int]:
+def time_aggregate(
+    n_rows: int, n_files: int, repeats: int, row_format: str = "arrow", threads: int = 2
+) -> tuple[list[float], list[float], int, int]:
     """Wall and process CPU seconds (all threads) of aggregate() over synthetic rows; and the
     row and summary counts. CPU seconds compare runs on a shared machine; wall is the target."""
     from llenergymeasure.aggregate import aggregate
 
     with tempfile.TemporaryDirectory(prefix="bench-aggregate-") as tmp:
-        paths = synthetic_rows(n_rows, n_files, Path(tmp) / "flops")
+        paths = synthetic_rows(n_rows, n_files, Path(tmp) / "flops", row_format)
         times, cpu_times, n_measurements, n_summary = [], [], 0, 0
         for _ in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            measurements, summary = aggregate(paths, Path(tmp) / "measurements.parquet", Path(tmp) / "summary.parquet")
+            measurements, summary = aggregate(
+                paths, Path(tmp) / "measurements.parquet", Path(tmp) / "summary.parquet", threads=threads
+            )
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
             n_measurements, n_summary = len(measurements), len(summary)
@@ -202,6 +213,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-dry-run", action="store_true")
     parser.add_argument("--skip-aggregate", action="store_true")
+    parser.add_argument("--row-format", choices=("arrow", "parquet"), default="arrow", help="per-job row files")
+    parser.add_argument("--threads", type=int, default=2, help="aggregate's threads (the rule's: 2)")
     args = parser.parse_args()
 
     within = True
@@ -214,11 +227,14 @@ def main() -> int:
             f"target <= {DRY_RUN_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}"
         )
     if not args.skip_aggregate:
-        times, cpu_times, n_rows, n_configs = time_aggregate(args.rows, args.jobs, args.repeats)
+        times, cpu_times, n_rows, n_configs = time_aggregate(
+            args.rows, args.jobs, args.repeats, args.row_format, args.threads
+        )
         ok = statistics.median(times) <= AGGREGATE_TARGET_S
         within &= ok
         print(
-            f"aggregate, {n_rows} synthetic trial rows in {args.jobs} files -> {n_configs} configurations: "
+            f"aggregate ({args.threads} threads), {n_rows} synthetic trial rows in {args.jobs} {args.row_format} "
+            f"files -> {n_configs} configurations: "
             f"{describe(times)}; CPU {describe(cpu_times)}; target <= {AGGREGATE_TARGET_S:.0f} s: {'met' if ok else 'MISSED'}"
         )
     return 0 if within else 1

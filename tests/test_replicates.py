@@ -75,7 +75,7 @@ def test_dry_run_plans_one_measure_and_flops_job_per_replicate(tmp_path):
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     planned = set(re.findall(r"results/measure/(\S+?/replicate-\d+)\.parquet", dry.stdout))
     assert planned == {f"{config}/replicate-{r}" for config in CONFIGS for r in (1, 2, 3)}
-    assert len(set(re.findall(r"results/flops/(\S+?/replicate-\d+)\.parquet", dry.stdout))) == 6
+    assert len(set(re.findall(r"results/flops/(\S+?/replicate-\d+)\.arrow", dry.stdout))) == 6
 
 
 def test_a_bad_stated_power_stops_the_plan_in_one_line(tmp_path):

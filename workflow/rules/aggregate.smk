@@ -10,7 +10,7 @@ rule aggregate:
         "logs/aggregate.log",
     conda:
         "../../envs/core.yaml"
-    threads: 1
+    threads: 2  # reads the row files on two threads (aggregate.read_row_files); fewer where --cores is
     params:
         extra_results=config["analysis"]["extra_results"],
         cv_threshold=config["measurement"]["cv_flag_threshold"],

@@ -53,7 +53,7 @@ VARIANT_MANIFEST = (
 def measured_rows():
     """Every replicate of every job's FLOPs-annotated rows, the input of aggregate."""
     return [
-        f"results/flops/{j.model}/{j.quant}/{j.backend}/replicate-{r}.parquet"
+        f"results/flops/{j.model}/{j.quant}/{j.backend}/replicate-{r}.arrow"
         for r in range(1, REPLICATES + 1)
         for j in JOBS
     ]
@@ -191,7 +191,7 @@ ADAPTER_JOBS = list(expand_adapter_jobs(config))
 def adapter_rows():
     """Every adapter job's FLOPs-annotated rows (unmerged and merged), for aggregate."""
     return [
-        f"results/flops/{j.model}/{j.quant}/{j.backend}/adapter-{j.adapter}.parquet"
+        f"results/flops/{j.model}/{j.quant}/{j.backend}/adapter-{j.adapter}.arrow"
         for j in ADAPTER_JOBS
     ]
 

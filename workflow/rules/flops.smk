@@ -5,7 +5,7 @@ rule flops:
         rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
         model=MODEL_DIR,
     output:
-        "results/flops/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
+        "results/flops/{model}/{quant}/{backend}/replicate-{replicate}.arrow",
     log:
         "logs/flops/{model}/{quant}/{backend}/replicate-{replicate}.log",
     conda:

@@ -79,7 +79,7 @@ rule flops_adapter:
         model=MODEL_DIR,
         adapter="results/adapters/{model}/{adapter}",
     output:
-        "results/flops/{model}/{quant}/{backend}/adapter-{adapter}.parquet",
+        "results/flops/{model}/{quant}/{backend}/adapter-{adapter}.arrow",
     log:
         "logs/flops/{model}/{quant}/{backend}/adapter-{adapter}.log",
     wildcard_constraints:

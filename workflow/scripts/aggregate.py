@@ -13,5 +13,6 @@ run_rule(
         summary_out=snakemake.output.summary,
         extra_results=snakemake.params.extra_results,
         cv_threshold=snakemake.params.cv_threshold,
+        threads=snakemake.threads,
     ),
 )

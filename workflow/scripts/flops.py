@@ -9,7 +9,7 @@ import pandas as pd
 
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.flops import annotate
-from llenergymeasure.io import write_parquet_atomic
+from llenergymeasure.io import write_arrow_atomic
 
 snakemake = globals()["snakemake"]
 
@@ -26,7 +26,7 @@ def body() -> None:
         time.perf_counter() - start,
         confidence,
     )
-    write_parquet_atomic(snakemake.output[0], annotated)
+    write_arrow_atomic(snakemake.output[0], annotated)
 
 
 run_rule(snakemake, body)

@@ -8,7 +8,7 @@ import pandas as pd
 from llenergymeasure.adapter import run_rule
 from llenergymeasure.adapter_flops import add_adapter_flops
 from llenergymeasure.flops import annotate
-from llenergymeasure.io import write_parquet_atomic
+from llenergymeasure.io import write_arrow_atomic
 from llenergymeasure.lora_build import read_manifest
 
 snakemake = globals()["snakemake"]
@@ -18,7 +18,7 @@ def body() -> None:
     rows = pd.read_parquet(snakemake.input.rows)
     hf_config = json.loads((Path(snakemake.input.model) / "config.json").read_text())
     annotated = add_adapter_flops(annotate(rows, hf_config), read_manifest(snakemake.input.adapter))
-    write_parquet_atomic(snakemake.output[0], annotated)
+    write_arrow_atomic(snakemake.output[0], annotated)
 
 
 run_rule(snakemake, body)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .backend_specs import parse_settings
+from .backend_specs import internal_settings, parse_settings
 from .config_file import read_config_file
 from .config_schema import SCHEMA_PATH, load_schema, validate_schema  # noqa: F401 (re-exported)
 from .defaults import DEFAULTS, cuda_visible, max_positions, resolve_device  # noqa: F401 (re-exported)
@@ -186,17 +186,21 @@ def _check_backend_settings(backend: str, settings: dict[str, Any], workload: di
     field = f"backend_settings.{backend}"
     if backend not in BACKEND_NAMES:
         raise ConfigError(f"{field}: unknown backend; allowed: {', '.join(BACKEND_NAMES)}")
-    parse_settings(backend, settings)  # types and bounds, from the backend's settings dataclass
-    room = settings.get("max_new_tokens")
+    typed = parse_settings(backend, settings)  # types, bounds and words, from its settings dataclass
+    for key in internal_settings(backend):
+        if key in settings:
+            raise ConfigError(f"{field}.{key}: set by the pipeline for the jobs that need it (adapter jobs); remove it")
+    room = getattr(typed, "max_new_tokens", None)
     if room is not None and room < workload["new_tokens"]:
         raise ConfigError(
             f"{field}.max_new_tokens: {room} is smaller than workload.new_tokens {workload['new_tokens']}; "
             f"set it to at least {workload['new_tokens']} (or remove it: measure sizes it to the workload)"
         )
     longest_prompt = max(workload["prompt_tokens"])
-    if settings.get("max_prompt_tokens") is not None and settings["max_prompt_tokens"] < longest_prompt:
+    prompt_room = getattr(typed, "max_prompt_tokens", None)
+    if prompt_room is not None and prompt_room < longest_prompt:
         raise ConfigError(
-            f"{field}.max_prompt_tokens: {settings['max_prompt_tokens']} is smaller than the longest prompt "
+            f"{field}.max_prompt_tokens: {prompt_room} is smaller than the longest prompt "
             f"{longest_prompt}; set it to at least {longest_prompt} (or remove it)"
         )
 

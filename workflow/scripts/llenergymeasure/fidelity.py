@@ -94,9 +94,10 @@ def transformers_log_probs(model: Any, windows: list[list[int]]) -> np.ndarray:
 
 def llamacpp_log_probs(gguf_file: str | Path, quant: str, windows: list[list[int]], threads: int) -> np.ndarray:
     """The same, from llama.cpp's logits of a GGUF file."""
+    from .backend_specs import LlamaCppSettings
     from .backends.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend({"threads": threads, "max_new_tokens": 0}, "cpu")
+    backend = LlamaCppBackend(LlamaCppSettings(threads=threads, max_new_tokens=0), "cpu")
     try:
         backend.load({"quant": quant, "checkpoint_file": str(gguf_file)})
         return np.stack([log_softmax(backend.sequence_logits(np.asarray(w))[:-1]) for w in windows])

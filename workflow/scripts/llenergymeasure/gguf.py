@@ -165,9 +165,10 @@ def gguf_perplexity(gguf_file: str | Path, quant: str, windows: list[list[int]],
     model: every token after the first of a window is predicted; returns (ppl, tokens scored)."""
     import numpy as np
 
+    from .backend_specs import LlamaCppSettings
     from .backends.llamacpp import LlamaCppBackend
 
-    backend = LlamaCppBackend({"threads": threads, "max_new_tokens": 0}, "cpu")
+    backend = LlamaCppBackend(LlamaCppSettings(threads=threads, max_new_tokens=0), "cpu")
     try:
         backend.load(VariantManifest(quant=quant, checkpoint_file=str(gguf_file)))
         largest = max(max(window) for window in windows)

@@ -1,5 +1,10 @@
 """File helpers: atomic writes (an output exists complete or not at all, so a killed job loses
-nothing) and content hashes."""
+nothing), the row files between stages, and content hashes.
+
+Row files: Parquet for what people read (measured rows, the aggregate tables); Arrow IPC
+(`.arrow`, the Feather v2 file format) for the FLOPs-annotated rows that only aggregate reads.
+One IPC file is mapped into memory without decoding: 0.14 ms a file against 0.84 ms for the
+same rows in Parquet (benchmarks/bench_scale.py reads 20,000 of them)."""
 
 from __future__ import annotations
 
@@ -44,6 +49,37 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_arrow_atomic(path: str | Path, frame: Any) -> None:
+    """Write a pandas DataFrame as an Arrow IPC file (uncompressed) via a temporary file."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path, tmp = _atomic_target(path)
+    try:
+        with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_row_table(path: str | Path) -> Any:
+    """One row file as an Arrow table: an Arrow IPC file (`.arrow`) mapped into memory, else Parquet."""
+    import pyarrow as pa
+
+    if str(path).endswith(".arrow"):
+        # closing the map is safe: the table's buffers keep the mapped region alive
+        with pa.memory_map(str(path)) as source:
+            return pa.ipc.open_file(source).read_all()
+    import pyarrow.parquet as pq
+
+    with pq.ParquetFile(path) as handle:
+        return handle.read(use_threads=False)
 
 
 def write_parquet_atomic(path: str | Path, frame: Any) -> None:

@@ -26,6 +26,8 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from .backend_specs import typed_settings
+
 logger = logging.getLogger(__name__)
 
 
@@ -51,9 +53,10 @@ class JobGpus:
         return ",".join(map(str, self.nvml_indices)) or None
 
 
-def gpus_needed(backend: str, settings: dict[str, Any], resource_gpus: int | None) -> int:
-    """GPUs one job uses: its `gpu` resource, or the backend's own spread where larger."""
-    backend_gpus = int(settings.get("tensor_parallel_size", 1)) if backend == "vllm" else 1
+def gpus_needed(backend: str, settings: Any, resource_gpus: int | None) -> int:
+    """GPUs one job uses: its `gpu` resource, or the backend's own spread where larger.
+    `settings`: the backend's settings (an instance, or a mapping parsed by typed_settings)."""
+    backend_gpus = (typed_settings("vllm", settings).tensor_parallel_size or 1) if backend == "vllm" else 1
     return max(int(resource_gpus or 0), backend_gpus, 1)
 
 

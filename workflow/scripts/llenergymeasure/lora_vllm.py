@@ -16,11 +16,13 @@ does, which the tests check.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+from .backend_specs import typed_settings
 from .lora import vllm_max_lora_rank
 from .lora_build import MERGE_MANIFEST, Phase, read_manifest, row_fields
 
@@ -30,10 +32,11 @@ def adapter_rank(manifest: dict[str, Any]) -> int:
     return max([int(manifest["rank"])] + [int(m["rank"]) for m in manifest["modules"]])
 
 
-def engine_settings(adapter_dir: str | Path, settings: dict[str, Any]) -> dict[str, Any]:
-    """backend_settings additions of an adapter job: LoRA slots for the adapter, real weights."""
+def engine_settings(adapter_dir: str | Path, settings: Any) -> dict[str, Any]:
+    """backend_settings additions of an adapter job: LoRA slots for the adapter, real weights.
+    `settings`: backend_settings.vllm (an instance, or a mapping parsed by typed_settings)."""
     return {
-        "load_format": settings.get("load_format", "auto"),
+        "load_format": typed_settings("vllm", settings).load_format or "auto",
         "max_lora_rank": vllm_max_lora_rank(adapter_rank(read_manifest(adapter_dir))),
     }
 
@@ -68,7 +71,7 @@ def measurement_phases(adapter_dir: str | Path, merged_dir: str | Path, variant:
     def merged(runner: Any) -> dict[str, Any]:
         runner.close()
         runner.lora_request = None
-        runner.settings.pop("max_lora_rank", None)
+        runner.settings = dataclasses.replace(runner.settings, max_lora_rank=None)  # no LoRA slots
         info = runner.load({**variant, "checkpoint_dir": str(Path(merged_dir).resolve())})
         settings = json.dumps(runner.describe().get("settings", {}), sort_keys=True, default=str)  # as measure's
         return {

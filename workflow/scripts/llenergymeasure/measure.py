@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from . import energy, environment, job_gpus
+from .backend_specs import sized_for, typed_settings
 from .backends import Backend, LoadInfo, get_backend
 from .io import write_json_atomic
 from .lora import base_row_fields
@@ -170,8 +171,14 @@ def run_job(
         raise MeasureConfigError(f"replicate: expected an integer >= 1, got {replicate!r}")
     variant = VariantManifest.read(variant_path)
     backend_cls = get_backend(backend)
-    settings = (config.get("backend_settings") or {}).get(backend) or {}
+    # backend_settings.<backend>, checked by load_config; the typed instance from here on
+    settings = typed_settings(backend, (config.get("backend_settings") or {}).get(backend))
     phases, phase_settings = _phases(backend, adapter_dir, merged_dir, variant, settings)
+    # the workload sizes let backends size their KV cache / context to what is measured
+    settings = sized_for(
+        dataclasses.replace(settings, **phase_settings),
+        {"max_new_tokens": protocol.new_tokens, "max_prompt_tokens": max(protocol.prompt_tokens)},
+    )
     gpus = None
     if protocol.device == "cuda":  # before anything initialises CUDA in this process
         gpus = job_gpus.pin_job_gpus(job_gpus.gpus_needed(backend, settings, gpu_resource))
@@ -191,14 +198,8 @@ def run_job(
     load_info: LoadInfo | None = None
     description: dict[str, Any] = {}
     runner: Backend | None = None
-    # the workload sizes let backends size their KV cache / context to what is measured
-    workload = {
-        "max_new_tokens": protocol.new_tokens,
-        "max_prompt_tokens": max(protocol.prompt_tokens),
-        "max_batch_size": max(protocol.batch_sizes),
-    }
     try:
-        runner = backend_cls({**workload, **settings, **phase_settings}, protocol.device)
+        runner = backend_cls(settings, protocol.device)
         load_info = runner.load(variant)
         description = runner.describe()
         logger.info(
@@ -245,7 +246,7 @@ def run_job(
 
 
 def _phases(
-    backend: str, adapter_dir: str | None, merged_dir: str | None, variant: VariantManifest, settings: dict[str, Any]
+    backend: str, adapter_dir: str | None, merged_dir: str | None, variant: VariantManifest, settings: Any
 ) -> tuple[list, dict[str, Any]]:
     """The model states measured in turn, as (row fields, preparation), and the backend settings
     they need at load: the base model alone, or an adapter unmerged then merged

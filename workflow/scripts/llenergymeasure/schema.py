@@ -153,12 +153,15 @@ def conform_table(table: Any, schema: dict[str, Any] | None = None) -> Any:
     missing = [c for c, spec in specs.items() if spec.get("required") and c not in table.column_names]
     if missing:
         raise SchemaError(f"required columns missing: {', '.join(missing)}")
-    arrays = [
-        _arrow_cast(table[name], spec["type"], name)
-        if name in table.column_names
-        else pa.nulls(table.num_rows, arrow_type(spec["type"]))
-        for name, spec in specs.items()
-    ]
+    empty: dict[str, Any] = {}  # one all-empty array per type, shared by its missing columns (immutable)
+    arrays = []
+    for name, spec in specs.items():
+        if name in table.column_names:
+            arrays.append(_arrow_cast(table[name], spec["type"], name))
+            continue
+        if spec["type"] not in empty:
+            empty[spec["type"]] = pa.nulls(table.num_rows, arrow_type(spec["type"]))
+        arrays.append(empty[spec["type"]])
     return pa.Table.from_arrays(arrays, names=list(specs))
 
 

@@ -92,23 +92,31 @@ def _numeric(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
+def group_order(codes: np.ndarray) -> np.ndarray:
+    """Indices that put rows in group order, keeping their order within a group (stable)."""
+    return np.argsort(codes, kind="stable")
+
+
 class _GroupedSample:
     """The finite values of one metric in each group, sorted within their group.
 
     `values[offsets[g] : offsets[g] + counts[g]]` are group g's values, ascending.
     """
 
-    def __init__(self, values: np.ndarray, codes: np.ndarray, n_groups: int) -> None:
+    def __init__(self, values: np.ndarray, codes: np.ndarray, n_groups: int, order: np.ndarray | None = None) -> None:
+        """`order`: `group_order(codes)`, where several metrics share one grouping."""
+        order = group_order(codes) if order is None else order
+        values, codes = values[order], codes[order]  # grouped (a copy, sorted in place below)
         keep = np.isfinite(values)
         values, codes = values[keep], codes[keep]
-        # sorted by (group, value): one integer key, group * n + the value's rank (np.lexsort's
-        # order, about three times faster on a million rows)
-        rank = np.empty(values.size, dtype=np.int64)
-        rank[np.argsort(values)] = np.arange(values.size)
-        order = np.argsort(codes.astype(np.int64) * max(values.size, 1) + rank)
-        self.values = values[order]
         self.counts = np.bincount(codes, minlength=n_groups)
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        # each group's values sorted: the groups of one size at a time, as the rows of a matrix
+        # (a million trials in groups of 5: a fifth of the time of one argsort of them all)
+        for size in np.unique(self.counts[self.counts > 1]):
+            index = self.offsets[self.counts == size][:, None] + np.arange(size)
+            values[index] = np.sort(values[index], axis=1)
+        self.values = values
 
     def medians(self) -> np.ndarray:
         """Median of each group (nan for a group without values)."""
@@ -148,13 +156,16 @@ def _described(
     replicate_group: np.ndarray,
     multi: np.ndarray,
     confidence: float,
+    orders: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """`_GroupedSample.describe` of each group's trials, or, for groups with several
-    replicates (`multi`), of the medians of their replicates."""
+    replicates (`multi`), of the medians of their replicates. `orders`: the `group_order`s of
+    `codes` and `replicate_codes`, shared by every metric."""
     n_groups = multi.size
-    out = _GroupedSample(values, codes, n_groups).describe(confidence)
+    by_group, by_replicate = orders if orders is not None else (None, None)
+    out = _GroupedSample(values, codes, n_groups, by_group).describe(confidence)
     if multi.any():
-        replicate_medians = _GroupedSample(values, replicate_codes, replicate_group.size).medians()
+        replicate_medians = _GroupedSample(values, replicate_codes, replicate_group.size, by_replicate).medians()
         between = _GroupedSample(replicate_medians, replicate_group, n_groups).describe(confidence)
         out = {name: np.where(multi, between[name], out[name]) for name in out}
     return out
@@ -167,6 +178,13 @@ def _python_objects(column: pd.Series) -> list:
     if column.dtype == object:  # an object column may hold NumPy scalars
         return [value.item() if isinstance(value, np.generic) else value for value in values.tolist()]
     return values.tolist()
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of `values` (strings or None), whatever their shape."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 STATISTICS = ("median", "mean", "std", "cv", "ci_low", "ci_high", "ci_coverage")
@@ -260,12 +278,13 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05, confidence
     failed = status.isin(["failed"]).to_numpy(dtype=bool)
     data["n_failed"] = np.bincount(codes[failed], minlength=n_groups)
     data["n_replicates"] = n_replicates
+    orders = (group_order(codes[ok]), group_order(replicate_codes))  # one sort for every metric
     flagged = np.zeros((n_groups, len(HEADLINE_METRICS)), dtype=bool)
     coverages = np.full((n_groups, len(HEADLINE_METRICS)), np.nan)
     units = np.zeros(n_groups, dtype=np.int64)
     for index, metric in enumerate(HEADLINE_METRICS):
         described = _described(
-            _numeric(measurements[metric])[ok], codes[ok], replicate_codes, replicate_group, multi, confidence
+            _numeric(measurements[metric])[ok], codes[ok], replicate_codes, replicate_group, multi, confidence, orders
         )
         for name in STATISTICS:
             data[f"{metric}_{name}"] = described[name]
@@ -281,24 +300,28 @@ def summarise(measurements: pd.DataFrame, cv_threshold: float = 0.05, confidence
             replicate_group,
             multi,
             confidence,
+            orders,
         )["median"]
     has_interval = np.isfinite(coverages).any(axis=1)
     smallest = np.where(np.isfinite(coverages), coverages, np.inf).min(axis=1)
     row_coverage = np.where(has_interval, smallest, np.nan)
-    data["ci_method"] = [
-        (intervals.MEDIAN_REPLICATES if many else intervals.MEDIAN_TRIALS) if has else None
-        for many, has in zip(multi.tolist(), has_interval.tolist(), strict=True)
-    ]
+    methods = np.where(multi, intervals.MEDIAN_REPLICATES, intervals.MEDIAN_TRIALS).astype(object)
+    data["ci_method"] = np.where(has_interval, methods, None)
     data["ci_coverage"] = row_coverage
-    data["ci_note"] = [
-        _interval_note(int(n), int(u), bool(many), float(c), confidence)
-        for n, u, many, c in zip(data["n_ok"], units, multi, row_coverage, strict=True)
+    # a note depends on (no success, units, multi, coverage): written once per distinct case
+    cases = np.stack([data["n_ok"] == 0, units, multi, row_coverage.view(np.int64)], axis=1).astype(np.int64)
+    _, first, case_of_row = np.unique(cases, axis=0, return_index=True, return_inverse=True)
+    notes = [
+        _interval_note(int(data["n_ok"][i]), int(units[i]), bool(multi[i]), float(row_coverage[i]), confidence)
+        for i in first.tolist()
     ]
+    data["ci_note"] = _objects(notes)[case_of_row.reshape(-1)]
     data["few_trials_flag"] = data["n_ok"] < FEW_TRIALS
     data["cv_flag"] = flagged.any(axis=1)
-    data["cv_flagged_metrics"] = [
-        ",".join(metric for metric, hit in zip(HEADLINE_METRICS, row, strict=True) if hit) for row in flagged.tolist()
-    ]
+    # the flagged metrics' names, once per distinct pattern of flags
+    patterns, pattern_of_row = np.unique(flagged, axis=0, return_inverse=True)
+    names = [",".join(m for m, hit in zip(HEADLINE_METRICS, row, strict=True) if hit) for row in patterns.tolist()]
+    data["cv_flagged_metrics"] = _objects(names)[pattern_of_row.reshape(-1)]
 
     summary = pd.DataFrame(data, columns=columns) if n_groups else pd.DataFrame(columns=columns)
     integers = ("n_trials", "n_ok", "n_failed", "n_replicates", "batch_size", "prompt_tokens", "output_tokens")

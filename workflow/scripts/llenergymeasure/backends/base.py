@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..backend_specs import SPECS, set_fields, typed_settings
 from ..manifest import VariantManifest
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -55,8 +56,10 @@ class Backend(abc.ABC):
     # per token, so the measured full window itself is streamed (see `trial`)
     streams_in_window: bool = True
 
-    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
-        self.settings = dict(settings or {})
+    def __init__(self, settings: Any = None, device: str = "cpu"):
+        """`settings`: the backend's settings instance (backend_specs), checked once where the
+        config was loaded; a plain mapping (a test, a benchmark) is parsed the same way."""
+        self.settings = typed_settings(self.name, settings) if self.name in SPECS else settings
         self.device = device
 
     @abc.abstractmethod
@@ -89,7 +92,13 @@ class Backend(abc.ABC):
 
     def describe(self) -> dict[str, Any]:
         """Name, version and settings, recorded on every row."""
-        return {"name": self.name, "version": None, "settings": self.settings}
+        return {"name": self.name, "version": None, "settings": self.set_settings()}
+
+    def set_settings(self) -> dict[str, Any]:
+        """The settings this backend was given (those not left to its defaults)."""
+        if self.settings is None or isinstance(self.settings, Mapping):
+            return dict(self.settings or {})
+        return set_fields(self.settings)
 
     def close(self) -> None:
         """Release the model and device memory."""

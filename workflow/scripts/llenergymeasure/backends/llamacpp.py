@@ -51,11 +51,14 @@ CPU_ACTIVATION_TYPE = {
 # ggml_backend_amx_mul_mat on Sapphire-Rapids-class CPUs for q8_0 and K-quant weights
 # (observed here with 0.3.36; upstream ggml-org/llama.cpp#20824, closed stale unfixed).
 AMX_CRASH_REFERENCE = "ggml-org/llama.cpp#20824"
+# llama.cpp's constant for each word `backend_settings.llamacpp.flash_attn` accepts
+# (backend_specs.FLASH_ATTN_CHOICES)
 FLASH_ATTN_TYPES = {
     "auto": "LLAMA_FLASH_ATTN_TYPE_AUTO",
     "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
     "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED",
 }
+DEFAULT_N_UBATCH = 512  # llama.cpp's own default physical micro-batch
 # token ids below this are the special tokens (unk, bos, eos) of our tokenizers
 FIRST_ORDINARY_TOKEN = 3
 
@@ -155,16 +158,15 @@ class LlamaCppBackend(Backend):
     name = "llamacpp"
     supported_quants = ("gguf-f16", "gguf-q8_0", "gguf-q4_k_m")
 
-    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
+    def __init__(self, settings: Any = None, device: str = "cpu"):
         super().__init__(settings, device)
         import llama_cpp
 
         self._lib = llama_cpp
-        self.threads = int(self.settings.get("threads") or len(os.sched_getaffinity(0)))
+        self.threads = self.settings.threads or len(os.sched_getaffinity(0))
         self.max_new_tokens = kv_room_tokens(self.settings)
-        self.flash_attn = str(self.settings.get("flash_attn", "auto"))
-        if self.flash_attn not in FLASH_ATTN_TYPES:
-            raise ValueError(f"backend_settings.llamacpp.flash_attn is {self.flash_attn!r}; use auto, on or off")
+        self.flash_attn = self.settings.flash_attn or "auto"
+        self.n_ubatch = self.settings.n_ubatch or DEFAULT_N_UBATCH
         self.system_info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
         self.use_extra_buffer_types, self.extra_buffer_types_reason = self._resolve_extra_buffer_types()
         self.peak_memory_kind = "process-peak-rss" if device == "cpu" else "unavailable-llamacpp-gpu"
@@ -178,13 +180,13 @@ class LlamaCppBackend(Backend):
         self.tensor_types: dict[str, int] = {}
         self._batches: dict[tuple[int, int, str], _TokenBatch] = {}
         self.last_generated: np.ndarray | None = None  # (batch, new_tokens) ids of the last generate()
-        route_llama_log(logging.INFO if self.settings.get("verbose") else logging.WARNING)
+        route_llama_log(logging.INFO if self.settings.verbose else logging.WARNING)
 
     def _resolve_extra_buffer_types(self) -> tuple[bool, str]:
         """Whether weights may go to the CPU backend's extra buffer types (AMX, CPU_REPACK)."""
-        choice = self.settings.get("extra_buffer_types", "auto")
-        if choice not in ("auto", True, False):
-            raise ValueError(f"backend_settings.llamacpp.extra_buffer_types is {choice!r}; use auto, true or false")
+        choice = self.settings.extra_buffer_types
+        if choice is None:
+            choice = "auto"
         if choice != "auto":
             return bool(choice), "set in backend_settings"
         if self.device == "cpu" and "AMX_INT8 = 1" in self.system_info:
@@ -206,7 +208,8 @@ class LlamaCppBackend(Backend):
         self.close()  # a second load replaces the first model
         lib.llama_backend_init()
         params = lib.llama_model_default_params()
-        params.n_gpu_layers = int(self.settings.get("n_gpu_layers", -1 if self.device == "cuda" else 0))
+        layers = self.settings.n_gpu_layers
+        params.n_gpu_layers = (-1 if self.device == "cuda" else 0) if layers is None else layers
         params.use_extra_bufts = self.use_extra_buffer_types
         start = time.perf_counter()
         self.model = lib.llama_model_load_from_file(str(path).encode(), params)
@@ -258,7 +261,7 @@ class LlamaCppBackend(Backend):
         params.n_ctx = sequences * per_sequence  # split evenly between the streams (kv_unified false)
         params.kv_unified = False
         params.n_batch = max(sequences * per_sequence, 1)
-        params.n_ubatch = int(self.settings.get("n_ubatch", 512))
+        params.n_ubatch = self.n_ubatch
         params.n_threads = self.threads
         params.n_threads_batch = self.threads
         params.no_perf = True
@@ -373,13 +376,13 @@ class LlamaCppBackend(Backend):
             "name": self.name,
             "version": f"llama-cpp-python {lib.__version__}",
             "settings": {
-                **self.settings,
+                **self.set_settings(),
                 "threads": self.threads,
                 "batching": "one llama_decode per step over all sequences (n_seq_max = batch, one KV stream each)",
                 "sampling": "greedy argmax on the host, EOS ignored",
                 "max_new_tokens": self.max_new_tokens,  # KV room per sequence: prompt + this
                 "kv_cache_type": {1: "f16", 0: "f32"}.get(int(params.type_k), str(int(params.type_k))),
-                "n_ubatch": int(self.settings.get("n_ubatch", 512)),
+                "n_ubatch": self.n_ubatch,
                 "flash_attn": self.flash_attn,
                 "extra_buffer_types": self.use_extra_buffer_types,
                 "extra_buffer_types_reason": self.extra_buffer_types_reason,

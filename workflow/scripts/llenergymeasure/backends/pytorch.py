@@ -32,7 +32,7 @@ class _TokenCallbackStreamer:
 class PyTorchBackend(Backend):
     name = "pytorch"
 
-    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
+    def __init__(self, settings: Any = None, device: str = "cpu"):
         super().__init__(settings, device)
         self.model = None
         self.vocab_size = 0
@@ -46,7 +46,7 @@ class PyTorchBackend(Backend):
 
         from .loading import load_model
 
-        threads = self.settings.get("threads")
+        threads = self.settings.threads
         if threads:
             torch.set_num_threads(int(threads))
         start = time.perf_counter()
@@ -126,7 +126,7 @@ class PyTorchBackend(Backend):
             "name": self.name,
             "version": f"transformers {transformers.__version__}, torch {torch.__version__}",
             "settings": {
-                **self.settings,
+                **self.set_settings(),
                 "attn_implementation": getattr(getattr(self.model, "config", None), "_attn_implementation", None),
                 "torch_threads": torch.get_num_threads(),
                 "device_map": str(getattr(self.model, "hf_device_map", None) or self.device),

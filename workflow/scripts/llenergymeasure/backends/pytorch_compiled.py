@@ -32,14 +32,11 @@ RECOMPILE_LIMIT = 64  # torch._dynamo's default (8) would fall back to eager sil
 PROBE_SHAPE = (1, 8)  # batch, prompt tokens of the compile probe run by load()
 
 
-def kv_room_tokens(settings: dict[str, Any]) -> int:
-    """New tokens per sequence a backend's KV cache must hold (setting `max_new_tokens`)."""
-    room = settings.get("max_new_tokens", DEFAULT_MAX_NEW_TOKENS)
-    if not isinstance(room, int) or isinstance(room, bool) or room < 0:
-        raise ValueError(
-            f"backend_settings.*.max_new_tokens is {room!r}; use a whole number >= 0 (the workload's new_tokens)"
-        )
-    return room
+def kv_room_tokens(settings: Any) -> int:
+    """New tokens per sequence a backend's KV cache must hold (setting `max_new_tokens`, checked
+    where the settings were parsed), from a settings instance or a mapping of them."""
+    room = settings.get("max_new_tokens") if isinstance(settings, Mapping) else settings.max_new_tokens
+    return DEFAULT_MAX_NEW_TOKENS if room is None else room
 
 
 def compiled_graphs() -> int:
@@ -59,12 +56,10 @@ class CompiledPyTorchBackend(PyTorchBackend):
 
     name = "pytorch-compiled"
 
-    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cpu"):
+    def __init__(self, settings: Any = None, device: str = "cpu"):
         super().__init__(settings, device)
         self.max_new_tokens = kv_room_tokens(self.settings)
-        self.compile_mode = str(
-            self.settings.get("compile_mode") or ("reduce-overhead" if device == "cuda" else "default")
-        )
+        self.compile_mode = str(self.settings.compile_mode or ("reduce-overhead" if device == "cuda" else "default"))
         self.compile_config = None
         self.max_cache_len: int | None = None
         self.compile_events: list[dict[str, Any]] = []
@@ -77,8 +72,8 @@ class CompiledPyTorchBackend(PyTorchBackend):
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
         info = super().load(variant)
         self.compile_config = CompileConfig(
-            fullgraph=bool(self.settings.get("fullgraph", False)),
-            dynamic=self.settings.get("dynamic"),
+            fullgraph=bool(self.settings.fullgraph),
+            dynamic=self.settings.dynamic,
             mode=self.compile_mode,
         )
         if self.device != "cuda":

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend_specs import typed_settings
 from ..defaults import max_positions
 from ..manifest import VariantManifest
 from ..variants import quants_for_backend
@@ -44,6 +45,7 @@ from .base import Backend, LoadInfo, process_peak_rss_bytes, reset_process_peak_
 from .pytorch_compiled import kv_room_tokens
 
 FIRST_ORDINARY_TOKEN = 3  # ids below are the special tokens (unk, bos, eos) of our tokenizers
+DEFAULT_MAX_PROMPT_TOKENS = 2048  # context room for prompts when settings do not give max_prompt_tokens
 CPU_KV_CACHE_BYTES = 1 << 30  # default KV cache on CPU; vLLM's own default is a NUMA node's fraction
 # vLLM's CPU GEMM dispatch (vllm.model_executor.layers.utils.dispatch_cpu_unquantized_gemm) stores a
 # closure on each linear layer; the op it calls names the kernel.
@@ -81,63 +83,60 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def engine_settings(variant: dict[str, Any], settings: dict[str, Any], device: str) -> dict[str, Any]:
-    """vLLM engine arguments of one variant: the same for the offline engine and the server."""
+def engine_settings(variant: dict[str, Any], settings: Any, device: str) -> dict[str, Any]:
+    """vLLM engine arguments of one variant: the same for the offline engine and the server.
+    `settings`: backend_settings.vllm (an instance, or a mapping parsed by typed_settings)."""
+    settings = typed_settings("vllm", settings)
     model_path = Path(variant.get("checkpoint_dir") or variant["model_dir"])
     config = json.loads((model_path / "config.json").read_text())
-    wanted = int(settings.get("max_prompt_tokens", 2048)) + kv_room_tokens(settings)
+    wanted = (settings.max_prompt_tokens or DEFAULT_MAX_PROMPT_TOKENS) + kv_room_tokens(settings)
     limit = max_positions(config.get("text_config", config))
     dtype = variant.get("compute_dtype") if variant.get("quant_method") == "none" else "auto"
     engine = {
         "model": str(model_path),
         "tokenizer": str(variant["model_dir"]),
         "dtype": dtype,
-        "load_format": settings.get("load_format", "dummy" if variant.get("weights") == "random" else "auto"),
+        "load_format": settings.load_format or ("dummy" if variant.get("weights") == "random" else "auto"),
         "seed": 0,
         "max_model_len": min(wanted, limit) if limit else wanted,  # never past the model's positions
-        "enforce_eager": bool(settings.get("enforce_eager", device == "cpu")),
-        "tensor_parallel_size": int(settings.get("tensor_parallel_size", 1)),
+        "enforce_eager": device == "cpu" if settings.enforce_eager is None else settings.enforce_eager,
+        "tensor_parallel_size": settings.tensor_parallel_size or 1,
         "enable_prefix_caching": False,
     }
-    if settings.get("max_lora_rank"):  # an adapter job (lora_vllm.py): LoRA layers for one adapter
-        engine.update(enable_lora=True, max_lora_rank=int(settings["max_lora_rank"]), max_loras=1)
-    if settings.get("max_num_seqs") is not None:
-        engine["max_num_seqs"] = int(settings["max_num_seqs"])
+    if settings.max_lora_rank:  # an adapter job (lora_vllm.py): LoRA layers for one adapter
+        engine.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=1)
+    if settings.max_num_seqs is not None:
+        engine["max_num_seqs"] = settings.max_num_seqs
     if device == "cpu":
-        engine["kv_cache_memory_bytes"] = int(settings.get("kv_cache_memory_bytes", CPU_KV_CACHE_BYTES))
+        engine["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes or CPU_KV_CACHE_BYTES
     else:
-        engine["gpu_memory_utilization"] = float(settings.get("gpu_memory_utilization", 0.9))
-        if settings.get("kv_cache_memory_bytes") is not None:
-            engine["kv_cache_memory_bytes"] = int(settings["kv_cache_memory_bytes"])
+        utilisation = settings.gpu_memory_utilization
+        engine["gpu_memory_utilization"] = 0.9 if utilisation is None else float(utilisation)
+        if settings.kv_cache_memory_bytes is not None:
+            engine["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
     return engine
 
 
-SERVER_EXECUTORS = ("mp", "uni")
-
-
-def runtime_environment(device: str, settings: dict[str, Any], in_process: bool) -> dict[str, str]:
+def runtime_environment(device: str, settings: Any, in_process: bool) -> dict[str, str]:
     """Environment variables vLLM reads at engine start (set before the engine is built).
 
     in_process: the offline engine in this process. A server always has its engine core in a
     process of its own; `server_executor` says where that core runs the model: `mp` (vLLM's
     default) in a further worker process with vLLM's CPU thread binding, `uni` in the engine
     core itself (one process fewer to start: about 40 s less on a loaded 2-core machine)."""
+    settings = typed_settings("vllm", settings)
     if in_process:
         env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
     else:
-        executor = settings.get("server_executor", "mp")
-        if executor not in SERVER_EXECUTORS:
-            raise ValueError(
-                f"backend_settings.vllm.server_executor: {executor!r}; allowed: {', '.join(SERVER_EXECUTORS)}"
-            )
+        executor = settings.server_executor or "mp"
         env = {"VLLM_ENABLE_V1_MULTIPROCESSING": "1" if executor == "mp" else "0"}
     if device == "cpu":
         # in-process, torch runs the model in this process: give it the job's threads (vLLM would
         # drop it to one); a server's worker gets its threads from vLLM's own CPU binding instead
-        if in_process or settings.get("threads"):
-            env["OMP_NUM_THREADS"] = str(int(settings.get("threads") or usable_cores()))
-        if settings.get("cpu_threads_bind"):
-            env["VLLM_CPU_OMP_THREADS_BIND"] = str(settings["cpu_threads_bind"])
+        if in_process or settings.threads:
+            env["OMP_NUM_THREADS"] = str(settings.threads or usable_cores())
+        if settings.cpu_threads_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = settings.cpu_threads_bind
     return env
 
 
@@ -189,7 +188,7 @@ class VllmBackend(Backend):
     streams_in_window = False
     supported_quants = tuple(quants_for_backend("vllm"))
 
-    def __init__(self, settings: dict[str, Any] | None = None, device: str = "cuda"):
+    def __init__(self, settings: Any = None, device: str = "cuda"):
         super().__init__(settings, device)
         self.llm = None
         self.vocab_size = 0
@@ -309,7 +308,7 @@ class VllmBackend(Backend):
             "name": self.name,
             "version": vllm_version(),
             "settings": {
-                **self.settings,
+                **self.set_settings(),
                 **{k: v for k, v in self.engine.items() if k not in ("model", "tokenizer")},
                 "environment": self.environment,
                 "api": "offline LLM.generate on token ids, greedy, ignore_eos; timing probe steps the engine",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import energy, environment, schema
+from ..backend_specs import sized_for, typed_settings
 from ..backends.vllm import engine_settings, runtime_environment, vllm_version
 from ..defaults import resolve_device
 from ..io import write_json_atomic, write_parquet_atomic
@@ -243,11 +244,10 @@ def run_serving_job(
     variant = json.loads(Path(variant_path).read_text())
     prompt_max = serving["prompt_tokens"].get("max", serving["prompt_tokens"].get("value"))
     output_max = serving["output_tokens"].get("max", serving["output_tokens"].get("value"))
-    settings = {
-        "max_prompt_tokens": prompt_max,
-        "max_new_tokens": output_max,
-        **((config.get("backend_settings") or {}).get(backend) or {}),
-    }
+    settings = sized_for(
+        typed_settings(backend, (config.get("backend_settings") or {}).get(backend)),
+        {"max_prompt_tokens": prompt_max, "max_new_tokens": output_max},
+    )
     engine = engine_settings(variant, settings, device)
     run_env = runtime_environment(device, settings, in_process=False)
     meter = energy.select_meter(device, prefer=config["measurement"]["energy_source"])

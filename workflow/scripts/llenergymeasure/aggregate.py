@@ -40,17 +40,14 @@ def read_row_files(paths: Iterable[str | Path], threads: int = 1) -> Any:
     many contiguous runs of the files are read and stacked at once (Arrow releases the GIL
     while it stacks): 20,000 files on 2 cores took 4.8 s instead of 7.2 s.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     paths = list(paths)
     runs = max(1, min(threads, len(paths) // 1000))  # a thread is worth it from ~1,000 files
-    size = -(-len(paths) // runs) if paths else 0
-    parts = [paths[start : start + size] for start in range(0, len(paths), size or 1)]
-    if len(parts) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(len(parts)) as pool:
-            stacked = [table for table in pool.map(_stack, parts) if table is not None]
-    else:
-        stacked = [table for table in map(_stack, parts) if table is not None]
+    size = max(1, -(-len(paths) // runs))
+    parts = [paths[start : start + size] for start in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max(1, len(parts))) as pool:
+        stacked = [table for table in pool.map(_stack, parts) if table is not None]
     if not stacked:
         raise SchemaError("no rows to aggregate: every input file is empty")
     return concat(stacked).combine_chunks()

@@ -56,16 +56,12 @@ def write_arrow_atomic(path: str | Path, frame: Any) -> None:
     import pyarrow as pa
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    path, tmp = _atomic_target(path)
-    try:
+
+    def write(tmp: str) -> None:
         with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    _write_file_atomic(path, write)
 
 
 def read_row_table(path: str | Path) -> Any:
@@ -84,9 +80,15 @@ def read_row_table(path: str | Path) -> Any:
 
 def write_parquet_atomic(path: str | Path, frame: Any) -> None:
     """Write a pandas DataFrame as Parquet via a temporary file in the same directory."""
+    _write_file_atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def _write_file_atomic(path: str | Path, write: Any) -> None:
+    """`write(tmp)` fills a temporary file beside `path`, which is synced to disk and then
+    renamed to `path`; on any failure the temporary file is removed and `path` is untouched."""
     path, tmp = _atomic_target(path)
     try:
-        frame.to_parquet(tmp, index=False)
+        write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -41,8 +41,8 @@ CARRIED_COLUMNS: list[str] = schema.summary("carried")
 
 CONFIDENCE = intervals.CONFIDENCE
 REPLICATE_COLUMN = "replicate"  # fresh-process repeats of one configuration; absent = one (0)
-FEW_TRIALS = 3
-SORT_BY_SIZE_LIMIT = 16  # _GroupedSample sorts group by group size up to this many sizes  # `few_trials_flag` below this many successful trials
+FEW_TRIALS = 3  # `few_trials_flag` below this many successful trials
+SORT_BY_SIZE_LIMIT = 16  # _GroupedSample sorts group by group size up to this many distinct sizes
 
 
 class StatsInputError(ValueError):

@@ -155,7 +155,7 @@ def test_measure_vllm_job_runs_in_the_vllm_venv_and_its_rows_pass_the_schema(tmp
         backend_settings: {vllm: {threads: 1}}
     """)
     )
-    target = "results/flops/tiny-llama/none-float32/vllm/replicate-1.arrow"
+    target = "results/flops/tiny-llama/measured.arrow"
     result = run_snakemake(workflow, target, "--cores", "2", "--configfile", str(config), timeout=600)
     log = workflow / "logs/measure/tiny-llama/none-float32/vllm/replicate-1.log"
     assert result.returncode == 0, result.stderr[-3000:] + (log.read_text()[-3000:] if log.exists() else "")

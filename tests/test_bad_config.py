@@ -145,7 +145,7 @@ def test_library_never_invokes_a_shell():
         "results/variants/tiny-llama/none-float32;touch pwned/variant.json",  # shell metacharacters
         "results/measure/tiny-llama/none-float32/bash -c id/replicate-1.parquet",  # backend that is not registered
         "results/measure/TINY-LLAMA/none-float32/pytorch/replicate-1.parquet",  # model name not in the config
-        "results/flops/tiny-llama/int3/pytorch/replicate-1.arrow",  # variant that does not exist
+        "results/flops/not-in-the-config/measured.arrow",  # FLOPs of a model outside the config
         "results/measure/tiny-llama/none-float32/pytorch/replicate-0.parquet",  # replicates count from 1
         "results/measure/tiny-llama/none-float32/pytorch/replicate-1;id.parquet",  # replicate that is not a number
     ],

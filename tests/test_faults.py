@@ -127,7 +127,7 @@ KILL_OUTPUTS = {
     "model": ("models/*/model_manifest.json", 2),
     "quantise": ("variants/*/*/variant.json", 3),
     "measure": ("measure/*/*/*/replicate-*.parquet", 3),
-    "flops": ("flops/*/*/*/replicate-*.arrow", 3),
+    "flops": ("flops/*/measured.arrow", 2),  # one flops job per model
 }
 
 
@@ -234,7 +234,8 @@ def test_failing_configuration_leaves_failure_rows_and_the_rest_completes(tmp_pa
     # ... but with --keep-going every job of the other model finished, and the shape that
     # could not run is a failure row beside the shapes that could.
     for quant in ("none-float32", "none-bfloat16"):
-        rows = pd.read_feather(workdir / "results" / "flops" / "tiny-gpt2" / quant / "pytorch" / "replicate-1.arrow")
+        annotated = pd.read_feather(workdir / "results" / "flops" / "tiny-gpt2" / "measured.arrow")
+        rows = annotated[annotated["quant"] == quant]
         ok = rows[rows["status"] == "ok"]
         failed = rows[rows["status"] == "failed"]
         assert len(ok) == 2 and set(ok["batch_size"]) == {1}

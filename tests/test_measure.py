@@ -170,7 +170,7 @@ def test_run_job_measures_every_shape_and_records_failures(tiny_variant, tiny_ba
         assert row["tpot_s"] == pytest.approx((row["latency_s"] - row["ttft_s"]) / 3)
         assert 0 < row["ttft_s"] < row["latency_s"]
         # every call of the full window streamed: 3 intervals per call; p90 needs 10, p99 100
-        assert row["token_timing_source"] == "full-window"
+        assert row["token_timing_source"] == "full-window" and row["ttft_source"] == "prefill-window"
         intervals = 3 * row["window_repetitions"]
         assert row["tpot_p50_s"] > 0
         assert pd.isna(row["tpot_p90_s"]) == (intervals < 10) and pd.isna(row["tpot_p99_s"]) == (intervals < 100)
@@ -234,6 +234,68 @@ def test_forced_energy_source_none_leaves_energy_empty(tiny_variant, tiny_backen
     assert rows["energy_unavailable_reason"].iloc[0] == "energy_source none requested"
     assert rows[EMPTY_ENERGY].isna().all().all()
     assert rows["latency_s"].iloc[0] > 0
+
+
+class _CountingPlainBackend(TinyBackend):
+    """The tiny backend as vLLM is: it does not stream in its measured window."""
+
+    streams_in_window = False
+    calls: list[int]
+
+    def generate(self, inputs, new_tokens, on_token=None):
+        self.calls.append(new_tokens)
+        return super().generate(inputs, new_tokens, on_token)
+
+
+@pytest.mark.parametrize("streams", [True, False])
+@pytest.mark.parametrize("energy_source", ["none", "estimate"])
+def test_prefill_window_for_energy_is_measured_only_where_it_adds_something(
+    tiny_variant, tmp_path, monkeypatch, streams, energy_source
+):
+    """for-energy: without energy, a backend that streams in its window takes TTFT from the
+    first streamed token of the full window, and no prefill-only call runs; with energy to
+    split, or on a backend that does not stream in-window, the prefill window is measured."""
+    monkeypatch.setenv("LLEM_CPU_TDP_W", "120")
+    backend = _CountingBackend if streams else _CountingPlainBackend
+    backend.calls = []
+    monkeypatch.setattr(measure, "get_backend", lambda name: backend)
+    config = _config(energy_source=energy_source, prefill_window="for-energy", trials=2)
+    config["workload"].update(batch_sizes=[2], prompt_tokens=[4])
+    rows, _ = _run(config, tiny_variant, tmp_path)
+    assert list(rows["status"]) == ["ok", "ok"]
+    skipped = streams and energy_source == "none"
+    assert (1 in backend.calls) == (not skipped)  # a prefill-only call is generate(inputs, 1)
+    expected = "full-window-stream" if skipped else "prefill-window"
+    assert (rows["ttft_source"] == expected).all()
+    assert rows["prefill_window_s"].isna().all() == skipped and rows["prefill_window_repetitions"].isna().all() == skipped
+    assert (rows["ttft_s"] > 0).all() and (rows["ttft_s"] < rows["latency_s"]).all()
+    assert rows["tpot_s"].to_numpy() == pytest.approx(((rows["latency_s"] - rows["ttft_s"]) / 3).to_numpy())
+    if energy_source == "estimate":  # the split is there, as with `always`
+        assert rows["energy_decode_j"].to_numpy() == pytest.approx((rows["energy_j"] - rows["energy_prefill_j"]).to_numpy())
+    else:
+        assert rows[EMPTY_ENERGY].isna().all().all()
+
+
+def test_a_streamed_first_token_is_its_call_s_start_to_its_first_stamp():
+    from llenergymeasure import trial
+
+    stamps = [[10.0, 10.5, 10.6, 10.8], [20.0, 20.3, 20.4, 20.5]]
+    assert trial.first_token_s(stamps) == pytest.approx(0.4)
+    assert trial.token_intervals(stamps) == pytest.approx([0.1, 0.2, 0.1, 0.1])
+    assert trial.first_token_s([[1.0]]) is None
+    full = _window(2, 1.0, None, None)
+    idle = energy.IdleReading(None, 0.0, energy.SOURCE_UNAVAILABLE)
+    metrics = measure.trial_metrics(None, full, [0.1], 1, 5, idle, streamed_ttft_s=0.1)
+    assert metrics["ttft_s"] == 0.1 and metrics["tpot_s"] == pytest.approx(0.1)
+    assert metrics["ttft_source"] == "full-window-stream" and metrics["prefill_window_s"] is None
+    with pytest.raises(ValueError, match="streamed time to first token"):
+        measure.trial_metrics(None, full, [0.1], 1, 5, idle)
+
+
+def test_a_bad_prefill_window_word_is_one_line():
+    config = _config(prefill_window="sometimes")
+    with pytest.raises(measure.MeasureConfigError, match=r"^measurement.prefill_window: 'sometimes'; allowed: always, for-energy$"):
+        measure.resolve_protocol(config)
 
 
 @pytest.mark.skipif(energy.rapl_packages()[0] > 0, reason="RAPL is readable here, so a CPU job is measured")

@@ -53,7 +53,7 @@ def test_dry_run_plans_the_whole_dag(workflow_copy):
     assert jobs["model"] == 2
     assert jobs["measure"] == 10
     assert jobs["measure_vllm"] == 1
-    assert jobs["flops"] == 11
+    assert jobs["flops"] == 2  # one per model, over all its variants, backends and replicates
     assert jobs["aggregate"] == 1
     assert jobs.get("quantise", 0) + jobs.get("gguf", 0) == 10
     # fidelity: each model's float32 parent once, every measured (model, variant) against it

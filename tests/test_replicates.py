@@ -68,14 +68,16 @@ def _started_measure_jobs(output: str) -> list[str]:
     return started
 
 
-def test_dry_run_plans_one_measure_and_flops_job_per_replicate(tmp_path):
+def test_dry_run_plans_one_measure_job_per_replicate_and_one_flops_job_per_model(tmp_path):
     workdir = copy_workflow(tmp_path / "repo")
     study = _write(tmp_path / "study.yaml", {**STUDY, "measurement": {**STUDY["measurement"], "replicates": 3}})
     dry = run_snakemake(workdir, AGGREGATE, "-n", "--cores", "2", "--configfile", str(study), env=_env(), timeout=300)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    planned = set(re.findall(r"results/measure/(\S+?/replicate-\d+)\.parquet", dry.stdout))
+    planned = set(_started_measure_jobs(dry.stdout))
     assert planned == {f"{config}/replicate-{r}" for config in CONFIGS for r in (1, 2, 3)}
-    assert len(set(re.findall(r"results/flops/(\S+?/replicate-\d+)\.arrow", dry.stdout))) == 6
+    assert set(re.findall(r"results/flops/(\S+?)/measured\.arrow", dry.stdout)) == {"tiny-gpt2"}
+    counts = re.findall(r"^\s*flops\s+(\d+)$", dry.stdout, re.MULTILINE)  # the job count table(s)
+    assert counts and set(counts) == {"1"}, dry.stdout[-2000:]
 
 
 def test_a_bad_stated_power_stops_the_plan_in_one_line(tmp_path):
@@ -117,7 +119,7 @@ def test_replicates_run_interleaved_and_growing_them_runs_only_the_new_ones(tmp_
     grown = _write(study, {**STUDY, "measurement": {**STUDY["measurement"], "replicates": 3}})
     dry = run_snakemake(workdir, AGGREGATE, "-n", "--cores", "2", "--configfile", str(grown), env=_env(), timeout=300)
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
-    planned = set(re.findall(r"results/measure/(\S+?/replicate-\d+)\.parquet", dry.stdout))
+    planned = set(_started_measure_jobs(dry.stdout))  # the outputs of the planned measure jobs
     assert planned == {f"{config}/replicate-3" for config in CONFIGS}, dry.stdout[-3000:]
     assert not re.search(r"rule (model|quantise):", dry.stdout)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished

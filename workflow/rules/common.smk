@@ -51,11 +51,17 @@ VARIANT_MANIFEST = (
 
 
 def measured_rows():
-    """Every replicate of every job's FLOPs-annotated rows, the input of aggregate."""
+    """The FLOPs-annotated rows of every model (rule flops), the input of aggregate."""
+    return [f"results/flops/{model}/measured.arrow" for model in dict.fromkeys(j.model for j in JOBS)]
+
+
+def model_measured_rows(wildcards):
+    """Every replicate of every measure job of one model, the input of its flops job."""
     return [
-        f"results/flops/{j.model}/{j.quant}/{j.backend}/replicate-{r}.arrow"
+        f"results/measure/{j.model}/{j.quant}/{j.backend}/replicate-{r}.parquet"
         for r in range(1, REPLICATES + 1)
         for j in JOBS
+        if j.model == wildcards.model
     ]
 
 

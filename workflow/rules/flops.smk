@@ -1,13 +1,15 @@
 rule flops:
-    """Annotate measured rows with verified FLOPs (analytical count checked against a
-    FlopCounterMode trace of the meta-device model, or refused), MFU and MBU."""
+    """Annotate every measured row of one model (all its variants, backends and replicates, in
+    one process: one torch import and one count per shape) with verified FLOPs (analytical
+    count checked against a FlopCounterMode trace of the meta-device model, or refused), MFU
+    and MBU."""
     input:
-        rows="results/measure/{model}/{quant}/{backend}/replicate-{replicate}.parquet",
+        rows=model_measured_rows,
         model=MODEL_DIR,
     output:
-        "results/flops/{model}/{quant}/{backend}/replicate-{replicate}.arrow",
+        "results/flops/{model}/measured.arrow",
     log:
-        "logs/flops/{model}/{quant}/{backend}/replicate-{replicate}.log",
+        "logs/flops/{model}.log",
     conda:
         "../../envs/pytorch.yaml"
     threads: 1

@@ -15,6 +15,9 @@ from .defaults import DEFAULTS, cuda_visible, resolve_device
 from .errors import ConfigError
 
 
+PREFILL_WINDOW_CHOICES = ("always", "for-energy")
+
+
 class MeasureConfigError(ConfigError):
     """A setting the protocol needs is missing or unusable (one line naming the field)."""
 
@@ -36,6 +39,9 @@ class Protocol:
     min_window_s: float
     idle_baseline_s: float
     energy_source: str
+    # always: a prefill window per trial; for-energy: only where it adds what the full window
+    # cannot give (an energy split, or TTFT on a backend that does not stream in-window)
+    prefill_window: str = "always"
 
 
 def _number(section: dict[str, Any], key: str, field: str, minimum: float = 0.0) -> float:
@@ -100,6 +106,11 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         raise MeasureConfigError(
             f"measurement.energy_source: {source!r} is not a source; allowed: {', '.join(energy.PREFER_CHOICES)}"
         )
+    prefill_window = measurement.get("prefill_window")
+    if prefill_window not in PREFILL_WINDOW_CHOICES:
+        raise MeasureConfigError(
+            f"measurement.prefill_window: {prefill_window!r}; allowed: {', '.join(PREFILL_WINDOW_CHOICES)}"
+        )
     energy.stated_cpu_power()  # a malformed LLEM_CPU_TDP_W is refused here, whatever the source
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
@@ -118,7 +129,8 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         min_window_s=_per_device(measurement, "min_window_s", device),
         idle_baseline_s=_per_device(measurement, "idle_baseline_s", device),
         energy_source=source,
+        prefill_window=prefill_window,
     )
 
 
-__all__ = ["MeasureConfigError", "Protocol", "resolve_protocol"]
+__all__ = ["PREFILL_WINDOW_CHOICES", "MeasureConfigError", "Protocol", "resolve_protocol"]

@@ -2,11 +2,16 @@
 
 Warm up until steady (`warmup`), then per trial, in this order:
 
-1. prefill window: `generate(inputs, 1)` repeated until the window lasts `min_window_s`;
+1. prefill window: `generate(inputs, 1)` repeated until the window lasts `min_window_s`.
+   With `measurement.prefill_window: for-energy` it is measured only where it adds what the
+   full window cannot give: an energy split into prefill and decode (the job's meter reads
+   energy), or TTFT on a backend that does not stream in its window. Elsewhere TTFT is the
+   mean time to the first streamed token of the full window's calls (`ttft_source`);
 2. full window: `generate(inputs, new_tokens)` repeated likewise (peak memory read here).
    Where the backend streams on its generate path (`Backend.streams_in_window`), every call
-   of this window is streamed: a per-token callback appends one clock read, and the
-   intervals between a call's tokens are the distribution of time per output token;
+   of this window is streamed: a per-token callback appends one clock read after the call's
+   start, and the intervals between a call's tokens are the distribution of time per output
+   token;
 3. otherwise (vLLM, whose streaming steps the engine by hand), a streamed timing probe
    outside both windows: one generate with that callback.
 
@@ -71,7 +76,7 @@ def measure_window(
 ) -> Window:
     """Repeat `generate(inputs, new_tokens)` until at least `min_window_s` have passed, inside
     one energy window. Only a clock read separates the calls. With `token_stamps`, each call
-    is streamed and appends the list of its tokens' clock reads."""
+    is streamed and appends the list of its start's and its tokens' clock reads."""
     generate = backend.generate
     clock = time.perf_counter
     backend.synchronize()
@@ -83,7 +88,7 @@ def measure_window(
             if token_stamps is None:
                 generate(inputs, new_tokens)
             else:
-                stamps: list[float] = []
+                stamps: list[float] = [clock()]  # the call's start, then one read per token
                 token_stamps.append(stamps)
                 generate(inputs, new_tokens, on_token=lambda stamps=stamps: stamps.append(clock()))
             repetitions += 1
@@ -99,30 +104,54 @@ def measure_window(
 
 
 def token_intervals(token_stamps: list[list[float]]) -> list[float]:
-    """Seconds between successive output tokens within each streamed call (new_tokens - 1 per call)."""
-    return [later - earlier for stamps in token_stamps for earlier, later in itertools.pairwise(stamps)]
+    """Seconds between successive output tokens within each streamed call (new_tokens - 1 per
+    call); each call's list is its start, then its tokens."""
+    return [later - earlier for stamps in token_stamps for earlier, later in itertools.pairwise(stamps[1:])]
+
+
+def first_token_s(token_stamps: list[list[float]]) -> float | None:
+    """Mean seconds from a streamed call's start to its first token (None: no call streamed a token)."""
+    firsts = [stamps[1] - stamps[0] for stamps in token_stamps if len(stamps) > 1]
+    return statistics.fmean(firsts) if firsts else None
 
 
 def timing_probe(backend: Backend, inputs: Any, new_tokens: int) -> list[float]:
     """Seconds between successive output tokens of one streamed generate (new_tokens - 1 values)."""
-    stamps: list[float] = []
     clock = time.perf_counter
     backend.synchronize()
+    stamps: list[float] = [clock()]
     backend.generate(inputs, new_tokens, on_token=lambda: stamps.append(clock()))
     return token_intervals([stamps])
 
 
+def separate_prefill_window(runner: Backend, meter: energy.EnergyMeter, protocol: Protocol) -> bool:
+    """Whether a trial measures the prefill-only window (see the module docstring, step 1)."""
+    if protocol.prefill_window == "always" or not runner.streams_in_window:
+        return True
+    return not isinstance(meter, energy.UnavailableMeter)  # split the energy it reads
+
+
 def trial_metrics(
-    prefill: Window, full: Window, intervals: list[float], batch_size: int, new_tokens: int, idle: energy.IdleReading
+    prefill: Window | None,
+    full: Window,
+    intervals: list[float],
+    batch_size: int,
+    new_tokens: int,
+    idle: energy.IdleReading,
+    streamed_ttft_s: float | None = None,
 ) -> dict[str, Any]:
-    """The measured columns of one trial from its two windows and its timing probe."""
-    ttft = prefill.per_call_s
+    """The measured columns of one trial from its windows and token timings. Without a prefill
+    window, TTFT is `streamed_ttft_s` (the full window's mean time to first token) and the
+    prefill and decode energy are empty."""
+    if prefill is None and streamed_ttft_s is None:
+        raise ValueError("a trial without a prefill window needs the streamed time to first token")
+    ttft = prefill.per_call_s if prefill is not None else streamed_ttft_s
     latency = full.per_call_s
     output_tokens = batch_size * new_tokens
     energy_j = full.per_call(full.reading.joules)
     energy_u = full.per_call(full.reading.uncertainty_j)
-    prefill_j = prefill.per_call(prefill.reading.joules)
-    prefill_u = prefill.per_call(prefill.reading.uncertainty_j)
+    prefill_j = None if prefill is None else prefill.per_call(prefill.reading.joules)
+    prefill_u = None if prefill is None else prefill.per_call(prefill.reading.uncertainty_j)
     decode_j = decode_u = None
     if energy_j is not None and prefill_j is not None:
         decode_j = energy_j - prefill_j
@@ -158,8 +187,9 @@ def trial_metrics(
         "energy_unavailable_reason": full.reading.reason,
         "window_s": full.elapsed_s,
         "window_repetitions": full.repetitions,
-        "prefill_window_s": prefill.elapsed_s,
-        "prefill_window_repetitions": prefill.repetitions,
+        "prefill_window_s": None if prefill is None else prefill.elapsed_s,
+        "prefill_window_repetitions": None if prefill is None else prefill.repetitions,
+        "ttft_source": "prefill-window" if prefill is not None else "full-window-stream",
     }
 
 
@@ -171,16 +201,20 @@ def measure_trial(
     protocol: Protocol,
     idle: energy.IdleReading,
 ) -> dict[str, Any]:
-    """One trial: prefill window, full window (peak memory, streamed where the backend streams
-    on its generate path), else the separate streamed timing probe."""
-    prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
+    """One trial: prefill window (where `separate_prefill_window`), full window (peak memory,
+    streamed where the backend streams on its generate path), else the separate streamed
+    timing probe."""
+    prefill = None
+    if separate_prefill_window(runner, meter, protocol):
+        prefill = measure_window(runner, meter, inputs, 1, protocol.min_window_s)
     runner.peak_memory_reset()
     stamps: list[list[float]] | None = [] if runner.streams_in_window else None
     full = measure_window(runner, meter, inputs, protocol.new_tokens, protocol.min_window_s, stamps)
     peak = runner.peak_memory_bytes()
+    streamed_ttft = None
     if stamps is not None:
-        intervals, source = token_intervals(stamps), "full-window"
+        intervals, source, streamed_ttft = token_intervals(stamps), "full-window", first_token_s(stamps)
     else:
         intervals, source = timing_probe(runner, inputs, protocol.new_tokens), "separate-probe"
-    metrics = trial_metrics(prefill, full, intervals, batch_size, protocol.new_tokens, idle)
+    metrics = trial_metrics(prefill, full, intervals, batch_size, protocol.new_tokens, idle, streamed_ttft)
     return {**metrics, "peak_memory_bytes": peak, "token_timing_source": source}

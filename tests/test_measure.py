@@ -267,11 +267,15 @@ def test_prefill_window_for_energy_is_measured_only_where_it_adds_something(
     assert (1 in backend.calls) == (not skipped)  # a prefill-only call is generate(inputs, 1)
     expected = "full-window-stream" if skipped else "prefill-window"
     assert (rows["ttft_source"] == expected).all()
-    assert rows["prefill_window_s"].isna().all() == skipped and rows["prefill_window_repetitions"].isna().all() == skipped
+    assert (
+        rows["prefill_window_s"].isna().all() == skipped and rows["prefill_window_repetitions"].isna().all() == skipped
+    )
     assert (rows["ttft_s"] > 0).all() and (rows["ttft_s"] < rows["latency_s"]).all()
     assert rows["tpot_s"].to_numpy() == pytest.approx(((rows["latency_s"] - rows["ttft_s"]) / 3).to_numpy())
     if energy_source == "estimate":  # the split is there, as with `always`
-        assert rows["energy_decode_j"].to_numpy() == pytest.approx((rows["energy_j"] - rows["energy_prefill_j"]).to_numpy())
+        assert rows["energy_decode_j"].to_numpy() == pytest.approx(
+            (rows["energy_j"] - rows["energy_prefill_j"]).to_numpy()
+        )
     else:
         assert rows[EMPTY_ENERGY].isna().all().all()
 
@@ -294,7 +298,9 @@ def test_a_streamed_first_token_is_its_call_s_start_to_its_first_stamp():
 
 def test_a_bad_prefill_window_word_is_one_line():
     config = _config(prefill_window="sometimes")
-    with pytest.raises(measure.MeasureConfigError, match=r"^measurement.prefill_window: 'sometimes'; allowed: always, for-energy$"):
+    with pytest.raises(
+        measure.MeasureConfigError, match=r"^measurement.prefill_window: 'sometimes'; allowed: always, for-energy$"
+    ):
         measure.resolve_protocol(config)
 
 

@@ -14,7 +14,6 @@ from . import energy
 from .defaults import DEFAULTS, cuda_visible, resolve_device
 from .errors import ConfigError
 
-
 PREFILL_WINDOW_CHOICES = ("always", "for-energy")
 
 

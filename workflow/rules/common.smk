@@ -52,7 +52,10 @@ VARIANT_MANIFEST = (
 
 def measured_rows():
     """The FLOPs-annotated rows of every model (rule flops), the input of aggregate."""
-    return [f"results/flops/{model}/measured.arrow" for model in dict.fromkeys(j.model for j in JOBS)]
+    return [
+        f"results/flops/{model}/measured.arrow"
+        for model in dict.fromkeys(j.model for j in JOBS)
+    ]
 
 
 def model_measured_rows(wildcards):

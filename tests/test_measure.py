@@ -304,6 +304,27 @@ def test_a_bad_prefill_window_word_is_one_line():
         measure.resolve_protocol(config)
 
 
+def test_max_batch_tokens_measures_only_the_shapes_within_it(tiny_variant, tiny_backend, tmp_path):
+    config = _config(trials=1)
+    config["workload"].update(batch_sizes=[1, 2], prompt_tokens=[4, 8], max_batch_tokens=8)
+    assert measure.resolve_protocol(config).shapes() == [(1, 4), (1, 8), (2, 4)]
+    rows, _ = _run(config, tiny_variant, tmp_path)
+    assert sorted(set(zip(rows["batch_size"], rows["prompt_tokens"], strict=True))) == [(1, 4), (1, 8), (2, 4)]
+    del config["workload"]["max_batch_tokens"]
+    assert len(measure.resolve_protocol(config).shapes()) == 4  # unset: the whole grid
+
+
+def test_a_max_batch_tokens_that_leaves_no_shape_is_one_line():
+    config = _config()
+    config["workload"].update(batch_sizes=[2, 4], prompt_tokens=[8], max_batch_tokens=15)
+    with pytest.raises(
+        measure.MeasureConfigError,
+        match=r"^workload.max_batch_tokens: 15 leaves no shape to measure \(the smallest batch x prompt is 16\); "
+        r"raise it to at least 16 or remove it$",
+    ):
+        measure.resolve_protocol(config)
+
+
 @pytest.mark.skipif(energy.rapl_packages()[0] > 0, reason="RAPL is readable here, so a CPU job is measured")
 def test_no_sensor_and_no_stated_power_gives_empty_energy_with_the_reason(tiny_variant, tiny_backend, tmp_path):
     config = _config(trials=1)

@@ -6,7 +6,8 @@ from glob import glob
 
 from llenergymeasure.outputs import all_analysis_outputs, analysis_paths, root_pattern
 
-# Architecture configs swept by the 2N-formula analysis (every one in config/models/).
+# Architecture configs (config/models/): they name the families; the 2N-formula analysis sweeps
+# those named as a measured model.
 ARCHITECTURE_CONFIGS = sorted(glob("config/models/*.json"))
 ROOT_PATTERN = root_pattern()
 

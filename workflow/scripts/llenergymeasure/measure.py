@@ -191,7 +191,7 @@ def run_job(
     env = environment.capture(protocol.device, REPO_ROOT, config)
     gpu_states = [{**env.pop("gpu_state"), "label": "job-start"}]
     base_row = _base_row(model, quant, backend, protocol, variant, env, meter, replicate)
-    shapes = [(b, p) for b in protocol.batch_sizes for p in protocol.prompt_tokens]
+    shapes = protocol.shapes()
     rows: list[dict[str, Any]] = []
     shape_records: list[dict[str, Any]] = []
     idle = energy.IdleReading(None, 0.0, meter.source)

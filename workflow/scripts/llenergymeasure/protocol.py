@@ -41,6 +41,13 @@ class Protocol:
     # always: a prefill window per trial; for-energy: only where it adds what the full window
     # cannot give (an energy split, or TTFT on a backend that does not stream in-window)
     prefill_window: str = "always"
+    # shapes whose batch x prompt tokens exceed it are not measured (None: the whole grid)
+    max_batch_tokens: int | None = None
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """(batch size, prompt tokens) measured: the grid, less shapes over `max_batch_tokens`."""
+        grid = [(b, p) for b in self.batch_sizes for p in self.prompt_tokens]
+        return [(b, p) for b, p in grid if self.max_batch_tokens is None or b * p <= self.max_batch_tokens]
 
 
 def _number(section: dict[str, Any], key: str, field: str, minimum: float = 0.0) -> float:
@@ -110,14 +117,23 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         raise MeasureConfigError(
             f"measurement.prefill_window: {prefill_window!r}; allowed: {', '.join(PREFILL_WINDOW_CHOICES)}"
         )
+    batch_sizes, prompt_tokens = _int_list(workload, "batch_sizes", 1), _int_list(workload, "prompt_tokens", 1)
+    max_batch_tokens = workload.get("max_batch_tokens")
+    if max_batch_tokens is not None:
+        smallest = min(batch_sizes) * min(prompt_tokens)
+        if not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool) or max_batch_tokens < smallest:
+            raise MeasureConfigError(
+                f"workload.max_batch_tokens: {max_batch_tokens!r} leaves no shape to measure (the smallest "
+                f"batch x prompt is {smallest}); raise it to at least {smallest} or remove it"
+            )
     energy.stated_cpu_power()  # a malformed LLEM_CPU_TDP_W is refused here, whatever the source
     seed = config.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise MeasureConfigError(f"seed: expected an integer >= 0, got {seed!r}")
     return Protocol(
         device=device,
-        batch_sizes=_int_list(workload, "batch_sizes", 1),
-        prompt_tokens=_int_list(workload, "prompt_tokens", 1),
+        batch_sizes=batch_sizes,
+        prompt_tokens=prompt_tokens,
         new_tokens=new_tokens,
         seed=seed,
         trials=trials,
@@ -129,6 +145,7 @@ def resolve_protocol(config: dict[str, Any]) -> Protocol:
         idle_baseline_s=_per_device(measurement, "idle_baseline_s", device),
         energy_source=source,
         prefill_window=prefill_window,
+        max_batch_tokens=max_batch_tokens,
     )
 
 

@@ -115,7 +115,8 @@ def run_all(
     ``compound_metrics``, ``flops_tolerance`` (default 0.005) and ``use_estimated_energy``
     (default false: every energy number without a sensor behind it is emptied first,
     `energy_analysis.sensor_energy_only`). `architectures` (name -> Hugging Face config)
-    feeds the 2N-formula sweep at `new_tokens`; `families` (model -> family) is used where
+    names the families, and those named as a measured model feed the 2N-formula sweep at
+    `new_tokens` (the study's own architectures: each count is traced, ~2 s apiece); `families` (model -> family) is used where
     the rows carry no ``model_family``. `fidelity` (rule fidelity_table) feeds the fidelity
     axis of the cross-engine Pareto transfer; without it that transfer is empty.
     """
@@ -143,7 +144,7 @@ def run_all(
         "pareto_transfer": pareto_transfer(summary),
         "rank_difference_tests": rank_difference_tests(measurements, summary, tolerance=tolerance),
         "family_transfer_error": family_transfer_error(summary, families),
-        "two_n_error": two_n_formula_error(architectures or {}, new_tokens=new_tokens),
+        "two_n_error": two_n_formula_error(_measured(architectures, measurements), new_tokens=new_tokens),
         "quantisation_energy": quantisation_energy_effect(measurements, summary),
         "energy_phase_shares": energy_phase_shares(measurements),
         **cross_engine.run(summary, fidelity),
@@ -155,6 +156,12 @@ def run_all(
     for name, table in results.items():
         log.info("analysis %s: %d rows", name, len(table))
     return results
+
+
+def _measured(architectures: Mapping[str, Mapping[str, Any]] | None, measurements: pd.DataFrame) -> dict:
+    """The architectures named as a model of the measurements (the study's own)."""
+    models = set(measurements["model"]) if "model" in measurements else set()
+    return {name: config for name, config in (architectures or {}).items() if name in models}
 
 
 def families_from_config(models: Mapping[str, Mapping[str, Any]], root: str | Path) -> dict[str, str]:

@@ -26,7 +26,12 @@ def test_default_config_is_valid_and_expands_the_documented_sweep():
     assert {j.backend for j in jobs} == {"pytorch", "llamacpp", "vllm"}
     assert [j.quant for j in jobs if j.backend == "vllm"] == ["none-float32"]  # the cheap vllm job only
     assert {"none-float32", "none-bfloat16", "bnb-int8", "bnb-nf4"} <= {j.quant for j in jobs}
-    assert config["workload"] == {"batch_sizes": [1, 4], "prompt_tokens": [64], "new_tokens": 32, "max_batch_tokens": None}
+    assert config["workload"] == {
+        "batch_sizes": [1, 4],
+        "prompt_tokens": [64],
+        "new_tokens": 32,
+        "max_batch_tokens": None,
+    }
     assert config["measurement"]["trials"] == 5  # [min, max] of 5 covers the median 93.75 %
     assert config["analysis"]["flops_tolerance"] == 0.005 and config["analysis"]["use_estimated_energy"] is False
     # that every variant is built once even when several backends measure it is checked on the

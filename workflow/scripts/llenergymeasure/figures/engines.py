@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from .style import (
     GREY,
     OKABE_ITO,
+    PAGE_WIDTH_IN,
     SHORT_LABELS,
     Tables,
     _footnote,
@@ -33,11 +34,12 @@ def engine_transfer(data: Tables) -> Figure:
             "two engines measuring three or more matched (model, variant) items."
         )
     pairs = list(table.groupby(["platform_id", "backend_a", "backend_b"], sort=True))
-    fig, axes = _grid(len(pairs), max_cols=2, sharey=True)
+    # one pair per row at page width: a panel holds metric x workload ticks (15 in the CPU study)
+    fig, axes = _grid(len(pairs), max_cols=1, sharey=True, width=PAGE_WIDTH_IN)
     for ax, ((platform, a, b), panel) in zip(axes, pairs, strict=True):
         panel = panel.sort_values(["metric", "batch_size", "prompt_tokens"])
         ticks = [
-            f"{SHORT_LABELS.get(m, m.split('_')[0])}\nb{int(batch)} p{int(prompt)}"
+            f"{SHORT_LABELS.get(m, m.split('_')[0])} b{int(batch)} p{int(prompt)}"
             for m, batch, prompt in zip(panel["metric"], panel["batch_size"], panel["prompt_tokens"], strict=True)
         ]
         x = np.arange(len(panel))
@@ -72,7 +74,7 @@ def engine_transfer(data: Tables) -> Figure:
             label="Kendall τ (no interval)",
         )
         ax.axhline(0, color=GREY, lw=0.6)
-        ax.set_xticks(x, ticks, fontsize=4.5)
+        ax.set_xticks(x, ticks, fontsize=5, rotation=40, ha="right", rotation_mode="anchor")
         ax.set_ylim(-1.05, 1.05)
         matched = int(panel["n_class_matched"].max())
         ax.set_title(

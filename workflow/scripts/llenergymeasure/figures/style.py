@@ -56,6 +56,7 @@ SHORT_LABELS = {
     "energy_j_per_output_token": "Energy/token",
     "latency_s": "Latency",
     "tokens_per_s": "Tokens/s",
+    "peak_memory_bytes": "Peak memory",
     "compound": "Compound",
 }
 

@@ -107,6 +107,10 @@ def compound_efficiency(data: Tables) -> Figure:
     panels = list(compound.groupby("platform_id", sort=True))
     styles = _colour_map(compound["batch_size"].astype(int).map("{:04d}".format))
     fig, axes = _grid(len(panels), max_cols=2, width=PAGE_WIDTH_IN)  # long labels
+    rows = -(-len(panels) // 2)
+    most = max(len((panel["model"] + "/" + _choice_label(panel)).unique()) for _, panel in panels)
+    # one configuration per line: about 0.11 in a label, so that labels never overlap
+    fig.set_size_inches(fig.get_figwidth(), max(fig.get_figheight(), rows * (0.11 * most + 0.7)))
     for ax, (platform, panel) in zip(axes, panels, strict=True):
         labels = sorted((panel["model"] + "/" + _choice_label(panel)).unique())
         y = {label: i for i, label in enumerate(labels)}

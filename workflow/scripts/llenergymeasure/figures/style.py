@@ -68,15 +68,20 @@ WORKLOAD_COLUMNS = ["batch_size", "prompt_tokens", "output_tokens"]
 
 
 def _grid(
-    n_panels: int, max_cols: int = 3, sharey: bool = False, width: float | None = None
+    n_panels: int,
+    max_cols: int = 3,
+    sharey: bool = False,
+    width: float | None = None,
+    panel_height: float | None = None,
 ) -> tuple[Figure, list[plt.Axes]]:
     """A figure of `n_panels` axes: column width for one panel, page width for more
-    (or `width` inches)."""
+    (or `width` inches); each row `PANEL_HEIGHT_IN` tall, or `panel_height` where taller."""
     n_panels = max(1, n_panels)
     cols = min(max_cols, n_panels)
     rows = int(np.ceil(n_panels / cols))
     width = width or (COLUMN_WIDTH_IN if cols == 1 else PAGE_WIDTH_IN)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, PANEL_HEIGHT_IN * rows + 0.4), squeeze=False, sharey=sharey)
+    height = max(PANEL_HEIGHT_IN, panel_height or 0.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows + 0.4), squeeze=False, sharey=sharey)
     flat = list(axes.flat)
     for extra in flat[n_panels:]:
         extra.set_visible(False)

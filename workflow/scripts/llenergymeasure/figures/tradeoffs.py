@@ -104,21 +104,20 @@ def compound_efficiency(data: Tables) -> Figure:
             study_energy(data)[1] if uses_energy else {},
         )
     stability = data["compound_stability"]
+    compound = compound.assign(label=compound["model"] + "/" + _choice_label(compound))
     panels = list(compound.groupby("platform_id", sort=True))
     styles = _colour_map(compound["batch_size"].astype(int).map("{:04d}".format))
-    fig, axes = _grid(len(panels), max_cols=2, width=PAGE_WIDTH_IN)  # long labels
-    rows = -(-len(panels) // 2)
-    most = max(len((panel["model"] + "/" + _choice_label(panel)).unique()) for _, panel in panels)
-    # one configuration per line: about 0.11 in a label, so that labels never overlap
-    fig.set_size_inches(fig.get_figwidth(), max(fig.get_figheight(), rows * (0.11 * most + 0.7)))
+    # long labels, one configuration per line: about 0.11 in a label, so that they never overlap
+    most = int(compound.groupby("platform_id")["label"].nunique().max())
+    fig, axes = _grid(len(panels), max_cols=2, width=PAGE_WIDTH_IN, panel_height=0.11 * most + 0.3)
     for ax, (platform, panel) in zip(axes, panels, strict=True):
-        labels = sorted((panel["model"] + "/" + _choice_label(panel)).unique())
+        labels = sorted(panel["label"].unique())
         y = {label: i for i, label in enumerate(labels)}
         for batch, points in panel.groupby("batch_size", sort=True):
             colour, marker = styles[f"{int(batch):04d}"]
             ax.scatter(
                 points["compound"].astype(float),
-                (points["model"] + "/" + _choice_label(points)).map(y),
+                points["label"].map(y),
                 color=colour,
                 marker=marker,
                 s=12,
